@@ -1,0 +1,35 @@
+"""Every exception runbook_lib raises, in one module (as httpx keeps its own).
+
+Notebooks and the CLI catch `RunbookError` to tell our own, explained failures from bugs.
+"""
+
+from __future__ import annotations
+
+
+class RunbookError(Exception):
+    """Base class: a failure we anticipated and can explain to the on-call engineer."""
+
+
+class ParameterError(RunbookError, ValueError):
+    """A notebook or CLI parameter is wrong. Names the parameter and what is accepted."""
+
+    def __init__(self, name: str, value: object, accepted: str) -> None:
+        self.name = name
+        self.value = value
+        self.accepted = accepted
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"parameter {name!r} = {shown} is invalid: expected {accepted}")
+
+
+class SourceUnavailable(RunbookError):
+    """A dependency (Prometheus, the cluster, a simulator) could not be reached in time."""
+
+
+class NotebookFailed(RunbookError):
+    """A headless run ended with an error; the partial record is kept and marked failed."""
+
+    def __init__(self, message: str, record_dir: str | None = None) -> None:
+        self.record_dir = record_dir
+        super().__init__(message)
