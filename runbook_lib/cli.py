@@ -1,0 +1,218 @@
+"""`runbook`: run notebooks headless, start the embedded stack, the demo and JupyterLab."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets as _secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import KERNEL_NAME, __version__
+from .errors import RunbookError
+
+DEMO_MODES = ("ok", "auth_failure", "rate_limited", "capacity_exceeded", "server_error", "slow", "hang", "flaky")
+MISTRAL_PORT, SERVICE_PORT = 18080, 18081
+
+
+def _parse_value(raw: str) -> Any:
+    """papermill-like typing of `-p NAME VALUE`: bool, None, int, float, else string."""
+    if raw in ("True", "true"):
+        return True
+    if raw in ("False", "false"):
+        return False
+    if raw in ("None", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in args.param or []:
+        out[name] = _parse_value(value)
+    for name, value in args.raw_param or []:
+        out[name] = value
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .execute import run_notebook
+
+    parameters = _collect_params(args)
+    if args.incident_id:
+        parameters["incident_id"] = args.incident_id
+    print(f"running {args.notebook} headless (each cell bounded by {args.cell_timeout} s)...", file=sys.stderr)
+    result = run_notebook(args.notebook, parameters, output_root=args.output_dir,
+                          cell_timeout_s=args.cell_timeout, progress=not args.quiet)
+    _print_result(result)
+    return 0 if result.ok else 1
+
+
+def _print_result(result: Any) -> None:
+    print(result.verdict_line())
+    print(f"record: {result.notebook_path}")
+    if result.html_path:
+        print(f"html:   {result.html_path}")
+    if not result.ok:
+        print(f"status: {result.status} ({result.error})", file=sys.stderr)
+
+
+def _ensure_demo_key(env_var: str) -> None:
+    """The embedded stack needs a key: make a throwaway one if the variable is unset."""
+    if not os.environ.get(env_var):
+        os.environ[env_var] = "sim-" + _secrets.token_urlsafe(24)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Embedded stack + injected fault + headless triage, always cleaned up."""
+    from .execute import run_notebook
+    from .sim.stack import EmbeddedStack
+
+    _ensure_demo_key("MISTRAL_API_KEY")
+    print(f"demo: starting the embedded Mistral simulator and our service, injecting {args.mode!r}",
+          file=sys.stderr)
+    with EmbeddedStack(api_key=os.environ["MISTRAL_API_KEY"], mode="ok", rate=args.rate) as stack:
+        stack.set_mode(args.mode)
+        expected = {"ok": {"ok"}, "slow": {"ok"}, "flaky": {"degraded", "down"}}.get(args.mode, {"down"})
+        if not stack.wait_for_service_status(expected, timeout_s=args.settle):
+            print(f"demo: our service did not report {sorted(expected)} within {args.settle} s; running anyway",
+                  file=sys.stderr)
+        parameters = {"mistral_url": stack.mistral_url, "service_health_url": stack.service_health_url,
+                      "prometheus_url": "", "incident_id": args.incident_id or f"demo-{args.mode}",
+                      "operator": "make demo", "timeout_s": 3.0}
+        result = run_notebook("triage", parameters, output_root=args.output_dir, progress=not args.quiet)
+    _print_result(result)
+    return 0 if result.ok else 1
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    """Both simulators in the foreground on fixed ports (the notebooks' defaults)."""
+    from .sim.stack import EmbeddedStack
+
+    _ensure_demo_key(args.api_key_env)
+    with EmbeddedStack(api_key=os.environ[args.api_key_env], mode=args.mode, mistral_port=args.mistral_port,
+                       service_port=args.service_port, rate=args.rate) as stack:
+        print(f"Mistral simulator: {stack.mistral_url}  (switch faults: POST {stack.mistral_url}/_sim/mode)")
+        print(f"our service:       {stack.service_health_url}")
+        _wait_for_signal()
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """Embedded stack on the default ports + JupyterLab on 127.0.0.1 with the project kernel."""
+    from .sim.stack import EmbeddedStack
+
+    _ensure_demo_key("MISTRAL_API_KEY")
+    token = _secrets.token_hex(16)
+    root = Path.cwd()
+    with EmbeddedStack(api_key=os.environ["MISTRAL_API_KEY"], mode=args.mode, mistral_port=MISTRAL_PORT,
+                       service_port=SERVICE_PORT) as stack:
+        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1",
+               "--port", str(args.port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+               f"--MultiKernelManager.default_kernel_name={KERNEL_NAME}"]
+        if os.geteuid() == 0:
+            cmd.append("--allow-root")
+        proc = subprocess.Popen(cmd)
+        print(f"\nMistral simulator {stack.mistral_url}, our service {stack.service_health_url}")
+        print(f"JupyterLab: http://127.0.0.1:{args.port}/lab/tree/notebooks/triage.ipynb?token={token}\n"
+              "Ctrl-C stops JupyterLab and the stack.", flush=True)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = {"now": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop["now"]:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runbook", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mistral-runbooks {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute a runbook notebook headless into outputs/")
+    run.add_argument("notebook", help="notebook name without .ipynb, e.g. triage")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="parameter (typed like papermill: numbers, True/False, else text)")
+    run.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="parameter kept as a string")
+    run.add_argument("--incident-id", help="names the record folder (default: INC-<UTC timestamp>)")
+    run.add_argument("--output-dir", default="outputs", help="where record folders go (default: outputs)")
+    run.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell (default: 300)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="embedded stack + injected fault + headless triage")
+    demo.add_argument("--mode", choices=DEMO_MODES, default="rate_limited", help="fault to inject")
+    demo.add_argument("--rate", type=float, default=10.0, help="our service's background requests/s")
+    demo.add_argument("--settle", type=float, default=10.0, help="max seconds to wait for the fault to show")
+    demo.add_argument("--incident-id")
+    demo.add_argument("--output-dir", default="outputs")
+    demo.add_argument("-q", "--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    stack = sub.add_parser("stack", help="run the Mistral simulator and our service in the foreground")
+    stack.add_argument("--mode", choices=DEMO_MODES, default="ok")
+    stack.add_argument("--mistral-port", type=int, default=MISTRAL_PORT)
+    stack.add_argument("--service-port", type=int, default=SERVICE_PORT)
+    stack.add_argument("--rate", type=float, default=5.0)
+    stack.add_argument("--api-key-env", default="MISTRAL_API_KEY")
+    stack.set_defaults(func=cmd_stack)
+
+    lab = sub.add_parser("lab", help="embedded stack + JupyterLab on 127.0.0.1")
+    lab.add_argument("--port", type=int, default=8888)
+    lab.add_argument("--mode", choices=DEMO_MODES, default="ok")
+    lab.set_defaults(func=cmd_lab)
+
+    sub.add_parser("sim", help="Mistral API simulator alone (see `runbook sim --help`)", add_help=False)
+    sub.add_parser("service", help="'our service' simulator alone (see `runbook service --help`)",
+                   add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("sim", "service"):
+        if argv[0] == "sim":
+            from .sim.mistral import cli_main
+        else:
+            from .sim.service import cli_main
+        return cli_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RunbookError as exc:
+        print(f"runbook: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The seed's decision tree as a pure function: what was seen -> next step and its notebook.
+
+    API returning errors?
+    |-- YES: 401 -> auth | 429 -> rate limit | 5xx -> provider error | timeout -> network
+    +-- NO: our service returning errors?
+            |-- YES -> check our logs and config
+            +-- NO  -> resolved, continue monitoring
+
+Refinements an SRE expects: 403 goes to the auth branch (key lacks permission), a slow but
+successful API goes to the network/latency branch, and when the API answers the on-call key but
+our service's own calls fail, the service's error code picks the branch (a bad key in the
+deployment is an auth problem even though the on-call key works).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import probes
+
+AUTH, RATE_LIMIT, PROVIDER, NETWORK, OUR_SERVICE, RESOLVED = (
+    "auth", "rate_limit", "provider_error", "network", "our_service", "resolved")
+
+NOTEBOOK = {
+    AUTH: "diagnose_auth",
+    RATE_LIMIT: "diagnose_rate_limit",
+    PROVIDER: "diagnose_server_error",
+    NETWORK: "diagnose_network",
+    OUR_SERVICE: None,
+    RESOLVED: None,
+}
+
+ACTION = {
+    AUTH: "API key issue: verify the key's fingerprint, test it directly, rotate it if invalid",
+    RATE_LIMIT: "Rate limited: read the rate-limit headers, reduce concurrency or queue requests",
+    PROVIDER: "Mistral service issue: check the status page, enable fallback, monitor recovery",
+    NETWORK: "Network issue: test DNS, TCP, TLS and egress policies; raise the client timeout if slow",
+    OUR_SERVICE: "Mistral answers normally: check our service's logs and configuration",
+    RESOLVED: "No errors seen: likely resolved, continue monitoring",
+}
+
+_BY_CLASS = {
+    probes.AUTH_FAILURE: AUTH,
+    probes.FORBIDDEN: AUTH,
+    probes.RATE_LIMITED: RATE_LIMIT,
+    probes.CAPACITY_EXCEEDED: RATE_LIMIT,
+    probes.SERVER_ERROR: PROVIDER,
+    probes.TIMEOUT: NETWORK,
+    probes.CONNECTION_REFUSED: NETWORK,
+    probes.DNS_FAILURE: NETWORK,
+    probes.NETWORK_ERROR: NETWORK,
+    probes.CLIENT_ERROR: OUR_SERVICE,
+    probes.UNEXPECTED: OUR_SERVICE,
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    branch: str
+    notebook: str | None
+    action: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _service_branch(last_status: object) -> str | None:
+    """Branch from the HTTP code our service last got from Mistral ("000" = transport error)."""
+    code = str(last_status or "")
+    if code in ("401", "403"):
+        return AUTH
+    if code == "429":
+        return RATE_LIMIT
+    if code.startswith("5") and len(code) == 3:
+        return PROVIDER
+    if code == "000":
+        return NETWORK
+    return None
+
+
+def decide(api: dict[str, Any], service: dict[str, Any] | None = None,
+           metrics: dict[str, Any] | None = None) -> Decision:
+    """Walk the tree. `api`/`service` are the recorded dicts of ApiSummary / ServiceHealth."""
+    verdict = api["verdict"]
+    if verdict != probes.OK:
+        cls = api["dominant_error"] if verdict == "partial" else verdict
+        branch = _BY_CLASS.get(cls, OUR_SERVICE)
+        how = f"{api['error_fraction']:.0%} of probes failed" if verdict == "partial" else "all probes failed"
+        return _decision(branch, f"API returning errors: {how}, class {cls}")
+    if api.get("slow"):
+        return _decision(NETWORK, f"API answers but slowly (median {api['latency_ms_median']:.0f} ms)")
+
+    svc = service or {}
+    dep = svc.get("mistral") or {}
+    m_ratio = (metrics or {}).get("error_ratio")
+    service_errors = (svc.get("status") in ("degraded", "down", "unreachable", "invalid")
+                      or float(dep.get("error_rate") or 0) > 0
+                      or (m_ratio is not None and float(m_ratio) > 0))
+    if service_errors:
+        hint = _service_branch(dep.get("last_status"))
+        if hint is not None and hint != OUR_SERVICE:
+            return _decision(hint, f"API answers the on-call key, but our service's calls fail with "
+                                   f"{dep.get('last_status')}: the service's own configuration differs")
+        return _decision(OUR_SERVICE, f"API OK, our service reports {svc.get('status', 'errors')}")
+    return _decision(RESOLVED, "API OK and our service reports no errors")
+
+
+def _decision(branch: str, reason: str) -> Decision:
+    return Decision(branch, NOTEBOOK[branch], ACTION[branch], reason)

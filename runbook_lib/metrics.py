@@ -1,0 +1,85 @@
+"""Prometheus HTTP API queries (httpx), bounded, with "no data" and "error" kept distinct from 0.
+
+A PromQL error or an empty result must never read as "0 errors/s": that is how an incident
+hides behind a broken dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+OK, EMPTY, ERROR, UNAVAILABLE = "ok", "empty", "error", "unavailable"
+
+
+@dataclass
+class QueryResult:
+    query: str
+    status: str                                   # ok | empty | error | unavailable
+    series: list[dict[str, Any]] = field(default_factory=list)   # [{"labels": {...}, "value": float}]
+    error: str | None = None
+
+    def scalar(self) -> float | None:
+        """The single value of a one-series result; None when empty/error (never 0)."""
+        if self.status != OK or not self.series:
+            return None
+        value = self.series[0]["value"]
+        return None if value is None or math.isnan(value) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _value(raw: Any) -> float | None:
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+async def instant(client: httpx.AsyncClient, base_url: str, query: str, timeout_s: float) -> QueryResult:
+    """`GET /api/v1/query`: a vector becomes one entry per series, NaN becomes None."""
+    try:
+        response = await asyncio.wait_for(
+            client.get(f"{base_url}/api/v1/query", params={"query": query}, timeout=timeout_s), timeout_s)
+    except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+        return QueryResult(query, UNAVAILABLE, error=f"Prometheus unreachable: {type(exc).__name__}")
+    try:
+        body = response.json()
+    except ValueError:
+        return QueryResult(query, ERROR, error=f"HTTP {response.status_code}: not a Prometheus API answer")
+    if body.get("status") != "success":
+        return QueryResult(query, ERROR, error=f"{body.get('errorType', 'error')}: {body.get('error', '')}"[:300])
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        series = [{"labels": {}, "value": _value(result[1])}]
+    elif kind == "vector":
+        series = [{"labels": r.get("metric", {}), "value": _value(r["value"][1])} for r in result]
+    else:
+        return QueryResult(query, ERROR, error=f"unexpected result type {kind!r} for an instant query")
+    return QueryResult(query, OK if series else EMPTY, series)
+
+
+def triage_queries(window: str) -> dict[str, str]:
+    """The seed's step 3 query plus the error ratio and p95 latency from the service's histogram."""
+    return {
+        "errors_per_model": f"sum by (model) (rate(mistral_errors_total[{window}]))",
+        "requests_per_model": f"sum by (model) (rate(mistral_requests_total[{window}]))",
+        "error_ratio": f"sum(rate(mistral_errors_total[{window}])) / sum(rate(mistral_requests_total[{window}]))",
+        "p95_latency_s": ("histogram_quantile(0.95, sum by (le) "
+                          f"(rate(mistral_request_duration_seconds_bucket[{window}])))"),
+    }
+
+
+async def triage_metrics(client: httpx.AsyncClient, base_url: str, window: str, timeout_s: float
+                         ) -> dict[str, QueryResult]:
+    """All step-3 queries concurrently, each bounded."""
+    queries = triage_queries(window)
+    results = await asyncio.gather(*(instant(client, base_url, q, timeout_s) for q in queries.values()))
+    return dict(zip(queries, results, strict=True))

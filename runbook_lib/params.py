@@ -1,0 +1,150 @@
+"""Parameter validation for notebooks and the CLI.
+
+A wrong parameter must stop a run in its first cell with a message that names the parameter and
+says what is accepted, so every validator raises `ParameterError(name, value, accepted)`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from urllib.parse import urlsplit
+
+from .errors import ParameterError
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# One label-selector requirement: key (optionally prefixed), then =, ==, != or a set form.
+_LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_SELECTOR_TERM = re.compile(
+    rf"^(!?{_LABEL_KEY}|{_LABEL_KEY}\s*(==|=|!=)\s*{_LABEL_VALUE}"
+    rf"|{_LABEL_KEY}\s+(in|notin)\s+\(\s*{_LABEL_VALUE}(\s*,\s*{_LABEL_VALUE})*\s*\))$"
+)
+
+MAX_TIMEOUT_S = 300.0
+
+
+def url(name: str, value: object, *, schemes: tuple[str, ...] = ("http", "https"),
+        allow_empty: bool = False) -> str:
+    """An absolute http(s) URL with a host; empty only where the step is optional."""
+    accepted = f"an absolute URL with scheme {' or '.join(schemes)} and a host, e.g. http://127.0.0.1:18080"
+    if allow_empty:
+        accepted += ", or '' to skip the step"
+    if not isinstance(value, str):
+        raise ParameterError(name, value, accepted)
+    if value == "" and allow_empty:
+        return ""
+    if any(c.isspace() for c in value):
+        raise ParameterError(name, value, accepted)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ParameterError(name, value, accepted) from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ParameterError(name, value, accepted)
+    if parts.username or parts.password:
+        raise ParameterError(name, "<url with credentials>",
+                             accepted + " (no credentials in the URL: they would be recorded)")
+    return value.rstrip("/")
+
+
+def timeout(name: str, value: object, *, maximum: float = MAX_TIMEOUT_S) -> float:
+    """Seconds, finite, > 0 and <= maximum: an unbounded wait is never accepted."""
+    accepted = f"a number of seconds > 0 and <= {maximum:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(name, value, accepted)
+    v = float(value)
+    if not math.isfinite(v) or v <= 0 or v > maximum:
+        raise ParameterError(name, value, accepted)
+    return v
+
+
+def positive_int(name: str, value: object, *, maximum: int) -> int:
+    accepted = f"a whole number from 1 to {maximum}"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ParameterError(name, value, accepted)
+    return value
+
+
+def fraction(name: str, value: object) -> float:
+    accepted = "a number from 0 to 1"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ParameterError(name, value, accepted)
+    return float(value)
+
+
+def namespace(name: str, value: object) -> str:
+    """A Kubernetes namespace: a DNS-1123 label (lower case, digits, '-', at most 63)."""
+    accepted = "a DNS-1123 label: lower-case letters, digits and '-', 1-63 characters, e.g. prod"
+    if not isinstance(value, str) or len(value) > 63 or not _DNS1123_LABEL.match(value):
+        raise ParameterError(name, value, accepted)
+    return value
+
+
+def label_selector(name: str, value: object) -> str:
+    """A Kubernetes label selector such as `app=mistral-service` or `tier in (a,b)`."""
+    accepted = "a label selector such as app=mistral-service (comma-separated requirements)"
+    if not isinstance(value, str) or not value.strip() or len(value) > 512:
+        raise ParameterError(name, value, accepted)
+    terms = _split_selector(value)
+    if not all(_SELECTOR_TERM.match(t.strip()) for t in terms):
+        raise ParameterError(name, value, accepted)
+    return value.strip()
+
+
+def _split_selector(value: str) -> list[str]:
+    """Split on commas that are not inside a set's parentheses."""
+    terms, depth, start = [], 0, 0
+    for i, c in enumerate(value):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            terms.append(value[start:i])
+            start = i + 1
+    terms.append(value[start:])
+    return terms
+
+
+def env_var_name(name: str, value: object) -> str:
+    """The NAME of an environment variable (never its value: values would be recorded)."""
+    accepted = ("the name of an environment variable (letters, digits, '_', not starting with a digit), "
+                "e.g. MISTRAL_API_KEY; pass the name, never the key itself")
+    if not isinstance(value, str) or not _ENV_NAME.match(value) or len(value) > 128:
+        # Never echo what might be a pasted secret.
+        shown = value if isinstance(value, str) and len(value) <= 32 and _looks_harmless(value) else "<hidden>"
+        raise ParameterError(name, shown, accepted)
+    return value
+
+
+def _looks_harmless(value: str) -> bool:
+    return not any(c.isdigit() for c in value) or len(value) < 12
+
+
+def incident_id(name: str, value: object) -> str:
+    """Used in folder names, so no path separators, no '..', no leading dot or dash."""
+    accepted = ("1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, "
+                "without '..' (it names the record's folder), e.g. INC-1234")
+    if not isinstance(value, str) or not _INCIDENT_ID.match(value) or ".." in value:
+        raise ParameterError(name, value, accepted)
+    return value
+
+
+def choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ParameterError(name, value, "one of " + ", ".join(choices))
+    return value
+
+
+def text(name: str, value: object, *, maximum: int = 200, allow_empty: bool = True) -> str:
+    """Free text such as an operator name: printable, single line, bounded."""
+    accepted = f"a single line of printable text, at most {maximum} characters"
+    if not isinstance(value, str) or len(value) > maximum or not value.isprintable():
+        raise ParameterError(name, value, accepted)
+    if not allow_empty and not value.strip():
+        raise ParameterError(name, value, accepted + ", not empty")
+    return value

@@ -1,0 +1,296 @@
+"""The quick-triage runbook's steps, one public method per notebook cell.
+
+`start()` validates every parameter first (so a wrong one fails in the first cell, named);
+`collect()` runs every independent check at once, each bounded, so a run with every dependency
+hanging still takes about one timeout; the step methods then show and record what was seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import decision as decision_mod
+from . import display, params, probes, record, severity as severity_mod
+from ._async import run_sync
+from .secrets import SecretRef, read_secret
+
+NOT_CONFIGURED, UNAVAILABLE, AVAILABLE = "not configured", "unavailable", "ok"
+_WINDOW = re.compile(r"^[1-9][0-9]{0,3}[smh]$")
+
+
+@dataclass(frozen=True)
+class TriageConfig:
+    mistral_url: str
+    api_key_env: str
+    service_health_url: str
+    prometheus_url: str
+    metrics_window: str
+    kubeconfig: str
+    kube_context: str
+    namespace: str
+    label_selector: str
+    timeout_s: float
+    samples: int
+    latency_threshold_ms: float
+    incident_id: str
+    operator: str
+
+
+def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str = "",
+          metrics_window: str = "5m", kubeconfig: str = "", kube_context: str = "",
+          namespace: str = "default", label_selector: str = "app=mistral-service", timeout_s: float = 5.0,
+          samples: int = 5, latency_threshold_ms: float = 2000.0, incident_id: str = "local",
+          operator: str = "") -> Triage:
+    """Validate the parameters (ParameterError names the first bad one) and show them."""
+    if not isinstance(metrics_window, str) or not _WINDOW.match(metrics_window):
+        raise params.ParameterError("metrics_window", metrics_window, "a Prometheus duration such as 5m, 30s or 1h")
+    cfg = TriageConfig(
+        mistral_url=params.url("mistral_url", mistral_url),
+        api_key_env=params.env_var_name("api_key_env", api_key_env),
+        service_health_url=params.url("service_health_url", service_health_url, allow_empty=True),
+        prometheus_url=params.url("prometheus_url", prometheus_url, allow_empty=True),
+        metrics_window=metrics_window,
+        kubeconfig=params.text("kubeconfig", kubeconfig, maximum=4096),
+        kube_context=params.text("kube_context", kube_context),
+        namespace=params.namespace("namespace", namespace),
+        label_selector=params.label_selector("label_selector", label_selector),
+        timeout_s=params.timeout("timeout_s", timeout_s, maximum=120),
+        samples=params.positive_int("samples", samples, maximum=20),
+        latency_threshold_ms=params.timeout("latency_threshold_ms", latency_threshold_ms, maximum=600_000),
+        incident_id=params.incident_id("incident_id", incident_id),
+        operator=params.text("operator", operator),
+    )
+    run = Triage(cfg, read_secret(cfg.api_key_env))
+    run.show_parameters()
+    return run
+
+
+class Triage:
+    """State of one triage run; each method is one notebook step."""
+
+    def __init__(self, cfg: TriageConfig, secret: SecretRef) -> None:
+        self.cfg = cfg
+        self.secret = secret
+        self.api: dict[str, Any] | None = None
+        self.service: dict[str, Any] | None = None
+        self.metrics: dict[str, Any] = {"status": NOT_CONFIGURED}
+        self.logs: dict[str, Any] = {"status": NOT_CONFIGURED}
+        self.timings: dict[str, float] = {}
+        self._severity: severity_mod.Severity | None = None
+        self._decision: decision_mod.Decision | None = None
+
+    # -- parameters -------------------------------------------------------------------------
+    def show_parameters(self) -> None:
+        safe = {k: v for k, v in asdict(self.cfg).items()}
+        record.record("parameters", safe, markdown="**Parameters accepted.**\n\n" + display.kv_table(
+            safe.items(), ("parameter", "value")))
+        key = self.secret.describe()
+        note = (f"API key from `${self.secret.env_var}`: **{'present' if self.secret.present else 'ABSENT'}**"
+                + (f", {self.secret.length} characters, fingerprint `{self.secret.fingerprint}` "
+                   "(SHA-256; the key itself is never shown)" if self.secret.present else
+                   " - probes will be sent without a key and should get 401"))
+        record.record("api_key", key, markdown=note)
+
+    # -- collection -------------------------------------------------------------------------
+    def collect(self) -> None:
+        """Run every independent check concurrently; each is bounded by `timeout_s`."""
+        t0 = time.perf_counter()
+        run_sync(self._collect())
+        self.timings["total_s"] = round(time.perf_counter() - t0, 3)
+        rows = [(name, f"{secs:.2f} s") for name, secs in self.timings.items() if name != "total_s"]
+        rows.append(("**all checks (concurrent)**", f"**{self.timings['total_s']:.2f} s**"))
+        record.record("collection", {"timings_s": self.timings, "timeout_s": self.cfg.timeout_s},
+                      markdown=f"Checked concurrently, each bounded by {self.cfg.timeout_s:g} s:\n\n"
+                               + display.table(("check", "took"), rows))
+
+    async def _timed(self, name: str, coro: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await coro
+        finally:
+            self.timings[name] = round(time.perf_counter() - t0, 3)
+
+    async def _collect(self) -> None:
+        cfg = self.cfg
+        async with probes.client(cfg.timeout_s) as client:
+            jobs: dict[str, Any] = {
+                "mistral_api": self._timed("mistral_api", probes.sample_mistral(
+                    client, cfg.mistral_url, self.secret, cfg.timeout_s, cfg.samples, cfg.latency_threshold_ms)),
+            }
+            if cfg.service_health_url:
+                jobs["service_health"] = self._timed("service_health", probes.probe_service(
+                    client, cfg.service_health_url, cfg.timeout_s))
+            if cfg.prometheus_url:
+                from . import metrics
+
+                jobs["metrics"] = self._timed("metrics", metrics.triage_metrics(
+                    client, cfg.prometheus_url, cfg.metrics_window, cfg.timeout_s))
+            results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
+        self.api = results["mistral_api"].to_dict()
+        if "service_health" in results:
+            self.service = results["service_health"].to_dict()
+        if "metrics" in results:
+            self.metrics = _metrics_summary(results["metrics"])
+        if cfg.kubeconfig:
+            self.logs = {"status": UNAVAILABLE,
+                         "reason": "cluster log collection is not available in this version"}
+
+    # -- steps ------------------------------------------------------------------------------
+    def mistral_api(self) -> dict[str, Any]:
+        """Step 1: what `GET /v1/models` answered, per probe and in sum."""
+        api = self._need(self.api)
+        rows = [(p["started_at"], p["status_code"] or "000", p["classification"], f"{p['latency_ms']:.0f} ms",
+                 p["detail"]) for p in api["probes"]]
+        headline = (f"**{api['verdict'].upper()}**: " + (probes.MEANING.get(api["verdict"]) or
+                    f"{api['error_fraction']:.0%} of {api['samples']} probes failed, mostly "
+                    f"{api['dominant_error']}"))
+        parts = [headline, display.table(("sent (UTC)", "HTTP", "class", "latency", "detail"), rows)]
+        if api["ratelimit"]:
+            parts.append("Rate-limit headers seen:\n\n" + display.kv_table(api["ratelimit"].items(),
+                                                                          ("header", "value")))
+        if api["slow"]:
+            parts.append(f"Median latency {api['latency_ms_median']:.0f} ms exceeds the "
+                         f"{api['latency_threshold_ms']:.0f} ms threshold.")
+        record.record("mistral_api", api, markdown="\n\n".join(parts))
+        return api
+
+    def service_health(self) -> dict[str, Any]:
+        """Step 2: our service's own view of its Mistral dependency (`.services.mistral`)."""
+        if not self.cfg.service_health_url:
+            value: dict[str, Any] = {"status": NOT_CONFIGURED}
+            record.record("service_health", value, markdown="Not configured (`service_health_url` is empty).")
+            return value
+        svc = self._need(self.service)
+        md = f"**{svc['status'].upper()}** - {svc['detail']}"
+        if svc["mistral"]:
+            md += "\n\n" + display.kv_table(svc["mistral"].items(), ("`.services.mistral`", "value"))
+        record.record("service_health", svc, markdown=md)
+        return svc
+
+    def error_rate(self) -> dict[str, Any]:
+        """Step 3: error rate per model from Prometheus (the seed's `rate(mistral_errors_total[5m])`)."""
+        m = self.metrics
+        if m["status"] == NOT_CONFIGURED:
+            md = "Not configured (`prometheus_url` is empty): skipped; the verdict rests on steps 1-2."
+        elif m["status"] != AVAILABLE:
+            md = f"**Prometheus {m['status']}**: {m.get('reason')}. The run goes on without metrics."
+        else:
+            rows = [(model, _fmt(v.get("errors_per_s")), _fmt(v.get("requests_per_s")))
+                    for model, v in sorted(m["per_model"].items())]
+            md = (display.table(("model", "errors/s", "requests/s"), rows) if rows else
+                  "No series returned for the Mistral metrics (no data, which is not the same as 0).")
+            md += (f"\n\nError ratio: **{_pct(m.get('error_ratio'))}**, p95 latency: "
+                   f"**{_fmt(m.get('p95_latency_s'), ' s')}** (window {self.cfg.metrics_window}).")
+        record.record("error_rate", m, markdown=md)
+        return m
+
+    def error_logs(self) -> dict[str, Any]:
+        """Step 4: recent error lines from the service's pods."""
+        lg = self.logs
+        if lg["status"] == NOT_CONFIGURED:
+            md = "Not configured (`kubeconfig` is empty): skipped; the verdict rests on the other steps."
+        else:
+            md = f"**Cluster {lg['status']}**: {lg.get('reason')}. The run goes on without logs."
+        record.record("error_logs", lg, markdown=md)
+        return lg
+
+    def unavailable_sections(self) -> list[str]:
+        gaps = []
+        if self.service and self.service["status"] in ("unreachable", "invalid"):
+            gaps.append("service health")
+        if self.metrics["status"] not in (AVAILABLE, NOT_CONFIGURED):
+            gaps.append("metrics (Prometheus " + self.metrics["status"] + ")")
+        if self.logs["status"] not in (AVAILABLE, NOT_CONFIGURED):
+            gaps.append("logs (cluster " + self.logs["status"] + ")")
+        return gaps
+
+    def severity(self) -> dict[str, Any]:
+        """Classify P1-P4 from everything above."""
+        sev = severity_mod.classify(self._need(self.api), self.service, self._metrics_for_rules(),
+                                    self.unavailable_sections())
+        self._severity = sev
+        md = (f"## {sev.level}: {sev.definition}\n\n{sev.reason}.\n\n"
+              f"Response target: **{sev.response_target}**; status updates every {sev.update_every_min} min.")
+        record.record("severity", sev.to_dict(), markdown=md)
+        return sev.to_dict()
+
+    def decision(self) -> dict[str, Any]:
+        """Walk the decision tree to the next step."""
+        dec = decision_mod.decide(self._need(self.api), self.service, self._metrics_for_rules())
+        self._decision = dec
+        nxt = f"open **`notebooks/{dec.notebook}.ipynb`**" if dec.notebook else "no diagnosis notebook"
+        md = f"Branch **{dec.branch}** - {dec.reason}.\n\nNext: {dec.action}; {nxt}."
+        record.record("decision", dec.to_dict(), markdown=md)
+        return dec.to_dict()
+
+    def summary(self) -> dict[str, Any]:
+        """One verdict line for the CLI, the archive and the reviewer."""
+        sev = self._severity or severity_mod.Severity(**self.severity())
+        dec = self._decision or decision_mod.Decision(**self.decision())
+        api = self._need(self.api)
+        label = verdict_label(api, dec.branch)
+        target = dec.notebook or dec.branch
+        line = f"{sev.level} {label} -> {target}"
+        value = {"line": line, "severity": sev.level, "label": label, "branch": dec.branch,
+                 "notebook": dec.notebook, "api_verdict": api["verdict"],
+                 "service_status": (self.service or {}).get("status"),
+                 "unavailable": self.unavailable_sections(), "incident_id": self.cfg.incident_id,
+                 "operator": self.cfg.operator or None}
+        rows = [("verdict", f"`{line}`"), ("severity", f"{sev.level} ({sev.response_target})"),
+                ("why", sev.reason), ("next step", dec.action),
+                ("sections unavailable", ", ".join(value["unavailable"]) or "none")]
+        record.record("verdict", value, markdown="### Verdict\n\n" + display.kv_table(rows, ("", "")))
+        return value
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _metrics_for_rules(self) -> dict[str, Any] | None:
+        if self.metrics["status"] != AVAILABLE:
+            return None
+        return {"error_ratio": self.metrics.get("error_ratio"), "p95_latency_s": self.metrics.get("p95_latency_s"),
+                "latency_threshold_s": self.cfg.latency_threshold_ms / 1000}
+
+    @staticmethod
+    def _need(value: dict[str, Any] | None) -> dict[str, Any]:
+        if value is None:
+            raise RuntimeError("run `collect()` first: no checks have been run yet")
+        return value
+
+
+def verdict_label(api: dict[str, Any], branch: str) -> str:
+    """Short words for the verdict line, e.g. `rate limited`, `capacity exceeded`."""
+    if api["verdict"] == "partial":
+        return f"partial {api['dominant_error'].replace('_', ' ')}"
+    if api["verdict"] != probes.OK:
+        return api["verdict"].replace("_", " ")
+    if api.get("slow"):
+        return "high latency"
+    return {"our_service": "our service errors", "resolved": "no errors"}.get(branch, branch.replace("_", " "))
+
+
+def _metrics_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Fold the step-3 query results into one record; unavailable/error are not zeros."""
+    from . import metrics
+
+    statuses = {name: r.status for name, r in results.items()}
+    if all(s == metrics.UNAVAILABLE for s in statuses.values()):
+        return {"status": UNAVAILABLE, "reason": next(iter(results.values())).error}
+    errors = {n: r.error for n, r in results.items() if r.status == metrics.ERROR}
+    per_model: dict[str, dict[str, float | None]] = {}
+    for key, field_name in (("errors_per_model", "errors_per_s"), ("requests_per_model", "requests_per_s")):
+        for s in results[key].series:
+            per_model.setdefault(s["labels"].get("model", "?"), {})[field_name] = s["value"]
+    return {"status": AVAILABLE, "statuses": statuses, "errors": errors, "per_model": per_model,
+            "error_ratio": results["error_ratio"].scalar(), "p95_latency_s": results["p95_latency_s"].scalar(),
+            "queries": {n: r.query for n, r in results.items()}}
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "no data" if value is None else f"{value:.3g}{unit}"
+
+
+def _pct(value: float | None) -> str:
+    return "no data" if value is None else f"{value:.1%}"
