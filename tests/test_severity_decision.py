@@ -1,0 +1,87 @@
+import pytest
+
+from runbook_lib import decision, probes, severity
+
+
+def api(verdict="ok", error_fraction=0.0, samples=5, dominant=None, slow=False, median=100.0):
+    return {"verdict": verdict, "error_fraction": error_fraction, "samples": samples,
+            "dominant_error": dominant or (verdict if verdict not in ("ok", "partial") else None),
+            "slow": slow, "latency_ms_median": median, "latency_threshold_ms": 2000.0}
+
+
+def svc(status="ok", error_rate=0.0, last_status="200", last_error=None):
+    return {"status": status, "mistral": {"status": status, "error_rate": error_rate,
+                                          "last_status": last_status, "last_error": last_error}}
+
+
+@pytest.mark.parametrize("verdict", [probes.AUTH_FAILURE, probes.SERVER_ERROR, probes.TIMEOUT,
+                                     probes.CONNECTION_REFUSED, probes.DNS_FAILURE])
+def test_everything_failing_is_p1(verdict):
+    s = severity.classify(api(verdict, 1.0))
+    assert s.level == "P1" and "complete outage" in s.reason and s.response_target == "< 15 min"
+
+
+@pytest.mark.parametrize("verdict", [probes.RATE_LIMITED, probes.CAPACITY_EXCEEDED])
+def test_all_429_is_p2_as_the_seed_says(verdict):
+    assert severity.classify(api(verdict, 1.0)).level == "P2"
+
+
+def test_partial_failures_split_p2_and_p3():
+    assert severity.classify(api("partial", 0.6, dominant=probes.RATE_LIMITED)).level == "P2"
+    assert severity.classify(api("partial", 0.2, dominant=probes.SERVER_ERROR)).level == "P3"
+
+
+def test_high_latency_is_p2():
+    s = severity.classify(api(slow=True, median=3500.0))
+    assert s.level == "P2" and "3500 ms" in s.reason
+
+
+def test_service_view_raises_severity_when_api_looks_fine():
+    assert severity.classify(api(), svc("down", 1.0, "401", "401 Unauthorized")).level == "P1"
+    assert severity.classify(api(), svc("degraded", 0.1)).level == "P3"
+    assert severity.classify(api(), {"status": "unreachable", "mistral": None}).level == "P2"
+
+
+def test_metrics_are_used_when_present():
+    assert severity.classify(api(), None, {"error_ratio": 0.7}).level == "P2"
+    m = {"error_ratio": 0.0, "p95_latency_s": 4.0, "latency_threshold_s": 2.0}
+    assert severity.classify(api(), None, m).level == "P2"
+
+
+def test_no_impact_is_p4_and_names_monitoring_gaps():
+    assert severity.classify(api(), svc()).level == "P4"
+    s = severity.classify(api(), svc(), None, ["metrics (Prometheus unavailable)"])
+    assert s.level == "P4" and "monitoring gaps" in s.reason
+
+
+@pytest.mark.parametrize("verdict,branch,notebook", [
+    (probes.AUTH_FAILURE, decision.AUTH, "diagnose_auth"),
+    (probes.FORBIDDEN, decision.AUTH, "diagnose_auth"),
+    (probes.RATE_LIMITED, decision.RATE_LIMIT, "diagnose_rate_limit"),
+    (probes.CAPACITY_EXCEEDED, decision.RATE_LIMIT, "diagnose_rate_limit"),
+    (probes.SERVER_ERROR, decision.PROVIDER, "diagnose_server_error"),
+    (probes.TIMEOUT, decision.NETWORK, "diagnose_network"),
+    (probes.CONNECTION_REFUSED, decision.NETWORK, "diagnose_network"),
+    (probes.DNS_FAILURE, decision.NETWORK, "diagnose_network"),
+    (probes.CLIENT_ERROR, decision.OUR_SERVICE, None),
+])
+def test_decision_tree_branches(verdict, branch, notebook):
+    d = decision.decide(api(verdict, 1.0))
+    assert (d.branch, d.notebook) == (branch, notebook)
+
+
+def test_partial_uses_dominant_error():
+    d = decision.decide(api("partial", 0.4, dominant=probes.SERVER_ERROR))
+    assert d.branch == decision.PROVIDER and "40%" in d.reason
+
+
+def test_api_ok_but_service_fails_uses_services_code():
+    assert decision.decide(api(), svc("down", 1.0, "401")).branch == decision.AUTH
+    assert decision.decide(api(), svc("degraded", 0.3, "429")).branch == decision.RATE_LIMIT
+    assert decision.decide(api(), svc("degraded", 0.3, "400")).branch == decision.OUR_SERVICE
+
+
+def test_slow_goes_to_network_and_clean_is_resolved():
+    assert decision.decide(api(slow=True, median=5000)).branch == decision.NETWORK
+    d = decision.decide(api(), svc())
+    assert d.branch == decision.RESOLVED and d.notebook is None
