@@ -1,0 +1,108 @@
+"""Triage speed, measured side by side in one run (figures and ratios; no pass/fail).
+
+1. median wall time of a headless triage vs a bare papermill run of an empty notebook
+   (same kernel, same process; target ratio <= 1.3);
+2. wall time of a triage with every endpoint hanging vs its configured timeout (target: timeout + 3 s);
+3. `import runbook_lib` time in a fresh interpreter (target <= 150 ms).
+
+Run: `.venv/bin/python benchmarks/triage.py [--runs N]` (uses the embedded simulators).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runbook_lib import KERNEL_NAME  # noqa: E402
+from runbook_lib.sim.stack import EmbeddedStack  # noqa: E402
+
+
+def _empty_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": KERNEL_NAME, "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def _papermill(src: Path, out: Path, parameters: dict) -> float:
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(src), str(out), parameters=parameters, progress_bar=False, log_output=False)
+    return time.perf_counter() - t0
+
+
+def _silent_listener() -> tuple[socket.socket, int]:
+    """Accepts connections into its backlog and never answers: a black-holed endpoint."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    return s, s.getsockname()[1]
+
+
+def _import_time_ms(runs: int) -> float:
+    code = "import time; t=time.perf_counter(); import runbook_lib; print((time.perf_counter()-t)*1000)"
+    samples = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True, cwd=ROOT).stdout) for _ in range(runs)]
+    return statistics.median(samples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--hang-timeout", type=float, default=3.0)
+    args = ap.parse_args()
+    os.environ.setdefault("MISTRAL_API_KEY", "bench-" + secrets.token_urlsafe(16))
+    triage_nb = ROOT / "notebooks" / "triage.ipynb"
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedStack(api_key=os.environ["MISTRAL_API_KEY"]) as stack:
+        tmpd = Path(tmp)
+        empty = _empty_notebook(tmpd / "empty.ipynb")
+        params = {"mistral_url": stack.mistral_url, "service_health_url": stack.service_health_url,
+                  "prometheus_url": "", "timeout_s": 5.0, "incident_id": "bench"}
+        _papermill(empty, tmpd / "warm.ipynb", {})  # warm caches once, measured runs interleaved
+        bare, tri = [], []
+        for i in range(args.runs):
+            bare.append(_papermill(empty, tmpd / f"e{i}.ipynb", {}))
+            tri.append(_papermill(triage_nb, tmpd / f"t{i}.ipynb", params))
+            print(f"  run {i + 1}/{args.runs}: bare {bare[-1]:.2f} s, triage {tri[-1]:.2f} s", file=sys.stderr)
+
+        stack.set_mode("hang")
+        svc_sock, svc_port = _silent_listener()
+        prom_sock, prom_port = _silent_listener()
+        hang_params = {**params, "timeout_s": args.hang_timeout,
+                       "service_health_url": f"http://127.0.0.1:{svc_port}/health",
+                       "prometheus_url": f"http://127.0.0.1:{prom_port}"}
+        hang_wall = _papermill(triage_nb, tmpd / "hang.ipynb", hang_params)
+        svc_sock.close()
+        prom_sock.close()
+        stack.set_mode("ok")
+
+    import_ms = _import_time_ms(args.runs)
+    b, t = statistics.median(bare), statistics.median(tri)
+    print("\n== triage benchmark ==")
+    print(f"bare papermill (empty notebook), median of {args.runs}: {b:.2f} s")
+    print(f"headless triage (steps 1-2 live, 3-4 skipped), median:  {t:.2f} s")
+    print(f"ratio triage / bare: {t / b:.2f}   (target <= 1.3)")
+    print(f"all endpoints hanging, timeout_s={args.hang_timeout:g}: {hang_wall:.2f} s "
+          f"= timeout + {hang_wall - args.hang_timeout:.2f} s   (target <= timeout + 3 s)")
+    print(f"import runbook_lib (fresh interpreter, median): {import_ms:.0f} ms   (target <= 150 ms)")
+
+
+if __name__ == "__main__":
+    main()

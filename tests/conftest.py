@@ -1,0 +1,48 @@
+"""Shared fixtures: a throwaway API key, the embedded stack on free ports, and a triage runner.
+
+Servers bind port 0 so xdist workers never collide; each test gets its own simulators (they
+start in milliseconds), so a fault injected by one test cannot leak into another.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh key in MISTRAL_API_KEY; papermill's kernel inherits this process's environment."""
+    key = "sim-" + secrets.token_urlsafe(24)
+    monkeypatch.setenv("MISTRAL_API_KEY", key)
+    return key
+
+
+@pytest.fixture
+def stack(api_key: str) -> Iterator[Any]:
+    from runbook_lib.sim.stack import EmbeddedStack
+
+    with EmbeddedStack(api_key=api_key, rate=20.0) as s:
+        yield s
+
+
+@pytest.fixture
+def run_triage(tmp_path: Path):
+    """Run notebooks/triage.ipynb headless into tmp_path/outputs and return the RunResult."""
+    from runbook_lib.execute import run_notebook
+
+    def _run(stack: Any = None, **parameters: Any):
+        base: dict[str, Any] = {"prometheus_url": "", "timeout_s": 2.0, "incident_id": "test"}
+        if stack is not None:
+            base.update(mistral_url=stack.mistral_url, service_health_url=stack.service_health_url)
+        base.update(parameters)
+        return run_notebook("triage", base, output_root=tmp_path / "outputs", progress=False,
+                            cell_timeout_s=60)
+
+    return _run
