@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/runbook demo
 
 test: $(STAMP)
+	bash scripts/ensure-test-servers.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lab: $(STAMP)

@@ -83,3 +83,43 @@ async def triage_metrics(client: httpx.AsyncClient, base_url: str, window: str, 
     queries = triage_queries(window)
     results = await asyncio.gather(*(instant(client, base_url, q, timeout_s) for q in queries.values()))
     return dict(zip(queries, results, strict=True))
+
+
+def range_query(base_url: str, query: str, start: float, end: float, step_s: float, timeout_s: float) -> Any:
+    """`GET /api/v1/query_range` as a long DataFrame (time, value, one column per label).
+
+    Raises SourceUnavailable when Prometheus cannot be reached and RunbookError on a PromQL
+    error; an empty result is an empty DataFrame with the columns, never zeros.
+    """
+    import pandas as pd
+
+    from .errors import RunbookError, SourceUnavailable
+
+    try:
+        response = httpx.get(f"{base_url}/api/v1/query_range", timeout=timeout_s,
+                             params={"query": query, "start": start, "end": end, "step": step_s})
+        body = response.json()
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"Prometheus unreachable at {base_url}: {type(exc).__name__}") from exc
+    except ValueError as exc:
+        raise RunbookError(f"Prometheus answered HTTP {response.status_code} without JSON") from exc
+    if body.get("status") != "success":
+        raise RunbookError(f"PromQL error for {query!r}: {body.get('errorType')}: {body.get('error')}")
+    rows = []
+    for series in body["data"]["result"]:
+        for ts, raw in series.get("values", []):
+            rows.append({**series.get("metric", {}), "time": pd.Timestamp(float(ts), unit="s", tz="UTC"),
+                         "value": _value(raw)})
+    frame = pd.DataFrame(rows, columns=None if rows else ["time", "value"])
+    return frame.sort_values("time", ignore_index=True) if rows else frame
+
+
+def instant_sync(base_url: str, query: str, timeout_s: float) -> QueryResult:
+    """Blocking form of `instant` for code outside an event loop."""
+    from ._async import run_sync
+
+    async def go() -> QueryResult:
+        async with httpx.AsyncClient() as client:
+            return await instant(client, base_url, query, timeout_s)
+
+    return run_sync(go())

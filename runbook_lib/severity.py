@@ -56,19 +56,29 @@ def classify(api: dict[str, Any], service: dict[str, Any] | None = None,
     m = metrics or {}
     m_ratio = m.get("error_ratio")
 
+    # The seed files rate limiting under P2 ("partial 429s"; 429 step is P2) even when every call
+    # is refused: the remedy is ours (less concurrency, queueing) and the limit resets. So when
+    # 429s dominate, the service/metrics "everything fails" signals do not escalate to P1.
+    rate_limited = (verdict in probes.RATE_CLASSES
+                    or (verdict == "partial" and api.get("dominant_error") in probes.RATE_CLASSES)
+                    or (verdict == probes.OK and str(svc_dep.get("last_status")) == "429"))
+
     # P1: everything failing, seen directly or by our own service.
     if frac == 1.0 and verdict not in probes.RATE_CLASSES:
         return _make("P1", f"complete outage: all {api['samples']} probes of the Mistral API failed "
                            f"({probes.MEANING.get(verdict, verdict)})")
-    if svc_status == "down" or (svc_rate is not None and float(svc_rate) >= 1.0):
+    if not rate_limited and (svc_status == "down" or (svc_rate is not None and float(svc_rate) >= 1.0)):
         return _make("P1", "complete outage: every recent call from our service to Mistral failed "
                            f"(last error: {svc_dep.get('last_error') or 'n/a'})")
-    if m_ratio is not None and float(m_ratio) >= 0.99:
+    if not rate_limited and m_ratio is not None and float(m_ratio) >= 0.99:
         return _make("P1", f"complete outage: error ratio {float(m_ratio):.0%} in the metrics")
 
     # P2: degraded.
     if frac == 1.0:
-        return _make("P2", f"degraded: every probe was refused with 429 ({probes.MEANING[verdict]})")
+        return _make("P2", f"degraded: every probe was refused with 429 ({probes.MEANING[verdict]}); "
+                           "rate limiting is P2 in the runbook's table")
+    if rate_limited and (svc_status == "down" or (m_ratio is not None and float(m_ratio) >= 0.99)):
+        return _make("P2", "degraded: our service's calls are refused with 429 (rate limited)")
     if frac >= DEGRADED_ERROR_FRACTION:
         return _make("P2", f"degraded: {frac:.0%} of probes failed (mostly {api['dominant_error']})")
     if api.get("slow"):

@@ -85,3 +85,12 @@ def test_slow_goes_to_network_and_clean_is_resolved():
     assert decision.decide(api(slow=True, median=5000)).branch == decision.NETWORK
     d = decision.decide(api(), svc())
     assert d.branch == decision.RESOLVED and d.notebook is None
+
+
+def test_rate_limiting_stays_p2_even_when_the_service_sees_only_429s():
+    s = severity.classify(api(probes.RATE_LIMITED, 1.0), svc("down", 1.0, "429"), {"error_ratio": 1.0})
+    assert s.level == "P2" and "429" in s.reason
+    s = severity.classify(api(), svc("down", 1.0, "429"))
+    assert s.level == "P2"
+    # ...but a service failing with 5xx while the on-call probe is fine is still an outage.
+    assert severity.classify(api(), svc("down", 1.0, "503")).level == "P1"
