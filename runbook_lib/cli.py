@@ -66,30 +66,13 @@ def _print_result(result: Any) -> None:
         print(f"status: {result.status} ({result.error})", file=sys.stderr)
 
 
-def _ensure_demo_key(env_var: str) -> None:
-    """The embedded stack needs a key: make a throwaway one if the variable is unset."""
-    if not os.environ.get(env_var):
-        os.environ[env_var] = "sim-" + _secrets.token_urlsafe(24)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded stack + injected fault + headless triage, always cleaned up."""
-    from .execute import run_notebook
-    from .sim.stack import EmbeddedStack
+    from .demo import run_demo
 
-    _ensure_demo_key("MISTRAL_API_KEY")
-    print(f"demo: starting the embedded Mistral simulator and our service, injecting {args.mode!r}",
-          file=sys.stderr)
-    with EmbeddedStack(api_key=os.environ["MISTRAL_API_KEY"], mode="ok", rate=args.rate) as stack:
-        stack.set_mode(args.mode)
-        expected = {"ok": {"ok"}, "slow": {"ok"}, "flaky": {"degraded", "down"}}.get(args.mode, {"down"})
-        if not stack.wait_for_service_status(expected, timeout_s=args.settle):
-            print(f"demo: our service did not report {sorted(expected)} within {args.settle} s; running anyway",
-                  file=sys.stderr)
-        parameters = {"mistral_url": stack.mistral_url, "service_health_url": stack.service_health_url,
-                      "prometheus_url": "", "incident_id": args.incident_id or f"demo-{args.mode}",
-                      "operator": "make demo", "timeout_s": 3.0}
-        result = run_notebook("triage", parameters, output_root=args.output_dir, progress=not args.quiet)
+    result = run_demo(args.mode, rate=args.rate, settle_s=args.settle, output_root=args.output_dir,
+                      incident_id=args.incident_id, progress=not args.quiet,
+                      use_prometheus=not args.no_prometheus)
     _print_result(result)
     return 0 if result.ok else 1
 
@@ -98,7 +81,9 @@ def cmd_stack(args: argparse.Namespace) -> int:
     """Both simulators in the foreground on fixed ports (the notebooks' defaults)."""
     from .sim.stack import EmbeddedStack
 
-    _ensure_demo_key(args.api_key_env)
+    from .demo import ensure_key
+
+    ensure_key(args.api_key_env)
     with EmbeddedStack(api_key=os.environ[args.api_key_env], mode=args.mode, mistral_port=args.mistral_port,
                        service_port=args.service_port, rate=args.rate) as stack:
         print(f"Mistral simulator: {stack.mistral_url}  (switch faults: POST {stack.mistral_url}/_sim/mode)")
@@ -111,7 +96,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     """Embedded stack on the default ports + JupyterLab on 127.0.0.1 with the project kernel."""
     from .sim.stack import EmbeddedStack
 
-    _ensure_demo_key("MISTRAL_API_KEY")
+    from .demo import ensure_key
+
+    ensure_key()
     token = _secrets.token_hex(16)
     root = Path.cwd()
     with EmbeddedStack(api_key=os.environ["MISTRAL_API_KEY"], mode=args.mode, mistral_port=MISTRAL_PORT,
@@ -174,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=DEMO_MODES, default="rate_limited", help="fault to inject")
     demo.add_argument("--rate", type=float, default=10.0, help="our service's background requests/s")
     demo.add_argument("--settle", type=float, default=10.0, help="max seconds to wait for the fault to show")
+    demo.add_argument("--no-prometheus", action="store_true", help="run without the local Prometheus")
     demo.add_argument("--incident-id")
     demo.add_argument("--output-dir", default="outputs")
     demo.add_argument("-q", "--quiet", action="store_true")
