@@ -71,7 +71,11 @@ def triage_queries(window: str) -> dict[str, str]:
     return {
         "errors_per_model": f"sum by (model) (rate(mistral_errors_total[{window}]))",
         "requests_per_model": f"sum by (model) (rate(mistral_requests_total[{window}]))",
-        "error_ratio": f"sum(rate(mistral_errors_total[{window}])) / sum(rate(mistral_requests_total[{window}]))",
+        # Counters with labels appear only once incremented: while requests flow and no error has
+        # ever been counted, the error rate is a true 0 (`or vector(0)`); with no requests at all
+        # the ratio stays empty, i.e. "no data".
+        "error_ratio": (f"(sum(rate(mistral_errors_total[{window}])) or vector(0)) "
+                        f"/ sum(rate(mistral_requests_total[{window}]))"),
         "p95_latency_s": ("histogram_quantile(0.95, sum by (le) "
                           f"(rate(mistral_request_duration_seconds_bucket[{window}])))"),
     }

@@ -283,6 +283,9 @@ def _metrics_summary(results: dict[str, Any]) -> dict[str, Any]:
     for key, field_name in (("errors_per_model", "errors_per_s"), ("requests_per_model", "requests_per_s")):
         for s in results[key].series:
             per_model.setdefault(s["labels"].get("model", "?"), {})[field_name] = s["value"]
+    for values in per_model.values():  # requests but no error series: no error was ever counted
+        if values.get("requests_per_s") is not None and "errors_per_s" not in values:
+            values["errors_per_s"] = 0.0
     return {"status": AVAILABLE, "statuses": statuses, "errors": errors, "per_model": per_model,
             "error_ratio": results["error_ratio"].scalar(), "p95_latency_s": results["p95_latency_s"].scalar(),
             "queries": {n: r.query for n, r in results.items()}}

@@ -72,7 +72,7 @@ def test_bad_parameter_fails_first_cell_and_keeps_failed_record(tmp_path, name, 
     statuses = [c["metadata"].get("papermill", {}).get("status") for c in nb["cells"] if c["cell_type"] == "code"]
     # cells: [injected-parameters?] parameters, injected, validation -> the validation cell is the failing one
     first_failed = statuses.index("failed")
-    failing_src = [c for c in nb["cells"] if c["cell_type"] == "code"][first_failed]["source"]
+    failing_src = "".join([c for c in nb["cells"] if c["cell_type"] == "code"][first_failed]["source"])
     assert "triage.start(" in failing_src
     assert json.loads((folders[0] / "run.json").read_text())["status"] == "failed"
 
