@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,14 +64,21 @@ def run_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_s: float 
 
     key = ensure_key()
     say(f"starting the Mistral API simulator and our service; will inject {mode!r}")
+    prom_started: dict[str, float] = {}
     with EmbeddedStack(api_key=key, mode="ok", rate=rate) as stack, \
             optional_prometheus(stack.service.url, use_prometheus) as prom:
+        prom_started["t"] = time.monotonic()
         stack.set_mode(mode)
         expected = SERVICE_SHOWS.get(mode, {"down", "degraded"})
         if not stack.wait_for_service_status(expected, timeout_s=settle_s):
             say(f"our service did not report {sorted(expected)} within {settle_s:g} s; running anyway")
-        window = "15s"
+        window = "10s"
         if prom is not None:
+            # rate() under-reports until a whole window of samples exists: wait for one, bounded.
+            remaining = 11.0 - (time.monotonic() - prom_started.get("t", time.monotonic()))
+            if remaining > 0:
+                say(f"letting Prometheus collect a full {window} window ({remaining:.0f} s)")
+                time.sleep(remaining)
             query = (f"sum(rate(mistral_errors_total[{window}]))" if mode not in ("ok", "slow")
                      else f"sum(rate(mistral_requests_total[{window}]))")
             if not prom.wait_for_data(query, timeout_s=20):
