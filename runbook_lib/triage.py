@@ -116,7 +116,9 @@ class Triage:
 
     async def _collect(self) -> None:
         cfg = self.cfg
-        async with probes.client(cfg.timeout_s) as client:
+        targets = (cfg.mistral_url, cfg.service_health_url, cfg.prometheus_url)
+        tls = any(t.startswith("https:") for t in targets)
+        async with probes.client(cfg.timeout_s, tls=tls) as client:
             jobs: dict[str, Any] = {
                 "mistral_api": self._timed("mistral_api", probes.sample_mistral(
                     client, cfg.mistral_url, self.secret, cfg.timeout_s, cfg.samples, cfg.latency_threshold_ms)),

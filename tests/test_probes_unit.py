@@ -69,3 +69,13 @@ def test_summarise_partial_and_slow():
 def test_transport_classes():
     assert probes.classify_transport_error(httpx.ReadTimeout("x")) == probes.TIMEOUT
     assert probes.classify_transport_error(asyncio.TimeoutError()) == probes.TIMEOUT
+
+
+def test_client_verifies_certificates_unless_every_target_is_plain_http():
+    import ssl
+
+    async def verify_mode(tls):
+        async with probes.client(1.0, tls=tls) as c:
+            return c._transport._pool._ssl_context.verify_mode  # httpx keeps the context here
+    assert asyncio.run(verify_mode(True)) == ssl.CERT_REQUIRED
+    assert asyncio.run(verify_mode(False)) == ssl.CERT_NONE
