@@ -16,7 +16,7 @@ from . import KERNEL_NAME, __version__
 from .errors import RunbookError
 
 DEMO_MODES = ("ok", "auth_failure", "rate_limited", "capacity_exceeded", "server_error", "slow", "hang", "flaky")
-MISTRAL_PORT, SERVICE_PORT = 18080, 18081
+MISTRAL_PORT, SERVICE_PORT, PROMETHEUS_PORT = 18080, 18081, 19090  # the notebooks' defaults
 
 
 def _parse_value(raw: str) -> Any:
@@ -81,13 +81,15 @@ def cmd_stack(args: argparse.Namespace) -> int:
     """Both simulators in the foreground on fixed ports (the notebooks' defaults)."""
     from .sim.stack import EmbeddedStack
 
-    from .demo import ensure_key
+    from .demo import ensure_key, optional_prometheus
 
     ensure_key(args.api_key_env)
     with EmbeddedStack(api_key=os.environ[args.api_key_env], mode=args.mode, mistral_port=args.mistral_port,
-                       service_port=args.service_port, rate=args.rate) as stack:
+                       service_port=args.service_port, rate=args.rate) as stack, \
+            optional_prometheus(stack.service.url, port=PROMETHEUS_PORT) as prom:
         print(f"Mistral simulator: {stack.mistral_url}  (switch faults: POST {stack.mistral_url}/_sim/mode)")
         print(f"our service:       {stack.service_health_url}")
+        print(f"Prometheus:        {prom.url if prom else 'not available'}", flush=True)
         _wait_for_signal()
     return 0
 
@@ -96,13 +98,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
     """Embedded stack on the default ports + JupyterLab on 127.0.0.1 with the project kernel."""
     from .sim.stack import EmbeddedStack
 
-    from .demo import ensure_key
+    from .demo import ensure_key, optional_prometheus
 
     ensure_key()
     token = _secrets.token_hex(16)
     root = Path.cwd()
     with EmbeddedStack(api_key=os.environ["MISTRAL_API_KEY"], mode=args.mode, mistral_port=MISTRAL_PORT,
-                       service_port=SERVICE_PORT) as stack:
+                       service_port=SERVICE_PORT) as stack, \
+            optional_prometheus(stack.service.url, port=PROMETHEUS_PORT):
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1",
                "--port", str(args.port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                f"--MultiKernelManager.default_kernel_name={KERNEL_NAME}"]

@@ -34,7 +34,7 @@ def ensure_key(env_var: str = "MISTRAL_API_KEY") -> str:
 
 
 @contextlib.contextmanager
-def optional_prometheus(service_url: str, enabled: bool = True) -> Iterator[Any]:
+def optional_prometheus(service_url: str, enabled: bool = True, port: int = 0) -> Iterator[Any]:
     """A real Prometheus scraping our service, or None (with the reason said) when unavailable."""
     if not enabled:
         yield None
@@ -43,7 +43,7 @@ def optional_prometheus(service_url: str, enabled: bool = True) -> Iterator[Any]
 
     target = service_url.split("://", 1)[1]
     try:
-        prom = LocalPrometheus([target], scrape_interval="1s").start()
+        prom = LocalPrometheus([target], scrape_interval="1s", port=port).start()
     except SourceUnavailable as exc:
         say(f"Prometheus unavailable ({exc}); step 3 will say so and the run goes on")
         yield None
