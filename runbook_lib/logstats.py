@@ -1,0 +1,54 @@
+"""Error-rate estimate from our service's log lines, for when Prometheus is down.
+
+The seed's error table says "Metrics unavailable (Prometheus down) -> fall back to app logs". Our
+service logs one JSON line per Mistral call (`model`, `code`, `latency_ms`); counting those over
+the window gives an estimate of the same figures step 3 reads from Prometheus. It is labelled an
+estimate: log lines can be sampled, dropped or cut by `--since`/`--tail`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+
+def parse(line: str) -> dict[str, Any] | None:
+    """A JSON log line as a dict, or None for plain text."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_error(code: str) -> bool:
+    return not (len(code) == 3 and code.startswith("2"))
+
+
+def estimate_error_rate(lines: list[str], window_s: float) -> dict[str, Any]:
+    """Requests, errors and per-second rates per model from request log lines over `window_s`."""
+    per_model: dict[str, dict[str, float]] = defaultdict(lambda: {"requests": 0, "errors": 0})
+    for line in lines:
+        entry = parse(line)
+        if not entry or "code" not in entry:
+            continue
+        model = str(entry.get("model") or "?")
+        per_model[model]["requests"] += 1
+        if _is_error(str(entry["code"])):
+            per_model[model]["errors"] += 1
+    requests = sum(v["requests"] for v in per_model.values())
+    errors = sum(v["errors"] for v in per_model.values())
+    return {
+        "estimate": True,
+        "source": "pod logs",
+        "window_s": window_s,
+        "requests": requests,
+        "errors": errors,
+        "error_ratio": round(errors / requests, 4) if requests else None,
+        "per_model": {m: {"requests_per_s": round(v["requests"] / window_s, 4),
+                          "errors_per_s": round(v["errors"] / window_s, 4)} for m, v in sorted(per_model.items())},
+    }
