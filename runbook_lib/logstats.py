@@ -29,12 +29,19 @@ def _is_error(code: str) -> bool:
     return not (len(code) == 3 and code.startswith("2"))
 
 
-def estimate_error_rate(lines: list[str], window_s: float) -> dict[str, Any]:
+def _entry(line: str | dict[str, Any]) -> dict[str, Any] | None:
+    """A raw line, or an entry already read by `kube` (its raw text under "line")."""
+    if isinstance(line, dict):
+        return parse(str(line["line"])) if "line" in line else line
+    return parse(line)
+
+
+def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float) -> dict[str, Any]:
     """Requests, errors and per-second rates per model from request log lines over `window_s`."""
     per_model: dict[str, dict[str, float]] = defaultdict(lambda: {"requests": 0, "errors": 0})
     for line in lines:
-        entry = parse(line)
-        if not entry or "code" not in entry:
+        entry = _entry(line)
+        if not entry or entry.get("code") is None:
             continue
         model = str(entry.get("model") or "?")
         per_model[model]["requests"] += 1

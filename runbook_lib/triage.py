@@ -131,15 +131,43 @@ class Triage:
 
                 jobs["metrics"] = self._timed("metrics", metrics.triage_metrics(
                     client, cfg.prometheus_url, cfg.metrics_window, cfg.timeout_s))
+            if kube_configured(cfg.kubeconfig):
+                from . import kube
+
+                jobs["cluster"] = self._timed("cluster", in_daemon_thread(
+                    cfg.timeout_s + 1.0, kube.recent_errors, cfg.kubeconfig, cfg.kube_context, cfg.namespace,
+                    cfg.label_selector, since_s=300, tail=10, timeout_s=cfg.timeout_s))
             results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
         self.api = results["mistral_api"].to_dict()
         if "service_health" in results:
             self.service = results["service_health"].to_dict()
         if "metrics" in results:
             self.metrics = _metrics_summary(results["metrics"])
-        if cfg.kubeconfig:
-            self.logs = {"status": UNAVAILABLE,
-                         "reason": "cluster log collection is not available in this version"}
+        if "cluster" in results:
+            self.logs = _cluster_summary(results["cluster"])
+        if self.metrics["status"] not in (AVAILABLE, NOT_CONFIGURED) and self.logs["status"] == AVAILABLE:
+            self.metrics["estimate"] = await self._timed("metrics_from_logs", self._estimate_from_logs())
+
+    async def _estimate_from_logs(self) -> dict[str, Any]:
+        """Seed: "Prometheus down -> fall back to app logs": count request lines over the window."""
+        from . import kube, logstats
+
+        cfg = self.cfg
+        window_s = _window_seconds(cfg.metrics_window)
+
+        def read() -> dict[str, Any]:
+            with kube.connect(cfg.kubeconfig, cfg.kube_context, cfg.timeout_s) as cluster:
+                r = cluster.error_logs(cfg.namespace, cfg.label_selector, since_s=max(1, int(window_s)),
+                                       tail=10_000, pattern=".")
+            if not r.ok:
+                return {"status": UNAVAILABLE, "reason": r.finding.message}  # type: ignore[union-attr]
+            return {"status": AVAILABLE, "kubectl": r.kubectl,
+                    **logstats.estimate_error_rate(r.data["lines"], window_s)}
+
+        result = await in_daemon_thread(cfg.timeout_s + 1.0, read)
+        if isinstance(result, dict) and "error" in result and "status" not in result:
+            return {"status": UNAVAILABLE, "reason": result["error"]}
+        return result
 
     # -- steps ------------------------------------------------------------------------------
     def mistral_api(self) -> dict[str, Any]:
@@ -179,7 +207,20 @@ class Triage:
         if m["status"] == NOT_CONFIGURED:
             md = "Not configured (`prometheus_url` is empty): skipped; the verdict rests on steps 1-2."
         elif m["status"] != AVAILABLE:
-            md = f"**Prometheus {m['status']}**: {m.get('reason')}. The run goes on without metrics."
+            md = f"**Prometheus {m['status']}**: {m.get('reason')}."
+            est = m.get("estimate") or {}
+            if est.get("status") == AVAILABLE and est.get("requests"):
+                rows = [(model, _fmt(v["errors_per_s"]), _fmt(v["requests_per_s"]))
+                        for model, v in est["per_model"].items()]
+                md += (" Falling back to the app logs (the runbook's error table): **ESTIMATE** from "
+                       f"{est['requests']} request log lines over {est['window_s']:g} s "
+                       f"(`{est.get('kubectl', '')}`).\n\n" + display.table(("model", "errors/s (est.)",
+                                                                              "requests/s (est.)"), rows)
+                       + f"\n\nEstimated error ratio: **{_pct(est.get('error_ratio'))}** (from logs, not metrics).")
+            elif est:
+                md += f" The fallback to app logs found nothing usable: {est.get('reason') or 'no request lines'}."
+            else:
+                md += " The run goes on without metrics."
         else:
             rows = [(model, _fmt(v.get("errors_per_s")), _fmt(v.get("requests_per_s")))
                     for model, v in sorted(m["per_model"].items())]
@@ -194,9 +235,25 @@ class Triage:
         """Step 4: recent error lines from the service's pods."""
         lg = self.logs
         if lg["status"] == NOT_CONFIGURED:
-            md = "Not configured (`kubeconfig` is empty): skipped; the verdict rests on the other steps."
+            md = ("Not configured (no `kubeconfig` parameter, `$KUBECONFIG`, `~/.kube/config` or in-cluster "
+                  "service account): skipped; the verdict rests on the other steps.")
+        elif lg["status"] != AVAILABLE:
+            md = (f"**Cluster {lg['status']}**: {lg.get('reason')}\n\nThe run goes on without logs."
+                  + (f" Equivalent command: `{lg['kubectl']}`" if lg.get("kubectl") else ""))
         else:
-            md = f"**Cluster {lg['status']}**: {lg.get('reason')}. The run goes on without logs."
+            md = f"`{lg['kubectl']}`\n\n"
+            if not lg["groups"]:
+                md += f"No error lines in the last 5 minutes ({lg['scanned']} lines read)."
+            else:
+                md += (f"{lg['matched']} error lines of {lg['scanned']} read, by class:\n\n"
+                       + display.table(("error class", "count", "example"),
+                                       [(g["error_class"], g["count"], g.get("example", "")[:140]) for g in lg["groups"]])
+                       + "\n\nLast lines:\n\n"
+                       + display.table(("time (UTC)", "pod", "container", "class", "message"),
+                                       [(x["ts"], x["pod"], x["container"], x["error_class"], x["msg"][:140])
+                                        for x in lg["lines"]]))
+            if lg.get("partial"):
+                md += f"\n\n**Partial:** {lg.get('reason')}"
         record.record("error_logs", lg, markdown=md)
         return lg
 
@@ -251,6 +308,9 @@ class Triage:
     # -- helpers ----------------------------------------------------------------------------
     def _metrics_for_rules(self) -> dict[str, Any] | None:
         if self.metrics["status"] != AVAILABLE:
+            est = self.metrics.get("estimate") or {}
+            if est.get("status") == AVAILABLE and est.get("error_ratio") is not None:
+                return {"error_ratio": est["error_ratio"], "estimate": True}
             return None
         return {"error_ratio": self.metrics.get("error_ratio"), "p95_latency_s": self.metrics.get("p95_latency_s"),
                 "latency_threshold_s": self.cfg.latency_threshold_ms / 1000}
@@ -260,6 +320,53 @@ class Triage:
         if value is None:
             raise RuntimeError("run `collect()` first: no checks have been run yet")
         return value
+
+
+def kube_configured(kubeconfig: str) -> bool:
+    """Step 4 runs with an explicit kubeconfig, $KUBECONFIG, ~/.kube/config, or inside a pod."""
+    import os
+
+    return bool(kubeconfig or os.environ.get("KUBECONFIG") or os.environ.get("KUBERNETES_SERVICE_HOST")
+                or os.path.exists(os.path.expanduser("~/.kube/config")))
+
+
+async def in_daemon_thread(deadline_s: float, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run blocking `fn` in a daemon thread, waiting at most `deadline_s`.
+
+    Unlike `asyncio.to_thread`, a call stuck past its deadline can neither delay the verdict nor
+    keep the interpreter (or `asyncio.run`'s executor shutdown) waiting for it.
+    """
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def work() -> None:
+        try:
+            value: Any = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported as the section's reason
+            value = {"error": f"{type(exc).__name__}: {exc}"}
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(value))
+
+    threading.Thread(target=work, name=f"runbook-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(future, deadline_s)
+    except (asyncio.TimeoutError, TimeoutError):
+        return {"error": f"no answer within {deadline_s:g} s"}
+
+
+def _cluster_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """kube.recent_errors' answer, or the reason it has none, as the step-4 record."""
+    if "error" in result and "status" not in result:
+        return {"status": UNAVAILABLE, "reason": f"cluster unreachable: {result['error']}"}
+    if result["status"] != "ok":
+        return {**result, "status": result["status"]}
+    return {**result, "status": AVAILABLE}
+
+
+def _window_seconds(window: str) -> float:
+    return float(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
 
 
 def verdict_label(api: dict[str, Any], branch: str) -> str:

@@ -21,6 +21,7 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh key in MISTRAL_API_KEY; papermill's kernel inherits this process's environment."""
     key = "sim-" + secrets.token_urlsafe(24)
     monkeypatch.setenv("MISTRAL_API_KEY", key)
+    monkeypatch.delenv("KUBECONFIG", raising=False)  # step 4 only when a test gives a cluster
     return key
 
 
@@ -29,6 +30,21 @@ def stack(api_key: str) -> Iterator[Any]:
     from runbook_lib.sim.stack import EmbeddedStack
 
     with EmbeddedStack(api_key=api_key, rate=20.0) as s:
+        yield s
+
+
+@pytest.fixture
+def cluster_stack(api_key: str, tmp_path: Path) -> Iterator[Any]:
+    """The stack plus the Kubernetes emulator serving our service's real log lines as pod logs."""
+    from runbook_lib.sim.kube import KubeEmulator, file_log_source
+    from runbook_lib.sim.stack import EmbeddedStack
+
+    log = tmp_path / "service.log"
+    with EmbeddedStack(api_key=api_key, rate=20.0, log_path=str(log)) as s, \
+            KubeEmulator(log_source=file_log_source(log), api_key=api_key) as kube:
+        s.kube = kube
+        s.kubeconfig = {user: str(kube.write_kubeconfig(tmp_path / f"kubeconfig-{user}", user=user))
+                        for user in ("ok", "expired", "forbidden")}
         yield s
 
 

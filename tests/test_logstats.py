@@ -27,3 +27,9 @@ def test_no_request_lines_is_no_data_not_zero():
 def test_transport_errors_count_as_errors():
     assert estimate_error_rate([_line("a", "000")], 1)["errors"] == 1
     assert parse('["a list"]') is None
+
+
+def test_entries_read_by_kube_are_accepted():
+    entries = [{"line": _line("a", "429"), "pod": "p"}, {"code": "200", "model": "a"}, {"code": None, "msg": "x"}]
+    est = estimate_error_rate(entries, 2)
+    assert est["requests"] == 2 and est["errors"] == 1

@@ -1,0 +1,79 @@
+"""Triage steps 3 and 4 with the cluster: error logs, findings for 401/403/unreachable, no writes,
+and the runbook's "Prometheus down -> fall back to app logs"."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from runbook_lib.record import read_records
+
+pytestmark = pytest.mark.notebook
+
+
+def _dead_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_step4_groups_recent_errors_and_sends_no_write(cluster_stack, run_triage):
+    st = cluster_stack
+    st.set_mode("rate_limited")
+    assert st.wait_for_service_status({"down"}, timeout_s=10)
+    st.kube.clear_requests()
+    rec = read_records(run_triage(st, kubeconfig=st.kubeconfig["ok"]).notebook_path)
+    logs = rec["error_logs"]
+    assert logs["status"] == "ok" and logs["matched"] > 0
+    groups = {g["error_class"]: g["count"] for g in logs["groups"]}
+    assert groups.get("rate_limited", 0) > 0, groups
+    assert sum(groups.values()) == logs["matched"]
+    assert len(logs["lines"]) <= 10 and logs["kubectl"].startswith("kubectl ")
+    assert "logs" in logs["kubectl"] and "app=mistral-service" in logs["kubectl"]
+    assert st.kube.requests, "the emulator saw no request at all"
+    assert st.kube.writes() == []
+    assert rec["verdict"]["line"].startswith("P2 rate limited")
+
+
+@pytest.mark.parametrize("user,status,words", [
+    ("expired", "unauthorized", "re-authenticate"),
+    ("forbidden", "forbidden", "escalate"),
+])
+def test_cluster_credential_failures_are_findings_and_verdict_is_reached(cluster_stack, run_triage, user, status,
+                                                                          words):
+    rec = read_records(run_triage(cluster_stack, kubeconfig=cluster_stack.kubeconfig[user]).notebook_path)
+    logs = rec["error_logs"]
+    assert logs["status"] == status and words in logs["reason"].lower()
+    if user == "forbidden":
+        assert logs["finding"]["verb"] and logs["finding"]["resource"]
+        assert logs["finding"]["verb"] in logs["reason"] and logs["finding"]["resource"].split("/")[0] in logs["reason"]
+    assert rec["verdict"]["severity"] in ("P1", "P2", "P3", "P4")
+    assert any("logs" in u for u in rec["verdict"]["unavailable"])
+
+
+def test_unreachable_cluster_is_unavailable_within_bound(cluster_stack, run_triage, tmp_path):
+    cfg = tmp_path / "dead-kubeconfig"
+    cfg.write_text(open(cluster_stack.kubeconfig["ok"]).read().replace(
+        cluster_stack.kube.url, f"http://127.0.0.1:{_dead_port()}"))
+    rec = read_records(run_triage(cluster_stack, kubeconfig=str(cfg), timeout_s=1.0).notebook_path)
+    assert rec["error_logs"]["status"] == "unreachable"
+    assert rec["collection"]["timings_s"]["total_s"] < 1.0 + 1.5
+    assert rec["severity"]["level"] == "P4" and "logs" in rec["severity"]["reason"]
+
+
+def test_prometheus_down_falls_back_to_log_estimate(cluster_stack, run_triage):
+    st = cluster_stack
+    st.set_mode("server_error", status=503)
+    assert st.wait_for_service_status({"down"}, timeout_s=10)
+    rec = read_records(run_triage(st, kubeconfig=st.kubeconfig["ok"], prometheus_url=f"http://127.0.0.1:{_dead_port()}",
+                                  metrics_window="30s").notebook_path)
+    m = rec["error_rate"]
+    assert m["status"] == "unavailable"
+    est = m["estimate"]
+    assert est["estimate"] is True and est["source"] == "pod logs" and est["requests"] > 0
+    assert est["error_ratio"] > 0.5  # the fault was switched on a moment ago: most lines in the window fail
+    assert set(est["per_model"]) == {"mistral-small-latest", "mistral-large-latest"}
+    assert rec["severity"]["level"] == "P1"
