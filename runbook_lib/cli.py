@@ -16,7 +16,6 @@ from . import KERNEL_NAME, __version__
 from .errors import RunbookError
 
 DEMO_MODES = ("ok", "auth_failure", "rate_limited", "capacity_exceeded", "server_error", "slow", "hang", "flaky")
-MISTRAL_PORT, SERVICE_PORT, PROMETHEUS_PORT = 18080, 18081, 19090  # the notebooks' defaults
 
 
 def _parse_value(raw: str) -> Any:
@@ -77,43 +76,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _embedded_kubeconfig(kube: Any) -> Path:
+    """Where `stack` and `lab` write the emulator's kubeconfig (git-ignored, under outputs/)."""
+    return kube.write_kubeconfig((Path.cwd() / "outputs" / ".embedded" / "kubeconfig.yaml").resolve())
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
-    """Both simulators in the foreground on fixed ports (the notebooks' defaults)."""
-    from .sim.stack import EmbeddedStack
+    """The whole embedded stack in the foreground, on the notebooks' default ports."""
+    from .demo import ensure_key, full_stack
 
-    from .demo import ensure_key, optional_prometheus
-
-    ensure_key(args.api_key_env)
-    with EmbeddedStack(api_key=os.environ[args.api_key_env], mode=args.mode, mistral_port=args.mistral_port,
-                       service_port=args.service_port, rate=args.rate) as stack, \
-            optional_prometheus(stack.service.url, port=PROMETHEUS_PORT) as prom:
+    if not os.environ.get(args.api_key_env):
+        print(f"note: ${args.api_key_env} is not set, so the simulator uses a throwaway key and runs from other "
+              f"shells will get 401 (the auth_failure case). Export {args.api_key_env} before `runbook stack` "
+              "to share a key.", file=sys.stderr)
+    key = ensure_key(args.api_key_env)
+    with full_stack(key, mode=args.mode, rate=args.rate, fixed_ports=True) as (stack, kube, prom):
         print(f"Mistral simulator: {stack.mistral_url}  (switch faults: POST {stack.mistral_url}/_sim/mode)")
         print(f"our service:       {stack.service_health_url}")
-        print(f"Prometheus:        {prom.url if prom else 'not available'}", flush=True)
+        print(f"Prometheus:        {prom.url if prom else 'not available'}")
+        print(f"cluster:           export KUBECONFIG={_embedded_kubeconfig(kube)}", flush=True)
         _wait_for_signal()
     return 0
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    """Embedded stack on the default ports + JupyterLab on 127.0.0.1 with the project kernel."""
-    from .sim.stack import EmbeddedStack
+    """The embedded stack on the default ports + JupyterLab on 127.0.0.1 with the project kernel."""
+    from .demo import ensure_key, full_stack
 
-    from .demo import ensure_key, optional_prometheus
-
-    ensure_key()
+    key = ensure_key()
     token = _secrets.token_hex(16)
     root = Path.cwd()
-    with EmbeddedStack(api_key=os.environ["MISTRAL_API_KEY"], mode=args.mode, mistral_port=MISTRAL_PORT,
-                       service_port=SERVICE_PORT) as stack, \
-            optional_prometheus(stack.service.url, port=PROMETHEUS_PORT):
+    with full_stack(key, mode=args.mode, fixed_ports=True) as (_stack, kube, _prom):
+        env = {**os.environ, "KUBECONFIG": str(_embedded_kubeconfig(kube))}  # kernels inherit it: step 4 works
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1",
                "--port", str(args.port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                f"--MultiKernelManager.default_kernel_name={KERNEL_NAME}"]
         if os.geteuid() == 0:
             cmd.append("--allow-root")
-        proc = subprocess.Popen(cmd)
-        print(f"\nMistral simulator {stack.mistral_url}, our service {stack.service_health_url}")
-        print(f"JupyterLab: http://127.0.0.1:{args.port}/lab/tree/notebooks/triage.ipynb?token={token}\n"
+        proc = subprocess.Popen(cmd, env=env)
+        print(f"\nJupyterLab: http://127.0.0.1:{args.port}/lab/tree/notebooks/triage.ipynb?token={token}\n"
               "Ctrl-C stops JupyterLab and the stack.", flush=True)
         try:
             proc.wait()
@@ -172,8 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="run the Mistral simulator and our service in the foreground")
     stack.add_argument("--mode", choices=DEMO_MODES, default="ok")
-    stack.add_argument("--mistral-port", type=int, default=MISTRAL_PORT)
-    stack.add_argument("--service-port", type=int, default=SERVICE_PORT)
     stack.add_argument("--rate", type=float, default=5.0)
     stack.add_argument("--api-key-env", default="MISTRAL_API_KEY")
     stack.set_defaults(func=cmd_stack)

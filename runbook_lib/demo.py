@@ -55,19 +55,50 @@ def optional_prometheus(service_url: str, enabled: bool = True, port: int = 0) -
         prom.stop()
 
 
+# The notebooks' default addresses: `make lab` / `runbook stack` serve the stack there.
+FIXED_PORTS = {"mistral": 18080, "service": 18081, "prometheus": 19090, "kube": 18082}
+
+
+@contextlib.contextmanager
+def full_stack(key: str, *, mode: str = "ok", rate: float = 10.0, fixed_ports: bool = False,
+               use_prometheus: bool = True) -> Iterator[tuple[Any, Any, Any]]:
+    """Mistral simulator + our service (logging to a file) + cluster emulator + Prometheus if installed.
+
+    Yields (stack, kube, prom-or-None); everything is stopped in reverse order on exit.
+    """
+    import tempfile
+
+    from .sim.kube import KubeEmulator, file_log_source
+    from .sim.stack import EmbeddedStack
+
+    ports = FIXED_PORTS if fixed_ports else dict.fromkeys(FIXED_PORTS, 0)
+    with tempfile.TemporaryDirectory(prefix="runbook-stack-") as tmp:
+        log = f"{tmp}/service.log"
+        with EmbeddedStack(api_key=key, mode=mode, rate=rate, log_path=log, mistral_port=ports["mistral"],
+                           service_port=ports["service"]) as stack, \
+                KubeEmulator(port=ports["kube"], log_source=file_log_source(log), api_key=key) as kube, \
+                optional_prometheus(stack.service.url, use_prometheus, port=ports["prometheus"]) as prom:
+            say(f"Mistral simulator {stack.mistral_url}, our service {stack.service_health_url}, "
+                f"Kubernetes API emulator {kube.url}")
+            yield stack, kube, prom
+
+
 def run_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_s: float = 10.0,
              output_root: str = "outputs", incident_id: str | None = None, progress: bool = True,
              use_prometheus: bool = True) -> Any:
     """Start everything, inject `mode`, run triage headless, return the RunResult."""
-    from .execute import run_notebook
-    from .sim.stack import EmbeddedStack
+    from pathlib import Path
+
+    from .execute import new_record_dir, run_notebook
 
     key = ensure_key()
-    say(f"starting the Mistral API simulator and our service; will inject {mode!r}")
-    prom_started: dict[str, float] = {}
-    with EmbeddedStack(api_key=key, mode="ok", rate=rate) as stack, \
-            optional_prometheus(stack.service.url, use_prometheus) as prom:
-        prom_started["t"] = time.monotonic()
+    say(f"starting the embedded stack; will inject {mode!r}")
+    incident_id = incident_id or f"demo-{mode}"
+    record_dir = new_record_dir(Path(output_root), incident_id)
+    with full_stack(key, rate=rate, use_prometheus=use_prometheus) as (stack, kube, prom):
+        started = time.monotonic()
+        # Absolute: the kernel's working directory is the record folder.
+        kubeconfig = kube.write_kubeconfig((record_dir / "kubeconfig-embedded.yaml").resolve())
         stack.set_mode(mode)
         expected = SERVICE_SHOWS.get(mode, {"down", "degraded"})
         if not stack.wait_for_service_status(expected, timeout_s=settle_s):
@@ -75,7 +106,7 @@ def run_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_s: float 
         window = "10s"
         if prom is not None:
             # rate() under-reports until a whole window of samples exists: wait for one, bounded.
-            remaining = 11.0 - (time.monotonic() - prom_started.get("t", time.monotonic()))
+            remaining = 11.0 - (time.monotonic() - started)
             if remaining > 0:
                 say(f"letting Prometheus collect a full {window} window ({remaining:.0f} s)")
                 time.sleep(remaining)
@@ -85,6 +116,7 @@ def run_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_s: float 
                 say("Prometheus has no samples of the fault yet; step 3 will show what it has")
         parameters = {"mistral_url": stack.mistral_url, "service_health_url": stack.service_health_url,
                       "prometheus_url": prom.url if prom else "", "metrics_window": window,
-                      "incident_id": incident_id or f"demo-{mode}", "operator": "make demo", "timeout_s": 3.0}
+                      "kubeconfig": str(kubeconfig), "incident_id": incident_id, "operator": "make demo",
+                      "timeout_s": 3.0}
         say("running notebooks/triage.ipynb headless")
-        return run_notebook("triage", parameters, output_root=output_root, progress=progress)
+        return run_notebook("triage", parameters, output_root=output_root, progress=progress, record_dir=record_dir)

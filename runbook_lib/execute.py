@@ -102,8 +102,12 @@ def new_record_dir(root: Path, incident_id: object, now: datetime | None = None)
 
 def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_root: str | Path = "outputs",
                  cell_timeout_s: int = DEFAULT_CELL_TIMEOUT_S, progress: bool = True, html: bool = True,
-                 kernel_name: str | None = None) -> RunResult:
-    """Execute notebook `name` with `parameters` into a new record folder and describe the outcome."""
+                 kernel_name: str | None = None, record_dir: Path | None = None) -> RunResult:
+    """Execute notebook `name` with `parameters` into a new record folder and describe the outcome.
+
+    `record_dir` lets a caller that must place files beside the record first (the demo's
+    kubeconfig) pass a folder it made with `new_record_dir`.
+    """
     import papermill as pm
 
     source = resolve_notebook(name)
@@ -111,7 +115,7 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     if "incident_id" not in parameters:
         parameters["incident_id"] = f"INC-{utc_stamp()}"
     incident_id = parameters["incident_id"]
-    record_dir = new_record_dir(Path(output_root), incident_id)
+    record_dir = record_dir or new_record_dir(Path(output_root), incident_id)
     out_nb = record_dir / f"{name}.ipynb"
     started, t0 = datetime.now(UTC), time.perf_counter()
     status, error = SUCCEEDED, None
