@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import params
+from .labels import equality_labels
+from .logstats import parse as parse_line
 from .secrets import fingerprint
 
 UNAUTHORIZED, FORBIDDEN, UNREACHABLE, NOT_FOUND, ERROR = "unauthorized", "forbidden", "unreachable", "not_found", "error"
@@ -188,34 +190,6 @@ def env_entry(container: str, env: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- selectors -------------------------------------------------------------------------------------
-def _requirements(selector: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    terms, depth, start = [], 0, 0
-    for i, c in enumerate(selector):
-        depth += c == "("
-        depth -= c == ")"
-        if c == "," and depth == 0:
-            terms.append(selector[start:i])
-            start = i + 1
-    terms.append(selector[start:])
-    out = []
-    for term in (t.strip() for t in terms):
-        if not term:
-            continue
-        if m := re.match(r"^(\S+?)\s+(in|notin)\s+\((.*)\)$", term):
-            out.append((m.group(1), m.group(2), tuple(v.strip() for v in m.group(3).split(",") if v.strip())))
-        elif "!=" in term:
-            k, v = term.split("!=", 1)
-            out.append((k.strip(), "NotIn", (v.strip(),)))
-        elif "=" in term:
-            k, v = term.replace("==", "=").split("=", 1)
-            out.append((k.strip(), "In", (v.strip(),)))
-        elif term.startswith("!"):
-            out.append((term[1:].strip(), "DoesNotExist", ()))
-        else:
-            out.append((term, "Exists", ()))
-    return [(k, {"in": "In", "notin": "NotIn"}.get(op, op), v) for k, op, v in out]
-
-
 def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
     """A LabelSelector object (matchLabels, matchExpressions) against labels; `{}` selects all."""
     selector = selector or {}
@@ -236,7 +210,7 @@ def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -
 
 
 def _labels_from_selector(selector: str) -> dict[str, str]:
-    return {k: v[0] for k, op, v in _requirements(selector) if op == "In" and len(v) == 1}
+    return equality_labels(selector)
 
 
 # -- time --------------------------------------------------------------------------------------------
@@ -279,18 +253,6 @@ _CONNECTION_WORDS = ("connecterror", "connection refused", "connection reset", "
                      "connection closed", "network is unreachable", "name resolution", "name or service not known",
                      "nodename nor servname", "no route to host", "ssl", "certificate", "remoteprotocolerror",
                      "broken pipe", "eof occurred", "upstream connect error", "dns", "getaddrinfo", "network error")
-
-
-def parse_line(line: str) -> dict[str, Any] | None:
-    """A JSON log line as a dict (None for plain text)."""
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _first(entry: dict[str, Any], keys: Iterable[str]) -> Any:

@@ -11,6 +11,7 @@ import re
 from urllib.parse import urlsplit
 
 from .errors import ParameterError
+from .labels import split_terms
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -89,25 +90,10 @@ def label_selector(name: str, value: object) -> str:
     accepted = "a label selector such as app=mistral-service (comma-separated requirements)"
     if not isinstance(value, str) or not value.strip() or len(value) > 512:
         raise ParameterError(name, value, accepted)
-    terms = _split_selector(value)
+    terms = split_terms(value)
     if not all(_SELECTOR_TERM.match(t.strip()) for t in terms):
         raise ParameterError(name, value, accepted)
     return value.strip()
-
-
-def _split_selector(value: str) -> list[str]:
-    """Split on commas that are not inside a set's parentheses."""
-    terms, depth, start = [], 0, 0
-    for i, c in enumerate(value):
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "," and depth == 0:
-            terms.append(value[start:i])
-            start = i + 1
-    terms.append(value[start:])
-    return terms
 
 
 def env_var_name(name: str, value: object) -> str:

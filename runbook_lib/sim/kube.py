@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
+from ..labels import labels_match, parse_label_selector
+
 NOT_EMULATED = (
     "no scheduler, kubelet or containers: pods are Running and Ready as soon as they are created, "
     "and a rollout completes at once (no surge, no progress deadline)",
@@ -167,67 +169,6 @@ def _not_found(plural: str, name: str, group: str = "") -> ApiError:
 
 
 # -- label and field selectors (server side; independent of runbook_lib.kube on purpose) -----------
-_SET_TERM = re.compile(r"^\s*(\S+?)\s+(in|notin)\s+\((.*)\)\s*$")
-
-
-def parse_label_selector(selector: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    """`a=b,c!=d,e in (x,y),f notin (z),g,!h` -> [(key, op, values)]; ValueError when malformed."""
-    terms, depth, start = [], 0, 0
-    for i, c in enumerate(selector):
-        depth += c == "("
-        depth -= c == ")"
-        if c == "," and depth == 0:
-            terms.append(selector[start:i])
-            start = i + 1
-    terms.append(selector[start:])
-    out: list[tuple[str, str, tuple[str, ...]]] = []
-    for raw in terms:
-        term = raw.strip()
-        if not term:
-            if len(terms) == 1:
-                continue
-            raise ValueError(f"unable to parse requirement: empty term in {selector!r}")
-        if m := _SET_TERM.match(term):
-            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
-            out.append((m.group(1), m.group(2), values))
-        elif "!=" in term:
-            k, v = term.split("!=", 1)
-            out.append((k.strip(), "!=", (v.strip(),)))
-        elif "==" in term:
-            k, v = term.split("==", 1)
-            out.append((k.strip(), "=", (v.strip(),)))
-        elif "=" in term:
-            k, v = term.split("=", 1)
-            out.append((k.strip(), "=", (v.strip(),)))
-        elif term.startswith("!"):
-            out.append((term[1:].strip(), "!exists", ()))
-        elif re.fullmatch(r"[A-Za-z0-9_./-]+", term):
-            out.append((term, "exists", ()))
-        else:
-            raise ValueError(f"unable to parse requirement: {term!r}")
-    return out
-
-
-def labels_match(labels: dict[str, str] | None, requirements: list[tuple[str, str, tuple[str, ...]]]) -> bool:
-    labels = labels or {}
-    for key, op, values in requirements:
-        present = key in labels
-        value = labels.get(key)
-        if op == "=" and value != values[0]:
-            return False
-        if op == "!=" and present and value == values[0]:
-            return False
-        if op == "in" and (not present or value not in values):
-            return False
-        if op == "notin" and present and value in values:
-            return False
-        if op == "exists" and not present:
-            return False
-        if op == "!exists" and present:
-            return False
-    return True
-
-
 def _field_match(obj: dict[str, Any], selector: str) -> bool:
     for term in filter(None, (t.strip() for t in selector.split(","))):
         if "!=" in term:
