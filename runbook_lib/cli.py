@@ -44,8 +44,9 @@ def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .execute import run_notebook
+    from .execute import resolve_notebook, run_notebook
 
+    resolve_notebook(args.notebook)  # an unknown name fails here, before anything is announced
     parameters = _collect_params(args)
     if args.incident_id:
         parameters["incident_id"] = args.incident_id
