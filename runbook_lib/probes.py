@@ -159,18 +159,19 @@ async def probe_mistral(client: httpx.AsyncClient, base_url: str, secret: Secret
     except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
         cls = classify_transport_error(exc)
         return ProbeResult("mistral_api", url, started_at, _ms(t0), cls, None,
-                           MEANING[cls] + f" ({type(exc).__name__})", error_type=type(exc).__name__)
+                           f"no HTTP answer ({type(exc).__name__})", error_type=type(exc).__name__)
     try:
         body: Any = response.json()
     except ValueError:
         body = None
     cls = classify_response(response.status_code, body, response.headers)
-    detail = MEANING[cls]
+    # What is specific to this answer; the class's meaning is MEANING[cls].
+    detail = ""
     if cls == OK and isinstance(body, dict) and isinstance(body.get("data"), list):
-        detail += f"; {len(body['data'])} models listed"
+        detail = f"{len(body['data'])} models listed"
     elif cls != OK:
         extra = _error_detail(body)
-        detail += f"; body: {extra}" if extra else ("; empty body" if not response.content else "")
+        detail = f"body: {extra}" if extra else ("empty body" if not response.content else "body not JSON")
     return ProbeResult("mistral_api", url, started_at, _ms(t0), cls, response.status_code, detail,
                        correlation_id=response.headers.get("mistral-correlation-id"),
                        ratelimit=_ratelimit_headers(response.headers),

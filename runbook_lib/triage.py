@@ -175,9 +175,9 @@ class Triage:
         api = self._need(self.api)
         rows = [(p["started_at"], p["status_code"] or "000", p["classification"], f"{p['latency_ms']:.0f} ms",
                  p["detail"]) for p in api["probes"]]
-        headline = (f"**{api['verdict'].upper()}**: " + (probes.MEANING.get(api["verdict"]) or
-                    f"{api['error_fraction']:.0%} of {api['samples']} probes failed, mostly "
-                    f"{api['dominant_error']}"))
+        headline = "**" + (probes.MEANING.get(api["verdict"]) or
+                           f"PARTIAL: {api['error_fraction']:.0%} of {api['samples']} probes failed, mostly "
+                           f"{api['dominant_error']}") + "**"
         parts = [headline, display.table(("sent (UTC)", "HTTP", "class", "latency", "detail"), rows)]
         if api["ratelimit"]:
             parts.append("Rate-limit headers seen:\n\n" + display.kv_table(api["ratelimit"].items(),
