@@ -647,7 +647,7 @@ class Cluster:
             common["namespace"] = ns
             return KubeFinding(FORBIDDEN, f"{who} may not `{verb_}` `{res_full}`{scope} (403 Forbidden). "
                                           f"{ESCALATE.capitalize()}: ask for `{verb_}` on `{res_full}`{scope} "
-                                          f"(e.g. a RoleBinding to the `view` ClusterRole).",
+                                          f"(e.g. a RoleBinding to the `{_role_for(verb_)}` ClusterRole).",
                                verb=verb_, resource=res_full, user=user, **common)
         if status == 404:
             what = f'{resource} "{name}"' if name else resource
@@ -993,6 +993,11 @@ class Cluster:
 
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _role_for(verb: str | None) -> str:
+    """The built-in ClusterRole that grants `verb`: reads come with `view`, writes need `edit`."""
+    return "view" if verb in (None, "get", "list", "watch") else "edit"
 
 
 def _object_name(value: object, param: str = "name") -> str:

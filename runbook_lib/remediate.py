@@ -142,9 +142,8 @@ def _timeout(cluster: Cluster, timeout_s: float | None) -> float:
 
 
 def _write_finding(f: KubeFinding) -> KubeFinding:
-    """A refused write needs write rights: point at the `edit` role, not `view`."""
+    """A refused write must say "escalate" (kube's finding names the role that grants the verb)."""
     if f.status == FORBIDDEN:
-        f.message = f.message.replace("the `view` ClusterRole", "the `edit` ClusterRole")
         if ESCALATE not in f.message.lower():
             f.message += f" {ESCALATE.capitalize()}."
     return f
