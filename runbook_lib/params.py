@@ -15,6 +15,7 @@ from .labels import split_terms
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROM_DURATION = re.compile(r"^[1-9][0-9]{0,3}[smh]$")
 _INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # One label-selector requirement: key (optionally prefixed), then =, ==, != or a set form.
 _LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
@@ -133,4 +134,11 @@ def text(name: str, value: object, *, maximum: int = 200, allow_empty: bool = Tr
         raise ParameterError(name, value, accepted)
     if not allow_empty and not value.strip():
         raise ParameterError(name, value, accepted + ", not empty")
+    return value
+
+
+def prom_duration(name: str, value: object) -> str:
+    """A Prometheus range such as 30s, 5m or 1h (it goes into PromQL, so nothing else)."""
+    if not isinstance(value, str) or not _PROM_DURATION.match(value):
+        raise ParameterError(name, value, "a Prometheus duration such as 30s, 5m or 1h")
     return value

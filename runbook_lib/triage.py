@@ -8,7 +8,6 @@ hanging still takes about one timeout; the step methods then show and record wha
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,7 +18,6 @@ from ._async import run_sync
 from .secrets import SecretRef, read_secret
 
 NOT_CONFIGURED, UNAVAILABLE, AVAILABLE = "not configured", "unavailable", "ok"
-_WINDOW = re.compile(r"^[1-9][0-9]{0,3}[smh]$")
 
 
 @dataclass(frozen=True)
@@ -46,14 +44,12 @@ def start(*, mistral_url: str, api_key_env: str, service_health_url: str, promet
           samples: int = 5, latency_threshold_ms: float = 2000.0, incident_id: str = "local",
           operator: str = "") -> Triage:
     """Validate the parameters (ParameterError names the first bad one) and show them."""
-    if not isinstance(metrics_window, str) or not _WINDOW.match(metrics_window):
-        raise params.ParameterError("metrics_window", metrics_window, "a Prometheus duration such as 5m, 30s or 1h")
     cfg = TriageConfig(
         mistral_url=params.url("mistral_url", mistral_url),
         api_key_env=params.env_var_name("api_key_env", api_key_env),
         service_health_url=params.url("service_health_url", service_health_url, allow_empty=True),
         prometheus_url=params.url("prometheus_url", prometheus_url, allow_empty=True),
-        metrics_window=metrics_window,
+        metrics_window=params.prom_duration("metrics_window", metrics_window),
         kubeconfig=params.text("kubeconfig", kubeconfig, maximum=4096),
         kube_context=params.text("kube_context", kube_context),
         namespace=params.namespace("namespace", namespace),

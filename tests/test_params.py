@@ -93,3 +93,14 @@ def test_positive_int_and_choice_and_text():
         params.choice("mode", "c", ("a", "b"))
     with pytest.raises(ParameterError, match="'operator'"):
         params.text("operator", "two\nlines")
+
+
+@pytest.mark.parametrize("value", ["5m", "30s", "1h", "1000s"])
+def test_prom_duration_ok(value):
+    assert params.prom_duration("metrics_window", value) == value
+
+
+@pytest.mark.parametrize("value", ["0s", "5", "5d", "5m]) or vector(1", "", 5])
+def test_prom_duration_rejects_anything_that_is_not_a_plain_range(value):
+    with pytest.raises(ParameterError, match="'metrics_window'.*Prometheus duration"):
+        params.prom_duration("metrics_window", value)

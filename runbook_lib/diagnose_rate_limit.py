@@ -1,0 +1,260 @@
+"""The 429 runbook's steps (notebooks/diagnose_rate_limit.ipynb), one public method per cell.
+
+Seed, 429 Rate Limited: 1 check the rate-limit headers; 2 enable request queuing
+(`RATE_LIMIT_MODE=queue`); 3 reduce concurrency (`MAX_CONCURRENT_REQUESTS`); 4 long term, ask
+Mistral for a higher limit. Here the headers come from a short bounded sample, the kind of limit
+is told apart (requests, tokens, provider capacity), the concurrency is computed from what was
+measured with the arithmetic shown, and the changes are dry runs unless `apply_changes` is True.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from . import comms, display, params, probes, ratelimit, record
+from ._async import run_sync
+from .secrets import read_secret
+
+LIMITS_PAGE = ratelimit.LIMITS_PAGE
+
+
+def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
+          metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
+          container: str, timeout_s: float, sample_requests: int, sample_interval_s: float,
+          max_concurrent_requests: int, apply_changes: bool, operator: str, incident_id: str,
+          incident_commander: str, slack_webhook_env: str) -> RateLimitRunbook:
+    """Validate every parameter first; a wrong one names itself and what is accepted."""
+    if not isinstance(apply_changes, bool):
+        raise params.ParameterError("apply_changes", apply_changes, "True or False (False = dry run)")
+    if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) \
+            or not 0 <= max_concurrent_requests <= 10_000:
+        raise params.ParameterError("max_concurrent_requests", max_concurrent_requests,
+                                    "0 (use the computed recommendation) or a whole number up to 10000")
+    cfg = {
+        "mistral_url": params.url("mistral_url", mistral_url),
+        "api_key_env": params.env_var_name("api_key_env", api_key_env),
+        "service_health_url": params.url("service_health_url", service_health_url, allow_empty=True),
+        "prometheus_url": params.url("prometheus_url", prometheus_url, allow_empty=True),
+        "metrics_window": params.prom_duration("metrics_window", metrics_window),
+        "kubeconfig": params.text("kubeconfig", kubeconfig, maximum=4096),
+        "kube_context": params.text("kube_context", kube_context),
+        "namespace": params.namespace("namespace", namespace),
+        "deployment": params.namespace("deployment", deployment),
+        "container": params.namespace("container", container),
+        "timeout_s": params.timeout("timeout_s", timeout_s, maximum=120),
+        "sample_requests": params.positive_int("sample_requests", sample_requests, maximum=30),
+        "sample_interval_s": params.timeout("sample_interval_s", sample_interval_s, maximum=10),
+        "max_concurrent_requests": max_concurrent_requests,
+        "apply_changes": apply_changes,
+        "operator": params.text("operator", operator),
+        "incident_id": params.incident_id("incident_id", incident_id),
+        "incident_commander": params.text("incident_commander", incident_commander),
+        "slack_webhook_env": params.env_var_name("slack_webhook_env", slack_webhook_env),
+    }
+    run = RateLimitRunbook(cfg)
+    mode = "**APPLY**: approved changes will be made" if apply_changes else \
+        "**DRY RUN**: changes are checked by the API server (`dryRun=All`) and shown, nothing is changed"
+    record.record("parameters", cfg, markdown=f"{mode}.\n\n" + display.kv_table(cfg.items(), ("parameter", "value")))
+    secret = run.secret
+    record.record("api_key", secret.describe(), markdown=f"API key: {secret}")
+    return run
+
+
+class RateLimitRunbook:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.secret = read_secret(cfg["api_key_env"])
+        self.samples: list[dict[str, Any]] = []
+        self.kind: str | None = None
+        self.limits: ratelimit.Limits | None = None
+        self.traffic: dict[str, Any] = {}
+        self.recommendation: ratelimit.Recommendation | None = None
+        self.changes: list[dict[str, Any]] = []
+
+    # 1. headers ------------------------------------------------------------------------------
+    def sample_headers(self) -> dict[str, Any]:
+        """`sample_requests` probes, `sample_interval_s` apart, each bounded: the headers over time."""
+        cfg = self.cfg
+
+        async def go() -> list[probes.ProbeResult]:
+            out = []
+            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+                for i in range(cfg["sample_requests"]):
+                    if i:
+                        await asyncio.sleep(cfg["sample_interval_s"])
+                    out.append(await probes.probe_mistral(c, cfg["mistral_url"], self.secret, cfg["timeout_s"]))
+            return out
+
+        results = run_sync(go())
+        self.samples = [r.to_dict() for r in results]
+        merged: dict[str, str] = {}
+        for r in results:
+            merged.update(r.ratelimit)
+        self.limits = ratelimit.Limits.from_headers(merged)
+        self.kind = ratelimit.kind_of_limit([r.classification for r in results], self.limits)
+        rows = [(r.started_at, r.status_code or "000", r.classification,
+                 r.ratelimit.get("x-ratelimit-remaining-req-minute", "n/a"),
+                 r.ratelimit.get("x-ratelimit-remaining-tokens-minute", "n/a"), r.retry_after or "none")
+                for r in results]
+        value = {"samples": self.samples, "limits": self.limits.__dict__, "kind": self.kind}
+        md = (display.table(("sent (UTC)", "HTTP", "class", "remaining req/min", "remaining tokens/min",
+                             "Retry-After"), rows)
+              + "\n\n" + display.kv_table(self.limits.__dict__.items(), ("limit (latest headers)", "value")))
+        record.record("rate_limit_headers", value, markdown=md)
+        return value
+
+    # 2. which limit --------------------------------------------------------------------------
+    def which_limit(self) -> dict[str, Any]:
+        words = {
+            ratelimit.REQUEST_LIMIT: "our workspace's **request** limit is used up (429 `rate_limited`, code 1300, "
+                                     "requests remaining 0): reduce request concurrency, queue",
+            ratelimit.TOKEN_LIMIT: "our workspace's **token** limit is used up (requests remain): shorter prompts, "
+                                   "lower `max_tokens`, queue",
+            ratelimit.CAPACITY: "Mistral's **service tier capacity** for this model is exceeded (our counters still "
+                                "have room): not our limit; retry with backoff, or use another model",
+            ratelimit.NONE: "no 429 in the sample: the limit is not being hit right now",
+            ratelimit.UNKNOWN: "429 without usable headers: treat as a request limit",
+        }
+        value = {"kind": self.kind, "explanation": words[self.kind or ratelimit.UNKNOWN]}
+        record.record("limit_kind", value, markdown=f"**{self.kind}**: {value['explanation']}.")
+        return value
+
+    # 3. traffic and recommendation ------------------------------------------------------------
+    def recommend(self) -> dict[str, Any]:
+        """MAX_CONCURRENT_REQUESTS from the limits and the measured latency and traffic (Little's law)."""
+        cfg = self.cfg
+        latency_s, rps, source = self._traffic()
+        self.traffic = {"latency_s": latency_s, "requests_per_s": rps, "source": source}
+        limits = self.limits or ratelimit.Limits(None, None, None, None, None)
+        if limits.req_limit_minute == 0:  # fault headers say 0: use the sampled normal limit if any
+            normal = [p["ratelimit"] for p in self.samples if p["ratelimit"].get("x-ratelimit-limit-req-minute", "0") != "0"]
+            if normal:
+                limits = ratelimit.Limits.from_headers(normal[-1])
+        rec = ratelimit.recommend_concurrency(limits, latency_s=latency_s, current_rps=rps)
+        if cfg["max_concurrent_requests"]:
+            rec.arithmetic.append(f"overridden by the parameter: {cfg['max_concurrent_requests']}")
+            rec.max_concurrent_requests = cfg["max_concurrent_requests"]
+        elif rec.max_concurrent_requests is None:
+            rec.max_concurrent_requests = 1
+            rec.arithmetic.append("no usable limit: fall back to 1 concurrent request until the limit resets")
+        self.recommendation = rec
+        md = (f"Traffic from {source}: {_fmt(rps, ' req/s')}, latency {_fmt(latency_s, ' s')}.\n\n"
+              + "\n".join(f"- {step}" for step in rec.arithmetic)
+              + f"\n\n**Recommended `MAX_CONCURRENT_REQUESTS={rec.max_concurrent_requests}`**"
+              + (f"\n\n{rec.caveat}" if rec.caveat else ""))
+        value = {**self.traffic, **rec.to_dict()}
+        record.record("recommendation", value, markdown=md)
+        return value
+
+    def _traffic(self) -> tuple[float | None, float | None, str]:
+        cfg = self.cfg
+        if cfg["prometheus_url"]:
+            from . import metrics
+
+            w = cfg["metrics_window"]
+            rps = metrics.instant_sync(cfg["prometheus_url"], f"sum(rate(mistral_requests_total[{w}]))",
+                                       cfg["timeout_s"]).scalar()
+            p95 = metrics.instant_sync(cfg["prometheus_url"], "histogram_quantile(0.95, sum by (le) "
+                                       f"(rate(mistral_request_duration_seconds_bucket[{w}])))", cfg["timeout_s"]).scalar()
+            if rps is not None:
+                return p95, rps, f"Prometheus (window {w})"
+        if cfg["service_health_url"]:
+            import httpx
+
+            try:
+                dep = httpx.get(cfg["service_health_url"], timeout=cfg["timeout_s"]).json()["services"]["mistral"]
+                p95 = dep.get("p95_latency_ms")
+                return (p95 / 1000 if p95 else None), None, "our service's /health"
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                pass
+        ok = [p["latency_ms"] for p in self.samples if p["classification"] == probes.OK]
+        return (max(ok) / 1000 if ok else None), None, "the probes above"
+
+    # 4. mitigation ---------------------------------------------------------------------------
+    def mitigate(self) -> dict[str, Any]:
+        """Seed steps 2 and 3 as one env change: queue mode and the recommended concurrency."""
+        from . import kube, remediate
+
+        cfg = self.cfg
+        n = self.recommendation.max_concurrent_requests if self.recommendation else 1
+        with kube.connect(cfg["kubeconfig"], cfg["kube_context"], cfg["timeout_s"]) as cluster:
+            change = remediate.plan_env(cluster, cfg["namespace"], cfg["deployment"],
+                                        {"RATE_LIMIT_MODE": "queue", "MAX_CONCURRENT_REQUESTS": str(n)},
+                                        cfg["container"], apply_changes=cfg["apply_changes"], operator=cfg["operator"],
+                                        timeout_s=cfg["timeout_s"])
+        value = change.to_dict()
+        self.changes.append(value)
+        state = ("APPLIED and verified" if change.applied and change.verified else
+                 "APPLIED but NOT verified" if change.applied else
+                 "DRY RUN accepted by the API server" if change.dry_run_ok else "NOT possible")
+        md = (f"**{state}**: `{change.kubectl}`\n\n"
+              + display.table(("field", "before", "after"), [(d["field"], d["before"], d["after"]) for d in change.diff])
+              + (f"\n\nUndo: `{change.undo}`" if change.undo else "")
+              + (f"\n\nWhen: {change.at}, by: {change.who}" if change.applied else
+                 "\n\nTo apply: re-run with `apply_changes=True` (recorded with who, when, before and after).")
+              + (f"\n\n**{change.finding.status}**: {change.finding.message}" if change.finding else ""))
+        record.record("change_rate_limit_env", value, markdown=md)
+        return value
+
+    # 5. long term ------------------------------------------------------------------------------
+    def long_term(self) -> None:
+        limits = self.limits.__dict__ if self.limits else {}
+        md = (f"- Check the workspace limits: {LIMITS_PAGE} (current: {limits.get('req_limit_minute', 'n/a')} "
+              f"requests/min, {limits.get('tokens_limit_minute', 'n/a')} tokens/min).\n"
+              "- If the traffic is legitimate, ask Mistral for a higher tier (console.mistral.ai or support@mistral.ai).\n"
+              "- Make the client honour 429s: backoff with jitter, and a queue instead of failing requests.")
+        record.record("long_term", {"limits_page": LIMITS_PAGE, "limits": limits}, markdown=md)
+
+    # 6. communications -------------------------------------------------------------------------
+    def communicate(self) -> dict[str, Any]:
+        cfg = self.cfg
+        level = "P2"
+        applied = any(c["applied"] for c in self.changes)
+        msgs = comms.render(
+            level=level, status="MITIGATING" if applied else "INVESTIGATING",
+            impact="Some AI requests are rejected or delayed by the provider's rate limit",
+            action=("Queuing requests and lowering concurrency to "
+                    f"{self.recommendation.max_concurrent_requests if self.recommendation else 'n/a'}"
+                    if applied else "Diagnosing the rate limit; mitigation prepared as a dry run"),
+            commander=cfg["incident_commander"], affected=["AI-powered features"])
+        files = [str(p) for p in comms.save(msgs, ".")]
+        post = comms.post_to_slack(msgs, cfg["slack_webhook_env"], cfg["timeout_s"])
+        value = {**msgs.to_dict(), "files": files, "slack": post}
+        record.record("communications", value, markdown=(
+            f"Internal (Slack): {post['reason']}\n\n```\n{msgs.internal}\n```\n\nExternal (status page):\n\n"
+            f"```\n{msgs.external}\n```\n\nSaved: {', '.join(f'`{f}`' for f in files)}"))
+        return value
+
+    # 7. state after ------------------------------------------------------------------------------
+    def state_after(self) -> dict[str, Any]:
+        """Re-probe the API and our service: what the situation is at the end of this run."""
+        cfg = self.cfg
+
+        async def go() -> tuple[Any, Any]:
+            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+                api = probes.sample_mistral(c, cfg["mistral_url"], self.secret, cfg["timeout_s"], 3, 2000.0)
+                if cfg["service_health_url"]:
+                    return await asyncio.gather(api, probes.probe_service(c, cfg["service_health_url"], cfg["timeout_s"]))
+                return await api, None
+
+        t0 = time.perf_counter()
+        api, svc = run_sync(go())
+        value = {"api_verdict": api.verdict, "api_counts": api.counts,
+                 "service_status": svc.status if svc else None, "checked_in_s": round(time.perf_counter() - t0, 2)}
+        record.record("state_after", value, markdown=(
+            f"Mistral API now: **{api.verdict}** ({api.counts}); our service: **{value['service_status'] or 'n/a'}**."))
+        return value
+
+    def summary(self) -> dict[str, Any]:
+        applied = [c for c in self.changes if c["applied"]]
+        line = (f"429 {self.kind}: MAX_CONCURRENT_REQUESTS={self.recommendation.max_concurrent_requests if self.recommendation else 'n/a'}"
+                f", {'applied' if applied else 'dry run'}")
+        value = {"line": line, "kind": self.kind, "changes_applied": len(applied), "incident_id": self.cfg["incident_id"]}
+        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`")
+        return value
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    return "n/a" if value is None else f"{value:.3g}{unit}"

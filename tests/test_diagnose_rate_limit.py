@@ -1,0 +1,75 @@
+"""diagnose_rate_limit.ipynb headless against the simulators and the cluster emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runbook_lib.execute import run_notebook
+from runbook_lib.record import read_records
+
+pytestmark = pytest.mark.notebook
+
+
+def _run(st, tmp_path, **extra):
+    base = {"mistral_url": st.mistral_url, "service_health_url": st.service_health_url, "prometheus_url": "",
+            "kubeconfig": st.kubeconfig["ok"], "sample_requests": 3, "sample_interval_s": 0.1, "timeout_s": 2.0,
+            "incident_id": "rl-test"}
+    return run_notebook("diagnose_rate_limit", {**base, **extra}, output_root=tmp_path / "out", progress=False,
+                        cell_timeout_s=60)
+
+
+def _env(kube):
+    dep = kube.get("apps/v1/deployments", "mistral-service", "default")
+    app = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
+    return {e["name"]: e.get("value") for e in app.get("env", [])}
+
+
+def test_dry_run_diagnoses_request_limit_and_changes_nothing(cluster_stack, tmp_path):
+    st = cluster_stack
+    st.set_mode("rate_limited")
+    before = _env(st.kube)
+    result = _run(st, tmp_path)
+    assert result.ok, result.error
+    rec = read_records(result.notebook_path)
+    assert rec["limit_kind"]["kind"] == "request_limit"
+    assert rec["rate_limit_headers"]["limits"]["req_remaining_minute"] == 0
+    change = rec["change_rate_limit_env"]
+    assert change["applied"] is False and change["dry_run_ok"] is True
+    assert "set env deployment/mistral-service" in change["kubectl"] and "RATE_LIMIT_MODE=queue" in change["kubectl"]
+    assert _env(st.kube) == before
+    assert st.kube.writes() and all(w["dry_run"] for w in st.kube.writes())
+    folder = Path(result.record_dir)
+    assert (folder / "message-internal-slack.md").read_text().startswith(":large_orange_circle: P2 INCIDENT")
+    assert rec["verdict"]["line"].startswith("429 request_limit") and "dry run" in rec["verdict"]["line"]
+
+
+def test_capacity_is_told_apart_from_our_limit(cluster_stack, tmp_path):
+    cluster_stack.set_mode("capacity_exceeded")
+    rec = read_records(_run(cluster_stack, tmp_path).notebook_path)
+    assert rec["limit_kind"]["kind"] == "capacity_exceeded"
+    assert "capacity" in rec["limit_kind"]["explanation"]
+
+
+def test_approved_change_is_applied_recorded_and_undoable(cluster_stack, tmp_path):
+    st = cluster_stack
+    st.set_mode("rate_limited")
+    before = _env(st.kube)
+    rec = read_records(_run(st, tmp_path, apply_changes=True, operator="alice",
+                            max_concurrent_requests=3).notebook_path)
+    change = rec["change_rate_limit_env"]
+    assert change["applied"] and change["verified"] and change["who"] == "alice" and change["at"]
+    after = _env(st.kube)
+    assert after["MAX_CONCURRENT_REQUESTS"] == "3" and after["RATE_LIMIT_MODE"] == "queue"
+    assert {k: v for k, v in after.items() if k not in ("MAX_CONCURRENT_REQUESTS", "RATE_LIMIT_MODE")} == \
+        {k: v for k, v in before.items() if k not in ("MAX_CONCURRENT_REQUESTS", "RATE_LIMIT_MODE")}
+    diff = {d["field"].rsplit("[", 1)[-1].rstrip("]"): (d["before"], d["after"]) for d in change["diff"]}
+    assert diff["MAX_CONCURRENT_REQUESTS"] == (before.get("MAX_CONCURRENT_REQUESTS"), "3")
+    assert "RATE_LIMIT_MODE-" in change["undo"] and change["inverse"]["RATE_LIMIT_MODE"] is None
+
+
+def test_bad_approval_parameter_fails_first_cell(tmp_path):
+    result = run_notebook("diagnose_rate_limit", {"apply_changes": "yes"}, output_root=tmp_path / "out",
+                          progress=False, cell_timeout_s=60)
+    assert result.status == "failed" and "'apply_changes'" in (result.error or "")
