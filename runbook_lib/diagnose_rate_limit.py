@@ -10,12 +10,11 @@ measured with the arithmetic shown, and the changes are dry runs unless `apply_c
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from . import comms, display, params, probes, ratelimit, record
+from . import display, params, probes, ratelimit, record, steps
 from ._async import run_sync
-from .secrets import read_secret
+from .secrets import SecretRef
 
 LIMITS_PAGE = ratelimit.LIMITS_PAGE
 
@@ -26,46 +25,26 @@ def start(*, mistral_url: str, api_key_env: str, service_health_url: str, promet
           max_concurrent_requests: int, apply_changes: bool, operator: str, incident_id: str,
           incident_commander: str, slack_webhook_env: str) -> RateLimitRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
-    if not isinstance(apply_changes, bool):
-        raise params.ParameterError("apply_changes", apply_changes, "True or False (False = dry run)")
+    cfg = steps.common_parameters(
+        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
+        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
+        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
+        timeout_s=timeout_s, apply_changes=apply_changes, operator=operator, incident_id=incident_id,
+        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
     if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) \
             or not 0 <= max_concurrent_requests <= 10_000:
         raise params.ParameterError("max_concurrent_requests", max_concurrent_requests,
                                     "0 (use the computed recommendation) or a whole number up to 10000")
-    cfg = {
-        "mistral_url": params.url("mistral_url", mistral_url),
-        "api_key_env": params.env_var_name("api_key_env", api_key_env),
-        "service_health_url": params.url("service_health_url", service_health_url, allow_empty=True),
-        "prometheus_url": params.url("prometheus_url", prometheus_url, allow_empty=True),
-        "metrics_window": params.prom_duration("metrics_window", metrics_window),
-        "kubeconfig": params.text("kubeconfig", kubeconfig, maximum=4096),
-        "kube_context": params.text("kube_context", kube_context),
-        "namespace": params.namespace("namespace", namespace),
-        "deployment": params.namespace("deployment", deployment),
-        "container": params.namespace("container", container),
-        "timeout_s": params.timeout("timeout_s", timeout_s, maximum=120),
-        "sample_requests": params.positive_int("sample_requests", sample_requests, maximum=30),
-        "sample_interval_s": params.timeout("sample_interval_s", sample_interval_s, maximum=10),
-        "max_concurrent_requests": max_concurrent_requests,
-        "apply_changes": apply_changes,
-        "operator": params.text("operator", operator),
-        "incident_id": params.incident_id("incident_id", incident_id),
-        "incident_commander": params.text("incident_commander", incident_commander),
-        "slack_webhook_env": params.env_var_name("slack_webhook_env", slack_webhook_env),
-    }
-    run = RateLimitRunbook(cfg)
-    mode = "**APPLY**: approved changes will be made" if apply_changes else \
-        "**DRY RUN**: changes are checked by the API server (`dryRun=All`) and shown, nothing is changed"
-    record.record("parameters", cfg, markdown=f"{mode}.\n\n" + display.kv_table(cfg.items(), ("parameter", "value")))
-    secret = run.secret
-    record.record("api_key", secret.describe(), markdown=f"API key: {secret}")
-    return run
+    cfg.update(sample_requests=params.positive_int("sample_requests", sample_requests, maximum=30),
+               sample_interval_s=params.timeout("sample_interval_s", sample_interval_s, maximum=10),
+               max_concurrent_requests=max_concurrent_requests)
+    return RateLimitRunbook(cfg, steps.show_parameters(cfg))
 
 
 class RateLimitRunbook:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], secret: SecretRef) -> None:
         self.cfg = cfg
-        self.secret = read_secret(cfg["api_key_env"])
+        self.secret = secret
         self.samples: list[dict[str, Any]] = []
         self.kind: str | None = None
         self.limits: ratelimit.Limits | None = None
@@ -184,18 +163,8 @@ class RateLimitRunbook:
                                         {"RATE_LIMIT_MODE": "queue", "MAX_CONCURRENT_REQUESTS": str(n)},
                                         cfg["container"], apply_changes=cfg["apply_changes"], operator=cfg["operator"],
                                         timeout_s=cfg["timeout_s"])
-        value = change.to_dict()
+        value = steps.show_change("change_rate_limit_env", change)
         self.changes.append(value)
-        state = ("APPLIED and verified" if change.applied and change.verified else
-                 "APPLIED but NOT verified" if change.applied else
-                 "DRY RUN accepted by the API server" if change.dry_run_ok else "NOT possible")
-        md = (f"**{state}**: `{change.kubectl}`\n\n"
-              + display.table(("field", "before", "after"), [(d["field"], d["before"], d["after"]) for d in change.diff])
-              + (f"\n\nUndo: `{change.undo}`" if change.undo else "")
-              + (f"\n\nWhen: {change.at}, by: {change.who}" if change.applied else
-                 "\n\nTo apply: re-run with `apply_changes=True` (recorded with who, when, before and after).")
-              + (f"\n\n**{change.finding.status}**: {change.finding.message}" if change.finding else ""))
-        record.record("change_rate_limit_env", value, markdown=md)
         return value
 
     # 5. long term ------------------------------------------------------------------------------
@@ -209,43 +178,17 @@ class RateLimitRunbook:
 
     # 6. communications -------------------------------------------------------------------------
     def communicate(self) -> dict[str, Any]:
-        cfg = self.cfg
-        level = "P2"
         applied = any(c["applied"] for c in self.changes)
-        msgs = comms.render(
-            level=level, status="MITIGATING" if applied else "INVESTIGATING",
+        n = self.recommendation.max_concurrent_requests if self.recommendation else "n/a"
+        return steps.communicate(
+            self.cfg, level="P2", status="MITIGATING" if applied else "INVESTIGATING",
             impact="Some AI requests are rejected or delayed by the provider's rate limit",
-            action=("Queuing requests and lowering concurrency to "
-                    f"{self.recommendation.max_concurrent_requests if self.recommendation else 'n/a'}"
-                    if applied else "Diagnosing the rate limit; mitigation prepared as a dry run"),
-            commander=cfg["incident_commander"], affected=["AI-powered features"])
-        files = [str(p) for p in comms.save(msgs, ".")]
-        post = comms.post_to_slack(msgs, cfg["slack_webhook_env"], cfg["timeout_s"])
-        value = {**msgs.to_dict(), "files": files, "slack": post}
-        record.record("communications", value, markdown=(
-            f"Internal (Slack): {post['reason']}\n\n```\n{msgs.internal}\n```\n\nExternal (status page):\n\n"
-            f"```\n{msgs.external}\n```\n\nSaved: {', '.join(f'`{f}`' for f in files)}"))
-        return value
+            action=(f"Queuing requests and lowering concurrency to {n}" if applied else
+                    "Diagnosing the rate limit; mitigation prepared as a dry run"))
 
     # 7. state after ------------------------------------------------------------------------------
     def state_after(self) -> dict[str, Any]:
-        """Re-probe the API and our service: what the situation is at the end of this run."""
-        cfg = self.cfg
-
-        async def go() -> tuple[Any, Any]:
-            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
-                api = probes.sample_mistral(c, cfg["mistral_url"], self.secret, cfg["timeout_s"], 3, 2000.0)
-                if cfg["service_health_url"]:
-                    return await asyncio.gather(api, probes.probe_service(c, cfg["service_health_url"], cfg["timeout_s"]))
-                return await api, None
-
-        t0 = time.perf_counter()
-        api, svc = run_sync(go())
-        value = {"api_verdict": api.verdict, "api_counts": api.counts,
-                 "service_status": svc.status if svc else None, "checked_in_s": round(time.perf_counter() - t0, 2)}
-        record.record("state_after", value, markdown=(
-            f"Mistral API now: **{api.verdict}** ({api.counts}); our service: **{value['service_status'] or 'n/a'}**."))
-        return value
+        return steps.state_after(self.cfg, self.secret)
 
     def summary(self) -> dict[str, Any]:
         applied = [c for c in self.changes if c["applied"]]

@@ -1,0 +1,105 @@
+"""Steps shared by the diagnosis runbooks: common parameters, change records, messages, state after.
+
+Every diagnosis notebook validates the same core parameters, shows a change the same way (dry run
+or applied, diff, undo, who and when), drafts the seed's messages and ends by re-probing the API
+and our service; the per-error modules hold only what differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from . import comms, display, params, probes, record
+from ._async import run_sync
+from .secrets import SecretRef, read_secret
+
+
+def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
+                      metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
+                      container: str, timeout_s: float, apply_changes: bool, operator: str, incident_id: str,
+                      incident_commander: str, slack_webhook_env: str) -> dict[str, Any]:
+    """Validate the parameters every diagnosis notebook shares; the first bad one names itself."""
+    if not isinstance(apply_changes, bool):
+        raise params.ParameterError("apply_changes", apply_changes, "True or False (False = dry run)")
+    return {
+        "mistral_url": params.url("mistral_url", mistral_url),
+        "api_key_env": params.env_var_name("api_key_env", api_key_env),
+        "service_health_url": params.url("service_health_url", service_health_url, allow_empty=True),
+        "prometheus_url": params.url("prometheus_url", prometheus_url, allow_empty=True),
+        "metrics_window": params.prom_duration("metrics_window", metrics_window),
+        "kubeconfig": params.text("kubeconfig", kubeconfig, maximum=4096),
+        "kube_context": params.text("kube_context", kube_context),
+        "namespace": params.namespace("namespace", namespace),
+        "deployment": params.namespace("deployment", deployment),
+        "container": params.namespace("container", container),
+        "timeout_s": params.timeout("timeout_s", timeout_s, maximum=120),
+        "apply_changes": apply_changes,
+        "operator": params.text("operator", operator),
+        "incident_id": params.incident_id("incident_id", incident_id),
+        "incident_commander": params.text("incident_commander", incident_commander),
+        "slack_webhook_env": params.env_var_name("slack_webhook_env", slack_webhook_env),
+    }
+
+
+def show_parameters(cfg: dict[str, Any]) -> SecretRef:
+    """Record the (secret-free) parameters, say dry run or apply, and show the key's fingerprint."""
+    mode = ("**APPLY**: approved changes will be made and recorded" if cfg["apply_changes"] else
+            "**DRY RUN**: changes are checked by the API server (`dryRun=All`) and shown; nothing is changed")
+    record.record("parameters", cfg, markdown=f"{mode}.\n\n" + display.kv_table(cfg.items(), ("parameter", "value")))
+    secret = read_secret(cfg["api_key_env"])
+    record.record("api_key", secret.describe(), markdown=f"API key: {secret} (the key itself is never shown)")
+    return secret
+
+
+def show_change(name: str, change: Any) -> dict[str, Any]:
+    """Record a `remediate.Change`: what state it is in, the kubectl, the diff, the undo, who and when."""
+    value = change.to_dict()
+    state = ("APPLIED and verified" if change.applied and change.verified else
+             "APPLIED but NOT verified" if change.applied else
+             "DRY RUN accepted by the API server" if change.dry_run_ok else "NOT possible")
+    md = (f"**{state}**: `{change.kubectl}`\n\n"
+          + (display.table(("field", "before", "after"), [(d["field"], d["before"], d["after"]) for d in change.diff])
+             if change.diff else "No field changes.")
+          + (f"\n\nUndo: `{change.undo}`" if change.undo else "")
+          + (f"\n\nWhen: {change.at}, by: {change.who}" if change.applied else
+             "\n\nTo apply: re-run with `apply_changes=True` (recorded with who, when, before and after).")
+          + (f"\n\n{change.note}" if change.note else "")
+          + (f"\n\n**{change.finding.status}**: {change.finding.message}" if change.finding else ""))
+    record.record(name, value, markdown=md)
+    return value
+
+
+def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, action: str,
+                affected: list[str] | None = None, workaround: str = "") -> dict[str, Any]:
+    """Draft the seed's Slack and status-page messages, save them beside the record, post if configured."""
+    msgs = comms.render(level=level, status=status, impact=impact, action=action,
+                        commander=cfg["incident_commander"], affected=affected or ["AI-powered features"],
+                        workaround=workaround)
+    files = [str(p) for p in comms.save(msgs, ".")]
+    post = comms.post_to_slack(msgs, cfg["slack_webhook_env"], cfg["timeout_s"])
+    value = {**msgs.to_dict(), "files": files, "slack": post, "level": level, "status": status}
+    record.record("communications", value, markdown=(
+        f"Internal (Slack): {post['reason']}\n\n```\n{msgs.internal}\n```\n\nExternal (status page):\n\n"
+        f"```\n{msgs.external}\n```\n\nSaved: {', '.join(f'`{f}`' for f in files)}"))
+    return value
+
+
+def state_after(cfg: dict[str, Any], secret: SecretRef, samples: int = 3) -> dict[str, Any]:
+    """Re-probe the API and our service, concurrently and bounded: the situation at the end of the run."""
+
+    async def go() -> tuple[Any, Any]:
+        async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+            api = probes.sample_mistral(c, cfg["mistral_url"], secret, cfg["timeout_s"], samples, 2000.0)
+            if cfg["service_health_url"]:
+                return await asyncio.gather(api, probes.probe_service(c, cfg["service_health_url"], cfg["timeout_s"]))
+            return await api, None
+
+    t0 = time.perf_counter()
+    api, svc = run_sync(go())
+    value = {"api_verdict": api.verdict, "api_counts": api.counts, "service_status": svc.status if svc else None,
+             "checked_in_s": round(time.perf_counter() - t0, 2)}
+    record.record("state_after", value, markdown=(
+        f"Mistral API now: **{api.verdict}** ({api.counts}); our service: **{value['service_status'] or 'n/a'}**."))
+    return value
