@@ -57,6 +57,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_respond(args: argparse.Namespace) -> int:
+    """Triage, then the diagnosis it points to, in one incident folder."""
+    from .respond import respond
+
+    parameters = _collect_params(args)
+    if args.incident_id:
+        parameters["incident_id"] = args.incident_id
+    if args.apply_changes:
+        parameters["apply_changes"] = True
+    index = respond(parameters, output_root=args.output_dir, progress=not args.quiet)
+    for nb in index["notebooks"]:
+        print(f"{nb['name']}: {nb['verdict'] or nb['status'] + ' (' + str(nb['error']) + ')'}")
+        print(f"  record: {nb['path']}")
+    print(f"incident: {index['folder']}/incident.json ({index['status']}, "
+          f"{len(index['changes_applied'])} change(s) applied)")
+    return 1 if index["status"] == "failed" else 0
+
+
 def _print_result(result: Any) -> None:
     print(result.verdict_line())
     print(f"record: {result.notebook_path}")
@@ -161,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell (default: 300)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+
+    respond = sub.add_parser("respond", help="triage, then the diagnosis it points to, in one incident folder")
+    respond.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                         help="parameter for the notebooks that declare it")
+    respond.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    respond.add_argument("--incident-id")
+    respond.add_argument("--apply-changes", action="store_true",
+                         help="approve the diagnosis notebook's mitigation (default: dry run)")
+    respond.add_argument("--output-dir", default="outputs")
+    respond.add_argument("-q", "--quiet", action="store_true")
+    respond.set_defaults(func=cmd_respond)
 
     demo = sub.add_parser("demo", help="embedded stack + injected fault + headless triage")
     demo.add_argument("--mode", choices=DEMO_MODES, default="rate_limited", help="fault to inject")

@@ -1,6 +1,6 @@
 """Headless runs: papermill executes a notebook into a new, never-overwritten record folder.
 
-`outputs/<UTC timestamp>-<incident id>/<notebook>.ipynb` + `.html` + `run.json`. The record is
+`outputs/<UTC timestamp>-<incident id>/<notebook>.ipynb` + `.html` + `.run.json`. The record is
 kept whatever happens (bad parameter, failing cell, timeout) and its status says which. The
 working directory of the kernel is the record folder, so a notebook writes nowhere else.
 """
@@ -44,6 +44,19 @@ def resolve_notebook(name: str) -> Path:
     if not isinstance(name, str) or name not in names:
         raise ParameterError("notebook", name, "one of " + (", ".join(names) or "(no notebooks found)"))
     return notebooks_dir() / f"{name}.ipynb"
+
+
+_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def declared_parameters(name: str) -> set[str]:
+    """Names assigned in the notebook's `parameters` cell (what it accepts)."""
+    nb = json.loads(resolve_notebook(name).read_text("utf-8"))
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            return {m.group(1) for line in source.splitlines() if (m := _ASSIGN.match(line))}
+    return set()
 
 
 @dataclass
@@ -138,7 +151,7 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
         result.verdict = _finalise_notebook(out_nb, result)
         if html:
             result.html_path = str(_write_html(out_nb))
-    (record_dir / "run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
+    (record_dir / f"{name}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
     return result
 
 

@@ -74,7 +74,7 @@ def test_bad_parameter_fails_first_cell_and_keeps_failed_record(tmp_path, name, 
     first_failed = statuses.index("failed")
     failing_src = "".join([c for c in nb["cells"] if c["cell_type"] == "code"][first_failed]["source"])
     assert "triage.start(" in failing_src
-    assert json.loads((folders[0] / "run.json").read_text())["status"] == "failed"
+    assert json.loads((folders[0] / "triage.run.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.notebook
@@ -97,7 +97,7 @@ def test_api_key_never_lands_in_the_record(stack, run_triage, api_key, mode):
     result = run_triage(stack)
     folder = Path(result.record_dir)
     texts = {p.name: p.read_text("utf-8", errors="replace") for p in folder.iterdir()}
-    assert set(texts) >= {"triage.ipynb", "triage.html", "run.json"}
+    assert set(texts) >= {"triage.ipynb", "triage.html", "triage.run.json"}
     pieces = {api_key[i:i + 8] for i in range(len(api_key) - 7)}
     for name, text in texts.items():
         assert api_key not in text, name

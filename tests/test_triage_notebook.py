@@ -120,7 +120,7 @@ def test_prometheus_unreachable_is_reported_not_zero(stack, run_triage):
 def test_record_folder_has_notebook_html_and_status(stack, run_triage):
     result = run_triage(stack)
     folder = Path(result.record_dir)
-    assert {p.name for p in folder.iterdir()} >= {"triage.ipynb", "triage.html", "run.json"}
+    assert {p.name for p in folder.iterdir()} >= {"triage.ipynb", "triage.html", "triage.run.json"}
     meta = json.loads((folder / "triage.ipynb").read_text())["metadata"]["runbook"]
     assert meta["status"] == "succeeded" and meta["verdict"]["line"] == result.verdict_line()
     html = (folder / "triage.html").read_text()

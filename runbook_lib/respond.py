@@ -1,0 +1,84 @@
+"""`runbook respond`: one command per incident.
+
+Runs triage, follows its decision to the diagnosis notebook (passing along the parameters both
+share and the incident id), and keeps both records in one incident folder with a small index,
+`incident.json`: id, times, severity, error class, notebooks run, changes applied. "Resolved" and
+"our service only" outcomes stop after triage with that verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ParameterError
+from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook, utc_stamp
+from .record import read_records
+
+INDEX = "incident.json"
+
+
+def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", progress: bool = True,
+            cell_timeout_s: int = 300) -> dict[str, Any]:
+    """Triage, then the diagnosis the decision names; return the incident index (also written)."""
+    parameters = dict(parameters)
+    known = set().union(*(declared_parameters(n) for n in available_notebooks()))
+    for name in parameters:
+        if name not in known:
+            raise ParameterError(name, parameters[name], "a parameter declared by a runbook notebook: "
+                                 + ", ".join(sorted(known)))
+    parameters.setdefault("incident_id", f"INC-{utc_stamp()}")
+    folder = new_record_dir(Path(output_root), parameters["incident_id"])
+    index: dict[str, Any] = {"id": str(parameters["incident_id"]), "folder": str(folder),
+                             "started_at": _now(), "finished_at": None, "status": "running",
+                             "severity": None, "error_class": None, "verdict": None, "notebooks": [],
+                             "changes_applied": []}
+    _write(folder, index)
+
+    triage_params = {k: v for k, v in parameters.items() if k in declared_parameters("triage")}
+    triage = run_notebook("triage", triage_params, output_root=output_root, progress=progress,
+                          cell_timeout_s=cell_timeout_s, record_dir=folder)
+    _add(index, triage)
+    verdict = triage.verdict or {}
+    index.update(severity=verdict.get("severity"), error_class=verdict.get("branch"), verdict=verdict.get("line"))
+    next_notebook = verdict.get("notebook") if triage.ok else None
+
+    if next_notebook:
+        accepted = declared_parameters(next_notebook)
+        diag_params = {k: v for k, v in parameters.items() if k in accepted}
+        diag = run_notebook(next_notebook, diag_params, output_root=output_root, progress=progress,
+                            cell_timeout_s=cell_timeout_s, record_dir=folder)
+        _add(index, diag)
+        records = read_records(diag.notebook_path) if Path(diag.notebook_path).exists() else {}
+        index["changes_applied"] = [
+            {"record": name, "action": v.get("action"), "target": v.get("target"), "at": v.get("at"),
+             "who": v.get("who"), "undo": v.get("undo"), "verified": v.get("verified")}
+            for name, v in records.items() if name.startswith("change") and isinstance(v, dict) and v.get("applied")]
+        if diag.verdict and diag.verdict.get("line"):
+            index["diagnosis"] = diag.verdict["line"]
+
+    failed = [n for n in index["notebooks"] if n["status"] != "succeeded"]
+    index.update(finished_at=_now(), status="failed" if failed else
+                 ("diagnosed" if next_notebook else "triaged"))
+    _write(folder, index)
+    return index
+
+
+def _add(index: dict[str, Any], result: RunResult) -> None:
+    index["notebooks"].append({"name": result.notebook, "status": result.status, "path": result.notebook_path,
+                               "html": result.html_path, "verdict": (result.verdict or {}).get("line"),
+                               "error": result.error, "duration_s": result.duration_s})
+
+
+def _write(folder: Path, index: dict[str, Any]) -> None:
+    """Atomic: a reader never sees half an index."""
+    tmp = folder / f".{INDEX}.tmp"
+    tmp.write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+    os.replace(tmp, folder / INDEX)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
