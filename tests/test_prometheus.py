@@ -133,3 +133,18 @@ def test_dead_prometheus_is_unavailable_quickly():
     result = metrics.instant_sync("http://127.0.0.1:9", "up", 1.0)
     assert result.status == "unavailable" and result.scalar() is None
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_server_error_history_from_real_prometheus(prom_stack):
+    """diagnose_server_error's error mix over time: the 30-minute range query against real data."""
+    from runbook_lib import diagnose_server_error as se
+
+    stack, prom = prom_stack
+    stack.set_mode("server_error", status=503)
+    try:
+        assert prom.wait_for_data('sum(rate(mistral_errors_total{code="503"}[5s]))', timeout_s=20)
+        value = se.ServerErrorRunbook({"prometheus_url": prom.url, "timeout_s": 5.0}, None)._history()
+    finally:
+        stack.set_mode("ok")
+    assert value["status"] == "ok", value
+    assert value["last"].get("503", 0) > 0

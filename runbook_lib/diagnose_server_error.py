@@ -1,0 +1,256 @@
+"""The 5xx runbook's steps (notebooks/diagnose_server_error.ipynb), one public method per cell.
+
+Seed, 500/503 Service Error: 1 check Mistral's status; 2 enable graceful degradation
+(`MISTRAL_FALLBACK=true`); 3 notify users; 4 monitor for recovery (`watch -n 30 curl ...`). Here
+the error mix is measured now (a burst of probes) and over time (Prometheus, when reachable), the
+provider's status page is read (unreadable means "unknown", never "all clear"), the fallback is a
+dry run unless `apply_changes` is True, and the recovery watch is bounded and plotted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import display, params, probes, record, statuspage, steps
+from ._async import run_sync
+from .secrets import SecretRef
+
+ERRORS_BY_CODE = "sum by (code) (rate(mistral_errors_total[1m]))"
+HISTORY_S = 30 * 60
+FALLBACK_ENV = {"MISTRAL_FALLBACK": "true"}
+
+
+def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
+          metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
+          container: str, timeout_s: float, status_feed_url: str, monitor_interval_s: float,
+          monitor_max_s: float, healthy_needed: int, probe_samples: int, apply_changes: bool, operator: str,
+          incident_id: str, incident_commander: str, slack_webhook_env: str) -> ServerErrorRunbook:
+    """Validate every parameter first; a wrong one names itself and what is accepted."""
+    cfg = steps.common_parameters(
+        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
+        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
+        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
+        timeout_s=timeout_s, apply_changes=apply_changes, operator=operator, incident_id=incident_id,
+        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
+    cfg.update(status_feed_url=params.url("status_feed_url", status_feed_url),
+               monitor_interval_s=params.timeout("monitor_interval_s", monitor_interval_s, maximum=600),
+               monitor_max_s=params.timeout("monitor_max_s", monitor_max_s, maximum=3600),
+               healthy_needed=params.positive_int("healthy_needed", healthy_needed, maximum=100),
+               probe_samples=params.positive_int("probe_samples", probe_samples, maximum=30))
+    return ServerErrorRunbook(cfg, steps.show_parameters(cfg))
+
+
+class ServerErrorRunbook:
+    def __init__(self, cfg: dict[str, Any], secret: SecretRef) -> None:
+        self.cfg = cfg
+        self.secret = secret
+        self.api: probes.ApiSummary | None = None
+        self.history: dict[str, Any] = {}
+        self.provider: statuspage.ProviderStatus | None = None
+        self.changes: list[dict[str, Any]] = []
+        self.monitor: dict[str, Any] | None = None
+
+    # 1. error mix ----------------------------------------------------------------------------
+    def error_mix(self) -> dict[str, Any]:
+        """A bounded burst of probes now, and the 5xx mix per code over the last 30 min if Prometheus answers."""
+        cfg = self.cfg
+
+        async def go() -> probes.ApiSummary:
+            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+                return await probes.sample_mistral(c, cfg["mistral_url"], self.secret, cfg["timeout_s"],
+                                                   cfg["probe_samples"], 2000.0)
+
+        self.api = run_sync(go())
+        rows = [(p["started_at"], p["status_code"] or "000", p["classification"], p["latency_ms"],
+                 p["detail"] or "", p["correlation_id"]) for p in self.api.probes]
+        md = (f"Probes now: **{self.api.verdict}** ({self.api.counts}, "
+              f"{self.api.error_fraction:.0%} failed).\n\n"
+              + display.table(("sent (UTC)", "HTTP", "class", "latency ms", "body", "correlation id"), rows))
+        record.record("error_mix_now", {**self.api.to_dict(), "all_failed": self.api.all_failed}, markdown=md)
+        self.history = self._history()
+        return {"now": self.api.to_dict(), "history": self.history}
+
+    def _history(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if not cfg["prometheus_url"]:
+            value = {"status": "skipped", "reason": "no prometheus_url", "query": ERRORS_BY_CODE, "last": {}}
+            record.record("error_mix_history", value, markdown="Error mix over time: skipped (no `prometheus_url`).")
+            return value
+        from . import metrics
+        from .errors import RunbookError, SourceUnavailable
+
+        end = time.time()
+        step_s = max(15.0, HISTORY_S / 120)  # about 120 points over the window, never finer than 15 s
+        try:
+            frame = metrics.range_query(cfg["prometheus_url"], ERRORS_BY_CODE, end - HISTORY_S, end, step_s,
+                                        cfg["timeout_s"])
+        except SourceUnavailable as exc:
+            value = {"status": "unavailable", "reason": str(exc), "query": ERRORS_BY_CODE, "last": {}}
+            record.record("error_mix_history", value, markdown=(
+                f"Error mix over time: **unavailable** ({exc}). The run goes on with the probes above."))
+            return value
+        except RunbookError as exc:
+            value = {"status": "error", "reason": str(exc), "query": ERRORS_BY_CODE, "last": {}}
+            record.record("error_mix_history", value, markdown=f"Error mix over time: **error**: {exc}")
+            return value
+        if frame.empty:
+            value = {"status": "empty", "reason": "no series (no error counted, or no data)", "query": ERRORS_BY_CODE,
+                     "last": {}}
+            record.record("error_mix_history", value, markdown=(
+                "Error mix over time: **no data** for the last 30 min (not the same as zero errors)."))
+            return value
+        if "code" not in frame.columns:
+            frame["code"] = "all"
+        frame["code"] = frame["code"].fillna("n/a").astype(str)
+        last = {code: grp.sort_values("time")["value"].iloc[-1] for code, grp in frame.groupby("code")}
+        value = {"status": "ok", "query": ERRORS_BY_CODE, "step_s": step_s, "window_s": HISTORY_S,
+                 "points": len(frame), "last": {k: (None if v != v else float(v)) for k, v in last.items()}}
+        record.record("error_mix_history", value, markdown=(
+            f"Error mix over the last 30 min (`{ERRORS_BY_CODE}`, step {step_s:g} s), latest values:\n\n"
+            + display.table(("code", "errors/s"), sorted(value["last"].items()))))
+        _plot_error_mix(frame)
+        return value
+
+    # 2. provider status ------------------------------------------------------------------------
+    def provider_status(self) -> dict[str, Any]:
+        self.provider = statuspage.fetch(self.cfg["status_feed_url"], self.cfg["timeout_s"])
+        value = self.provider.to_dict()
+        value["state"] = ("unknown" if not self.provider.readable else
+                          "incident" if self.provider.ongoing else "no_incident")
+        if not self.provider.readable:
+            md = (f"**Provider status UNKNOWN** ({self.provider.error}): this is not an all clear. "
+                  "Check https://status.mistral.ai by hand.")
+        else:
+            rows = [(u.title, u.status, ", ".join(u.affected), u.published, u.link) for u in self.provider.ongoing]
+            md = (f"**{self.provider.summary}** (feed `{self.provider.feed_url}`)"
+                  + ("\n\n" + display.table(("incident", "status", "affected", "updated", "link"), rows) if rows else
+                     "\n\nThe 5xx are not (yet) acknowledged by Mistral: keep the probes' correlation ids for "
+                     "support@mistral.ai."))
+        record.record("provider_status", value, markdown=md)
+        return value
+
+    # 3. fallback -------------------------------------------------------------------------------
+    def enable_fallback(self) -> dict[str, Any]:
+        """The seed's `kubectl set env deployment/mistral-service MISTRAL_FALLBACK=true`, dry run unless approved."""
+        from . import kube, remediate
+
+        cfg = self.cfg
+        with kube.connect(cfg["kubeconfig"], cfg["kube_context"], cfg["timeout_s"]) as cluster:
+            change = remediate.plan_env(cluster, cfg["namespace"], cfg["deployment"], dict(FALLBACK_ENV),
+                                        cfg["container"], apply_changes=cfg["apply_changes"], operator=cfg["operator"],
+                                        timeout_s=cfg["timeout_s"])
+        change.note = ((change.note + "\n\n") if change.note else "") + (
+            "If the fallback itself does not work (seed: *Fallback not working*), return cached responses or "
+            "an error page rather than letting requests hang.")
+        value = steps.show_change("change_fallback_env", change)
+        self.changes.append(value)
+        return value
+
+    # 4. recovery monitor ------------------------------------------------------------------------
+    def monitor_recovery(self) -> dict[str, Any]:
+        """The seed's `watch -n 30 curl ...`, bounded: stops after N healthy probes in a row or at max duration."""
+        from . import monitor
+
+        cfg = self.cfg
+        print(f"Watching {cfg['mistral_url']}/v1/models every {cfg['monitor_interval_s']:g} s for at most "
+              f"{cfg['monitor_max_s']:g} s; recovered after {cfg['healthy_needed']} healthy probes in a row.",
+              flush=True)
+
+        def progress(s: dict[str, Any]) -> None:
+            print(f"  t+{s['t_s']:>6.2f}s  HTTP {s['status_code'] or '000'}  {s['classification']:<18} "
+                  f"{s['latency_ms']:>8.1f} ms  healthy in a row: {s['consecutive_healthy']}", flush=True)
+
+        result = monitor.monitor_recovery(cfg["mistral_url"], self.secret, interval_s=cfg["monitor_interval_s"],
+                                          max_duration_s=cfg["monitor_max_s"], healthy_needed=cfg["healthy_needed"],
+                                          timeout_s=cfg["timeout_s"], progress=progress)
+        self.monitor = {**result.to_dict(), "recovered": result.stopped_because == monitor.RECOVERED,
+                        "interval_s": cfg["monitor_interval_s"], "max_duration_s": cfg["monitor_max_s"],
+                        "healthy_needed": cfg["healthy_needed"]}
+        word = ("**RECOVERED**" if self.monitor["recovered"] else "**NOT recovered** (maximum duration reached)")
+        record.record("recovery_monitor", self.monitor, markdown=(
+            f"{word} after {result.duration_s:g} s and {len(result.samples)} probes "
+            f"({result.consecutive_healthy} healthy in a row at the end)."))
+        _plot_monitor(result.samples)
+        return self.monitor
+
+    # 5. communications -------------------------------------------------------------------------
+    def communicate(self) -> dict[str, Any]:
+        applied = any(c["applied"] for c in self.changes)
+        all_failed = bool(self.api and self.api.all_failed)
+        recovered = bool(self.monitor and self.monitor["recovered"])
+        return steps.communicate(
+            self.cfg, level="P1" if all_failed else "P2", status="MITIGATING" if applied else "INVESTIGATING",
+            impact=("Users cannot use AI features (the AI provider returns server errors)" if all_failed else
+                    "Degraded AI responses: some requests fail with provider server errors"),
+            action=(("Fallback enabled (MISTRAL_FALLBACK=true)" if applied else
+                     "Fallback prepared as a dry run")
+                    + (f"; provider: {self.provider.summary}" if self.provider else "")
+                    + ("; the API answers again, monitoring" if recovered else "; monitoring for recovery")),
+            workaround="Responses may come from the fallback (cached or simplified) while the provider recovers"
+            if applied else "")
+
+    # 6. state after ----------------------------------------------------------------------------
+    def state_after(self) -> dict[str, Any]:
+        return steps.state_after(self.cfg, self.secret)
+
+    def summary(self) -> dict[str, Any]:
+        applied = [c for c in self.changes if c["applied"]]
+        codes = sorted({str(p["status_code"] or "000") for p in (self.api.probes if self.api else [])
+                        if p["classification"] != probes.OK})
+        verdict = self.api.verdict if self.api else "unknown"
+        provider = ("unknown" if not self.provider or not self.provider.readable else
+                    "incident" if self.provider.ongoing else "no incident")
+        watch = ("recovered" if self.monitor and self.monitor["recovered"] else
+                 "not recovered" if self.monitor else "not monitored")
+        line = (f"5xx {verdict} (HTTP {'/'.join(codes) or 'none'}): provider {provider}; "
+                f"fallback {'applied' if applied else 'dry run'}; {watch}")
+        value = {"line": line, "verdict": verdict, "codes": codes, "provider": provider,
+                 "recovered": bool(self.monitor and self.monitor["recovered"]), "changes_applied": len(applied),
+                 "incident_id": self.cfg["incident_id"]}
+        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`")
+        return value
+
+
+def _show_figure(fig: Any) -> None:
+    """Show a matplotlib figure inline as a PNG (kernel) and close it; outside a kernel just close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    try:
+        if record._ipython() is not None:
+            from IPython.display import Image, display
+
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+            display(Image(data=buf.getvalue(), format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _plot_error_mix(frame: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for code, grp in frame.groupby("code"):
+        ax.plot(grp["time"], grp["value"], label=f"HTTP {code}")
+    ax.set_title("Mistral API errors per second by status code (last 30 min)")
+    ax.set_ylabel("errors/s")
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    _show_figure(fig)
+
+
+def _plot_monitor(samples: list[dict[str, Any]]) -> None:
+    import matplotlib.pyplot as plt
+
+    t = [s["t_s"] for s in samples]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4), sharex=True)
+    top.step(t, [s["status_code"] or 0 for s in samples], where="post", marker="o")
+    top.set_ylabel("HTTP status (0 = none)")
+    top.set_title("Recovery monitor: GET /v1/models")
+    bottom.plot(t, [s["latency_ms"] for s in samples], marker="o", color="tab:orange")
+    bottom.set_ylabel("latency ms")
+    bottom.set_xlabel("seconds since start")
+    _show_figure(fig)
