@@ -395,6 +395,10 @@ class MistralSimulator(SimServer):
             self._with_limits(resp, headers, count=False)
         return resp
 
+    def set_api_keys(self, api_keys: Iterable[str]) -> None:
+        """Replace the accepted keys at runtime (a key revoked, a new one issued at the console)."""
+        self._keys = frozenset(k for k in api_keys if k)
+
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("Authorization") or ""
         scheme, _, token = auth.partition(" ")
