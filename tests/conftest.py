@@ -17,6 +17,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port that refuses connections for the whole test: bound, never listening.
+
+    Closing a probe socket and reusing its number races with every other process picking ports
+    (kernels' ZMQ sockets, other tests' servers); holding it bound makes the refusal certain.
+    """
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+@pytest.fixture
 def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh key in MISTRAL_API_KEY; papermill's kernel inherits this process's environment."""
     key = "sim-" + secrets.token_urlsafe(24)

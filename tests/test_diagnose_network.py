@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ def _env(kube):
     dep = kube.get("apps/v1/deployments", "mistral-service", "default")
     app = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
     return {e["name"]: e.get("value") for e in app.get("env", [])}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _phases(rec):
@@ -67,9 +60,9 @@ def test_hang_fails_first_byte_within_bound_and_changes_nothing(cluster_stack, t
     assert result.duration_s < 20
 
 
-def test_closed_port_fails_tcp_with_refused_and_is_p1(cluster_stack, tmp_path):
+def test_closed_port_fails_tcp_with_refused_and_is_p1(cluster_stack, tmp_path, dead_port):
     st = cluster_stack
-    rec = read_records(_run(st, tmp_path, mistral_url=f"http://127.0.0.1:{_free_port()}", timeout_s=1.0,
+    rec = read_records(_run(st, tmp_path, mistral_url=f"http://127.0.0.1:{dead_port}", timeout_s=1.0,
                             service_health_url="").notebook_path)
     phases = _phases(rec)
     assert phases["dns"]["ok"] and not phases["tcp"]["ok"] and "first_byte" not in phases
@@ -101,10 +94,10 @@ def test_slow_api_measured_and_approved_timeout_applied(cluster_stack, tmp_path)
     assert "applied" in rec["verdict"]["line"] and rec["communications"]["status"] == "MITIGATING"
 
 
-def test_unreachable_cluster_still_reaches_a_verdict(cluster_stack, tmp_path):
+def test_unreachable_cluster_still_reaches_a_verdict(cluster_stack, tmp_path, dead_port):
     st = cluster_stack
     dead = tmp_path / "kubeconfig-dead"
-    dead.write_text(Path(st.kubeconfig["ok"]).read_text().replace(st.kube.url, f"http://127.0.0.1:{_free_port()}"))
+    dead.write_text(Path(st.kubeconfig["ok"]).read_text().replace(st.kube.url, f"http://127.0.0.1:{dead_port}"))
     result = _run(st, tmp_path, kubeconfig=str(dead), timeout_s=1.0)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)

@@ -15,11 +15,8 @@ def test_phases_against_simulator_answer_401_without_key():
     assert report.phases[-1].detail.startswith("HTTP/1.1 401")
 
 
-def test_refused_connection_fails_in_tcp_phase():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+def test_refused_connection_fails_in_tcp_phase(dead_port):
+    port = dead_port
     report = asyncio.run(netdiag.diagnose(f"http://127.0.0.1:{port}", timeout_s=1))
     assert report.failed_phase == "tcp" and "Refused" in report.phases[-1].detail
 

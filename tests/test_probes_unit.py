@@ -20,14 +20,6 @@ def test_classify_response_table():
     assert probes.classify_response(302, None) == probes.UNEXPECTED
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _probe(url, timeout=1.0):
     async def go():
         async with probes.client(timeout) as c:
@@ -35,8 +27,8 @@ def _probe(url, timeout=1.0):
     return asyncio.run(go())
 
 
-def test_refused_connection_is_told_apart():
-    r = _probe(f"http://127.0.0.1:{_free_port()}")
+def test_refused_connection_is_told_apart(dead_port):
+    r = _probe(f"http://127.0.0.1:{dead_port}")
     assert r.classification == probes.CONNECTION_REFUSED and r.status_code is None
 
 

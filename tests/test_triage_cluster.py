@@ -3,21 +3,12 @@ and the runbook's "Prometheus down -> fall back to app logs"."""
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 
 from runbook_lib.record import read_records
 
 pytestmark = pytest.mark.notebook
-
-
-def _dead_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_step4_groups_recent_errors_and_sends_no_write(cluster_stack, run_triage):
@@ -54,21 +45,21 @@ def test_cluster_credential_failures_are_findings_and_verdict_is_reached(cluster
     assert any("logs" in u for u in rec["verdict"]["unavailable"])
 
 
-def test_unreachable_cluster_is_unavailable_within_bound(cluster_stack, run_triage, tmp_path):
+def test_unreachable_cluster_is_unavailable_within_bound(cluster_stack, run_triage, tmp_path, dead_port):
     cfg = tmp_path / "dead-kubeconfig"
     cfg.write_text(open(cluster_stack.kubeconfig["ok"]).read().replace(
-        cluster_stack.kube.url, f"http://127.0.0.1:{_dead_port()}"))
+        cluster_stack.kube.url, f"http://127.0.0.1:{dead_port}"))
     rec = read_records(run_triage(cluster_stack, kubeconfig=str(cfg), timeout_s=1.0).notebook_path)
     assert rec["error_logs"]["status"] == "unreachable"
     assert rec["collection"]["timings_s"]["total_s"] < 1.0 + 1.5
     assert rec["severity"]["level"] == "P4" and "logs" in rec["severity"]["reason"]
 
 
-def test_prometheus_down_falls_back_to_log_estimate(cluster_stack, run_triage):
+def test_prometheus_down_falls_back_to_log_estimate(cluster_stack, run_triage, dead_port):
     st = cluster_stack
     st.set_mode("server_error", status=503)
     assert st.wait_for_service_status({"down"}, timeout_s=10)
-    rec = read_records(run_triage(st, kubeconfig=st.kubeconfig["ok"], prometheus_url=f"http://127.0.0.1:{_dead_port()}",
+    rec = read_records(run_triage(st, kubeconfig=st.kubeconfig["ok"], prometheus_url=f"http://127.0.0.1:{dead_port}",
                                   metrics_window="30s").notebook_path)
     m = rec["error_rate"]
     assert m["status"] == "unavailable"

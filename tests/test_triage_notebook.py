@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -79,11 +78,8 @@ def test_absent_key_is_an_auth_failure(stack, run_triage, monkeypatch):
     assert rec["decision"]["notebook"] == "diagnose_auth"
 
 
-def test_service_down_unreachable_still_reaches_verdict(stack, run_triage):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+def test_service_down_unreachable_still_reaches_verdict(stack, run_triage, dead_port):
+    port = dead_port
     rec = read_records(run_triage(stack, service_health_url=f"http://127.0.0.1:{port}/health").notebook_path)
     assert rec["service_health"]["status"] == "unreachable"
     assert rec["severity"]["level"] == "P2" and "service health" in rec["verdict"]["unavailable"]
@@ -106,11 +102,8 @@ def test_key_in_deployment_differs_from_on_call_key(api_key, run_triage):
     assert (rec["severity"]["level"], rec["decision"]["branch"]) == ("P1", "auth")
 
 
-def test_prometheus_unreachable_is_reported_not_zero(stack, run_triage):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+def test_prometheus_unreachable_is_reported_not_zero(stack, run_triage, dead_port):
+    port = dead_port
     rec = read_records(run_triage(stack, prometheus_url=f"http://127.0.0.1:{port}").notebook_path)
     assert rec["error_rate"]["status"] == "unavailable"
     assert "metrics" in " ".join(rec["verdict"]["unavailable"])
