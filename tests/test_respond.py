@@ -66,3 +66,42 @@ def test_cli_respond(cluster_stack, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("triage: P4 no errors -> resolved")
     assert "incident.json (triaged, 0 change(s) applied)" in out.stdout
+
+
+FAST = {"sample_requests": 2, "sample_interval_s": 0.1, "monitor_interval_s": 0.2, "monitor_max_s": 1.0,
+        "healthy_needed": 2, "probe_samples": 2}
+
+# mode, mode options, triage timeout, expected error class, diagnosis notebook, the finding that must match
+MODES = [
+    ("auth_failure", {}, 2.0, "auth", "diagnose_auth", ("key_test", "401")),
+    ("rate_limited", {}, 2.0, "rate_limit", "diagnose_rate_limit", ("limit_kind", "request_limit")),
+    ("capacity_exceeded", {}, 2.0, "rate_limit", "diagnose_rate_limit", ("limit_kind", "capacity_exceeded")),
+    ("server_error", {"status": 503}, 2.0, "provider_error", "diagnose_server_error", ("error_mix_now", "503")),
+    ("hang", {}, 1.0, "network", "diagnose_network", ("network_phases", "first_byte")),
+]
+
+
+@pytest.mark.parametrize("mode,opts,timeout_s,error_class,notebook,finding", MODES, ids=[m[0] for m in MODES])
+def test_each_fault_mode_is_followed_to_its_runbook(cluster_stack, tmp_path, api_key, mode, opts, timeout_s,
+                                                    error_class, notebook, finding):
+    from runbook_lib.record import read_records
+
+    st = cluster_stack
+    st.set_mode(mode, **opts)
+    index = respond(_params(st, timeout_s=timeout_s, **FAST), output_root=tmp_path, progress=False)
+    assert [n["name"] for n in index["notebooks"]] == ["triage", notebook], index
+    assert all(n["status"] == "succeeded" for n in index["notebooks"]), index["notebooks"]
+    assert index["error_class"] == error_class
+    rec = read_records(index["notebooks"][1]["path"])
+    record_name, fragment = finding
+    assert fragment in json.dumps(rec[record_name]), rec[record_name]
+    # dry run: only dryRun=All writes reached the cluster
+    assert all(w["dry_run"] for w in st.kube.writes())
+    # the messages carry the measured severity level
+    msg = (Path(index["folder"]) / "message-internal-slack.md").read_text()
+    assert f"{rec['communications']['level']} INCIDENT" in msg
+    # no secret anywhere in the incident folder
+    pieces = {api_key[i:i + 8] for i in range(len(api_key) - 7)}
+    for path in Path(index["folder"]).iterdir():
+        text = path.read_text("utf-8", errors="replace")
+        assert not [p for p in pieces if p in text], path.name
