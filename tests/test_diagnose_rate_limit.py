@@ -73,3 +73,20 @@ def test_bad_approval_parameter_fails_first_cell(tmp_path):
     result = run_notebook("diagnose_rate_limit", {"apply_changes": "yes"}, output_root=tmp_path / "out",
                           progress=False, cell_timeout_s=60)
     assert result.status == "failed" and "'apply_changes'" in (result.error or "")
+
+
+def test_recorded_undo_restores_the_cluster(cluster_stack, tmp_path):
+    """Apply through the notebook, then apply the recorded inverse: the env is as before."""
+    from runbook_lib import kube, remediate
+
+    st = cluster_stack
+    st.set_mode("rate_limited")
+    before = _env(st.kube)
+    change = read_records(_run(st, tmp_path, apply_changes=True, operator="alice",
+                               max_concurrent_requests=2).notebook_path)["change_rate_limit_env"]
+    assert _env(st.kube) != before
+    with kube.connect(st.kubeconfig["ok"], "", 5.0) as cluster:
+        undo = remediate.plan_env(cluster, "default", "mistral-service", change["inverse"], "app",
+                                  apply_changes=True, operator="alice")
+    assert undo.applied and undo.verified
+    assert _env(st.kube) == before

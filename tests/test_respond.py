@@ -78,6 +78,7 @@ MODES = [
     ("capacity_exceeded", {}, 2.0, "rate_limit", "diagnose_rate_limit", ("limit_kind", "capacity_exceeded")),
     ("server_error", {"status": 503}, 2.0, "provider_error", "diagnose_server_error", ("error_mix_now", "503")),
     ("hang", {}, 1.0, "network", "diagnose_network", ("network_phases", "first_byte")),
+    ("slow", {"latency_s": 2.5}, 4.0, "network", "diagnose_network", ("network_phases", "time_to_first_byte_ms")),
 ]
 
 
@@ -105,3 +106,13 @@ def test_each_fault_mode_is_followed_to_its_runbook(cluster_stack, tmp_path, api
     for path in Path(index["folder"]).iterdir():
         text = path.read_text("utf-8", errors="replace")
         assert not [p for p in pieces if p in text], path.name
+
+
+def test_flaky_goes_to_the_runbook_of_its_dominant_error(cluster_stack, tmp_path):
+    st = cluster_stack
+    st.set_mode("flaky", fail_fraction=0.6)
+    index = respond(_params(st, samples=12, **FAST), output_root=tmp_path, progress=False)
+    expected = {"provider_error": "diagnose_server_error", "rate_limit": "diagnose_rate_limit"}
+    assert index["error_class"] in expected
+    assert [n["name"] for n in index["notebooks"]] == ["triage", expected[index["error_class"]]]
+    assert all(n["status"] == "succeeded" for n in index["notebooks"])
