@@ -51,18 +51,10 @@ CODESTRAL = ("A **Codestral** key (from the Codestral section of the console) on
              "the workspace the service should bill.")
 
 
-def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
-          metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
-          container: str, timeout_s: float, apply_changes: bool, operator: str, incident_id: str,
-          incident_commander: str, slack_webhook_env: str, new_key_env: str, secret_name: str, secret_key: str,
-          key_env_in_deployment: str) -> AuthRunbook:
+def start(*, new_key_env: str, secret_name: str, secret_key: str, key_env_in_deployment: str,
+          **common: Any) -> AuthRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
-    cfg = steps.common_parameters(
-        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
-        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
-        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
-        timeout_s=timeout_s, apply_changes=apply_changes, operator=operator, incident_id=incident_id,
-        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
+    cfg = steps.common_parameters(**common)  # the parameters every diagnosis notebook shares
     cfg.update(new_key_env=params.env_var_name("new_key_env", new_key_env) if new_key_env != "" else "",
                secret_name=params.namespace("secret_name", secret_name),
                secret_key=params.text("secret_key", secret_key, maximum=253, allow_empty=False),

@@ -42,18 +42,9 @@ SHORT = {"dns": "resolver", "tcp_refused": "connection refused", "tcp": "egress/
          "tls": "TLS interception", "first_byte": "slow or hung API", None: "network ok"}
 
 
-def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
-          metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
-          container: str, timeout_s: float, label_selector: str, new_timeout_ms: int, timeout_env_var: str,
-          apply_changes: bool, operator: str, incident_id: str, incident_commander: str,
-          slack_webhook_env: str) -> NetworkRunbook:
+def start(*, label_selector: str, new_timeout_ms: int, timeout_env_var: str, **common: Any) -> NetworkRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
-    cfg = steps.common_parameters(
-        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
-        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
-        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
-        timeout_s=timeout_s, apply_changes=apply_changes, operator=operator, incident_id=incident_id,
-        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
+    cfg = steps.common_parameters(**common)  # the parameters every diagnosis notebook shares
     if isinstance(new_timeout_ms, bool) or not isinstance(new_timeout_ms, int) \
             or not (new_timeout_ms == 0 or 1_000 <= new_timeout_ms <= MAX_TIMEOUT_MS):
         raise params.ParameterError("new_timeout_ms", new_timeout_ms,

@@ -19,18 +19,10 @@ from .secrets import SecretRef
 LIMITS_PAGE = ratelimit.LIMITS_PAGE
 
 
-def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
-          metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
-          container: str, timeout_s: float, sample_requests: int, sample_interval_s: float,
-          max_concurrent_requests: int, apply_changes: bool, operator: str, incident_id: str,
-          incident_commander: str, slack_webhook_env: str) -> RateLimitRunbook:
+def start(*, sample_requests: int, sample_interval_s: float, max_concurrent_requests: int,
+          **common: Any) -> RateLimitRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
-    cfg = steps.common_parameters(
-        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
-        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
-        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
-        timeout_s=timeout_s, apply_changes=apply_changes, operator=operator, incident_id=incident_id,
-        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
+    cfg = steps.common_parameters(**common)  # the parameters every diagnosis notebook shares
     if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) \
             or not 0 <= max_concurrent_requests <= 10_000:
         raise params.ParameterError("max_concurrent_requests", max_concurrent_requests,

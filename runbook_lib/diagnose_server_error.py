@@ -21,18 +21,10 @@ HISTORY_S = 30 * 60
 FALLBACK_ENV = {"MISTRAL_FALLBACK": "true"}
 
 
-def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
-          metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
-          container: str, timeout_s: float, status_feed_url: str, monitor_interval_s: float,
-          monitor_max_s: float, healthy_needed: int, probe_samples: int, apply_changes: bool, operator: str,
-          incident_id: str, incident_commander: str, slack_webhook_env: str) -> ServerErrorRunbook:
+def start(*, status_feed_url: str, monitor_interval_s: float, monitor_max_s: float, healthy_needed: int,
+          probe_samples: int, **common: Any) -> ServerErrorRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
-    cfg = steps.common_parameters(
-        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
-        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
-        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
-        timeout_s=timeout_s, apply_changes=apply_changes, operator=operator, incident_id=incident_id,
-        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
+    cfg = steps.common_parameters(**common)  # the parameters every diagnosis notebook shares
     cfg.update(status_feed_url=params.url("status_feed_url", status_feed_url),
                monitor_interval_s=params.timeout("monitor_interval_s", monitor_interval_s, maximum=600),
                monitor_max_s=params.timeout("monitor_max_s", monitor_max_s, maximum=3600),
