@@ -37,6 +37,7 @@ from typing import Any
 from . import params
 from .labels import equality_labels
 from .logstats import parse as parse_line
+from .redact import scrub, secret_looking
 from .secrets import fingerprint
 
 UNAUTHORIZED, FORBIDDEN, UNREACHABLE, NOT_FOUND, ERROR = "unauthorized", "forbidden", "unreachable", "not_found", "error"
@@ -121,40 +122,6 @@ class _Fail(Exception):
     def __init__(self, finding: KubeFinding) -> None:
         super().__init__(finding.message)
         self.finding = finding
-
-
-# -- scrubbing and redaction ----------------------------------------------------------------------
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|PWD|CREDENTIAL|AUTH|PRIVATE|CERT|DSN|SESSION|COOKIE|SIGNATURE|SALT",
-                          re.IGNORECASE)
-_SECRET_PREFIX = re.compile(r"^(sk-|sk_|rk_|sntrys_|ghp_|gho_|ghs_|github_pat_|xox[abpr]-|AKIA|ASIA|AIza|eyJ|glpat-|"
-                            r"hf_|npm_|SG\.)|-----BEGIN")
-_URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
-_TOKENISH = re.compile(r"^[A-Za-z0-9+/=_\-.]{24,}$")
-_SCRUB_RULES = (
-    (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1\2[REDACTED]"),
-    (re.compile(r"(?i)([\"']?[A-Za-z0-9_.-]*(?:api[_-]?key|token|secret|passw(?:or)?d|credential|authorization)"
-                r"[A-Za-z0-9_.-]*[\"']?\s*[:=]\s*[\"']?)([^\"'\s,;}&]{8,})"), r"\1[REDACTED]"),
-    (re.compile(r"\b(?:sk-|sntrys_|ghp_|gho_|github_pat_|xox[abpr]-|glpat-|hf_)[A-Za-z0-9_\-]{8,}"), "[REDACTED]"),
-    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), r"\1[REDACTED]@"),
-)
-
-
-def scrub(text: str) -> str:
-    """Remove bearer tokens, `*key=`/`*token:` values, known key prefixes and URL passwords."""
-    for rule, repl in _SCRUB_RULES:
-        text = rule.sub(repl, text)
-    return text
-
-
-def secret_looking(name: str, value: str | None = None) -> bool:
-    """True for env names like *_KEY/*TOKEN*/*SECRET*/*PASSWORD*/..., or values shaped like a secret."""
-    if _SECRET_NAME.search(name or ""):
-        return True
-    if not value:
-        return False
-    if _SECRET_PREFIX.search(value) or _URL_CREDENTIALS.search(value):
-        return True
-    return bool(_TOKENISH.match(value) and re.search(r"[0-9]", value) and re.search(r"[A-Za-z]", value))
 
 
 def env_entry(container: str, env: dict[str, Any]) -> dict[str, Any]:
