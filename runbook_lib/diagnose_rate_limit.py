@@ -132,14 +132,13 @@ class RateLimitRunbook:
             if rps is not None:
                 return p95, rps, f"Prometheus (window {w})"
         if cfg["service_health_url"]:
-            import httpx
+            async def health() -> probes.ServiceHealth:
+                async with probes.client(cfg["timeout_s"], tls=cfg["service_health_url"].startswith("https:")) as c:
+                    return await probes.probe_service(c, cfg["service_health_url"], cfg["timeout_s"])
 
-            try:
-                dep = httpx.get(cfg["service_health_url"], timeout=cfg["timeout_s"]).json()["services"]["mistral"]
-                p95 = dep.get("p95_latency_ms")
-                return (p95 / 1000 if p95 else None), None, "our service's /health"
-            except (httpx.HTTPError, ValueError, KeyError, TypeError):
-                pass
+            p95 = (run_sync(health()).mistral or {}).get("p95_latency_ms")
+            if p95:
+                return p95 / 1000, None, "our service's /health"
         ok = [p["latency_ms"] for p in self.samples if p["classification"] == probes.OK]
         return (max(ok) / 1000 if ok else None), None, "the probes above"
 

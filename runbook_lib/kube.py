@@ -446,9 +446,11 @@ def connect(kubeconfig: str = "", context: str = "", timeout_s: float = 5.0) -> 
                 config.load_kube_config(config_file=path, context=context or None, client_configuration=cfg,
                                         persist_config=False)
                 try:
-                    _contexts, current = config.list_kube_config_contexts(config_file=path)
+                    contexts, current = config.list_kube_config_contexts(config_file=path)
                     box["context"] = context or (current or {}).get("name", "")
-                except Exception:  # noqa: BLE001 - the name is only for display
+                    box["user"] = next((str((c.get("context") or {}).get("user") or "") for c in contexts or []
+                                        if c.get("name") == box["context"]), "")
+                except Exception:  # noqa: BLE001 - the names are only for display and records
                     box["context"] = context
             cfg.retries = 0  # one attempt per request: the deadline, not urllib3, decides
             box["cfg"] = cfg
@@ -470,7 +472,7 @@ def connect(kubeconfig: str = "", context: str = "", timeout_s: float = 5.0) -> 
         return Cluster(None, kubeconfig=shown_path, context=context, timeout_s=timeout_s,
                        finding=_config_finding(box["error"], path, context, in_cluster))
     return Cluster(box["client"], kubeconfig=shown_path, context=box.get("context", context), timeout_s=timeout_s,
-                   server=str(box["cfg"].host), in_cluster=in_cluster)
+                   server=str(box["cfg"].host), in_cluster=in_cluster, user=box.get("user", ""))
 
 
 def _config_finding(exc: BaseException, path: str, context: str, in_cluster: bool) -> KubeFinding:
@@ -492,10 +494,12 @@ class Cluster:
     """Read-only views of one cluster. Each method: one deadline of `timeout_s`, a `KubeResult`."""
 
     def __init__(self, api_client: Any, *, kubeconfig: str = "", context: str = "", timeout_s: float = 5.0,
-                 server: str = "", in_cluster: bool = False, finding: KubeFinding | None = None) -> None:
+                 server: str = "", in_cluster: bool = False, finding: KubeFinding | None = None,
+                 user: str = "") -> None:
         self.api_client = api_client
         self.kubeconfig = kubeconfig
         self.context = context
+        self.user = user  # the kubeconfig user of the context: who made a change, for the record
         self.timeout_s = timeout_s
         self.server = server
         self.in_cluster = in_cluster
@@ -1144,6 +1148,23 @@ def _camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
+def send(api_client: Any, method: str, path: str, path_params: dict[str, str], query: list[tuple[str, Any]], *,
+         accept: str = "application/json", content_type: str | None = None, body: Any = None,
+         timeout_s: float | None = None) -> Any:
+    """One request through the official `ApiClient` (its config, auth and TLS); ApiException unless 2xx."""
+    from kubernetes.client.exceptions import ApiException
+
+    headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
+    _m, url, headers, _b, _p = api_client.param_serialize(method=method, resource_path=path, path_params=path_params,
+                                                          query_params=query, header_params=headers,
+                                                          auth_settings=["BearerToken"])
+    response = api_client.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout_s)
+    response.read()
+    if not 200 <= response.status < 300:
+        raise ApiException(http_resp=response)
+    return response
+
+
 class _RawApi:
     """Read routes named like the generated API's methods, sent through `ApiClient`."""
 
@@ -1158,18 +1179,10 @@ class _RawApi:
 
         def call(*args: Any, _preload_content: bool = False, _request_timeout: float | None = None,
                  **query: Any) -> Any:
-            from kubernetes.client.exceptions import ApiException
-
             accept = "text/plain" if method.endswith("_log") else "application/json"
-            _m, url, headers, _b, _p = self.api_client.param_serialize(
-                method="GET", resource_path=path, path_params=dict(zip(positional, args, strict=True)),
-                query_params=[(_camel(k), v) for k, v in query.items() if v is not None],
-                header_params={"Accept": accept}, auth_settings=["BearerToken"])
-            response = self.api_client.call_api("GET", url, header_params=headers, _request_timeout=_request_timeout)
-            response.read()
-            if not 200 <= response.status < 300:
-                raise ApiException(http_resp=response)
-            return response
+            return send(self.api_client, "GET", path, dict(zip(positional, args, strict=True)),
+                        [(_camel(k), v) for k, v in query.items() if v is not None], accept=accept,
+                        timeout_s=_request_timeout)
 
         return call
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import params
-from .kube import (ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, Cluster, KubeFinding, KubeResult, _camel, _Fail,
+from .kube import (ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, Cluster, KubeFinding, KubeResult, _Fail, send,
                    _object_name, _rollout_status, env_entry, secret_looking)
 from .secrets import fingerprint, read_secret
 
@@ -60,19 +60,9 @@ class _WriteApi:
 
         def call(name: str, namespace: str, *, body: Any, content_type: str = _SMP, dry_run: bool = True,
                  _preload_content: bool = False, _request_timeout: float | None = None) -> Any:
-            from kubernetes.client.exceptions import ApiException
-
-            query = [(_camel("dry_run"), "All")] if dry_run else []
-            _m, url, headers, _b, _p = self.api_client.param_serialize(
-                method=http_method, resource_path=path, path_params={"name": name, "namespace": namespace},
-                query_params=query, header_params={"Accept": "application/json", "Content-Type": content_type},
-                auth_settings=["BearerToken"])
-            response = self.api_client.call_api(http_method, url, header_params=headers, body=body,
-                                                _request_timeout=_request_timeout)
-            response.read()
-            if not 200 <= response.status < 300:
-                raise ApiException(http_resp=response)
-            return response
+            return send(self.api_client, http_method, path, {"name": name, "namespace": namespace},
+                        [("dryRun", "All")] if dry_run else [], content_type=content_type, body=body,
+                        timeout_s=_request_timeout)
 
         return call
 
@@ -124,17 +114,7 @@ def _who(cluster: Cluster, operator: str) -> str:
         return operator.strip()
     if cluster.in_cluster:
         return "in-cluster service account"
-    if cluster.kubeconfig:
-        try:
-            from kubernetes import config
-
-            contexts, _current = config.list_kube_config_contexts(config_file=cluster.kubeconfig)
-            for c in contexts or []:
-                if c.get("name") == cluster.context and (c.get("context") or {}).get("user"):
-                    return str(c["context"]["user"])
-        except Exception:  # noqa: BLE001 - only a name for the record
-            pass
-    return cluster.context or "unknown"
+    return cluster.user or cluster.context or "unknown"
 
 
 def _timeout(cluster: Cluster, timeout_s: float | None) -> float:
@@ -443,9 +423,7 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
 
     def run(deadline: float) -> None:
         dep = _read_dep(cluster, deadline, namespace, name, cmd)
-        if (dep.get("spec") or {}).get("paused"):
-            raise _Fail(KubeFinding(ERROR, f"deployment/{name} is paused: `kubectl rollout resume` it first.",
-                                    kubectl=cmd))
+        _refuse_paused(dep, name, cmd)
         change.revision_before = _revision(dep)
         if change.revision_before:
             change.undo = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
@@ -467,6 +445,13 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
         _finish_deployment(cluster, change, deadline, _timeout(cluster, timeout_s), namespace, name, check)
 
     return _run(cluster, change, timeout_s, run)
+
+
+def _refuse_paused(dep: dict[str, Any], name: str, cmd: str) -> None:
+    """A paused deployment would take the change but never roll it out: say so instead."""
+    if (dep.get("spec") or {}).get("paused"):
+        raise _Fail(KubeFinding(ERROR, f"deployment/{name} is paused: `kubectl rollout resume` it first.",
+                                kubectl=cmd))
 
 
 def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
@@ -495,9 +480,7 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
 
     def run(deadline: float) -> None:
         dep = _read_dep(cluster, deadline, namespace, name, cmd)
-        if (dep.get("spec") or {}).get("paused"):
-            raise _Fail(KubeFinding(ERROR, f"deployment/{name} is paused: `kubectl rollout resume` it first.",
-                                    kubectl=cmd))
+        _refuse_paused(dep, name, cmd)
         change.revision_before = _revision(dep)
         labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         apps = cluster._apis().AppsV1Api(cluster.api_client)
