@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import secrets as _secrets
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +101,7 @@ def _embedded_kubeconfig(kube: Any) -> Path:
 def cmd_stack(args: argparse.Namespace) -> int:
     """The whole embedded stack in the foreground, on the notebooks' default ports."""
     from .demo import ensure_key, full_stack
+    from .sim._http import wait_for_stop_signal
 
     if not os.environ.get(args.api_key_env):
         print(f"note: ${args.api_key_env} is not set, so the simulator uses a throwaway key and runs from other "
@@ -114,7 +113,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
         print(f"our service:       {stack.service_health_url}")
         print(f"Prometheus:        {prom.url if prom else 'not available'}")
         print(f"cluster:           export KUBECONFIG={_embedded_kubeconfig(kube)}", flush=True)
-        _wait_for_signal()
+        wait_for_stop_signal()
     return 0
 
 
@@ -147,20 +146,6 @@ def cmd_lab(args: argparse.Namespace) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     return 0
-
-
-def _wait_for_signal() -> None:
-    stop = {"now": False}
-
-    def handler(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        while not stop["now"]:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,6 @@ import json
 import random
 import re
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -55,6 +54,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from ..labels import labels_match, parse_label_selector
+from ._http import wait_for_stop_signal
 
 NOT_EMULATED = (
     "no scheduler, kubelet or containers: pods are Running and Ready as soon as they are created, "
@@ -1704,21 +1704,14 @@ def cli_main(argv: Iterable[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         print(f"Kubernetes API emulator: {emu.url} (namespace {args.namespace})", flush=True)
         if args.kubeconfig_out:
             path = emu.write_kubeconfig(args.kubeconfig_out, user=args.user, context_name=args.context)
             print(f"kubeconfig: {path} (context {args.context}, user {args.user})", flush=True)
-        stop.wait(args.run_for)
+        wait_for_stop_signal(args.run_for)
     finally:
         emu.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 

@@ -47,7 +47,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -59,7 +58,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
-from ._http import NO_RESPONSE, Answer, Request, Response, SimServer, StreamResponse, utc_iso
+from ._http import NO_RESPONSE, Answer, Request, Response, SimServer, StreamResponse, utc_iso, wait_for_stop_signal
 
 MODES = ("ok", "auth_failure", "rate_limited", "capacity_exceeded", "server_error", "slow", "hang", "flaky")
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
@@ -598,19 +597,12 @@ def cli_main(argv: list[str] | None = None) -> int:
 
 def serve_foreground(server: SimServer, line: str) -> int:
     """Start `server`, print `line` (with {url}), serve until SIGINT/SIGTERM, stop; returns 0."""
-    done = threading.Event()
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda *_: done.set())
     try:
         server.start()
         print(line.format(url=server.url), flush=True)
-        while not done.wait(0.5):
-            pass
+        wait_for_stop_signal()
     finally:
         server.stop()
-        for s, h in previous.items():
-            signal.signal(s, h)
     return 0
 
 
