@@ -20,12 +20,6 @@ def _run(st, tmp_path, **extra):
                         cell_timeout_s=60)
 
 
-def _env(kube):
-    dep = kube.get("apps/v1/deployments", "mistral-service", "default")
-    app = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
-    return {e["name"]: e.get("value") for e in app.get("env", [])}
-
-
 def _phases(rec):
     return {p["name"]: p for p in rec["network_phases"]["phases"]}
 
@@ -33,7 +27,7 @@ def _phases(rec):
 def test_hang_fails_first_byte_within_bound_and_changes_nothing(cluster_stack, tmp_path):
     st = cluster_stack
     st.set_mode("hang")
-    before = _env(st.kube)
+    before = st.kube.container_env()
     result = _run(st, tmp_path, timeout_s=1.0, new_timeout_ms=60000)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
@@ -51,7 +45,7 @@ def test_hang_fails_first_byte_within_bound_and_changes_nothing(cluster_stack, t
     change = rec["change_timeout_env"]
     assert change["applied"] is False and change["dry_run_ok"] is True and "MISTRAL_TIMEOUT=60000" in change["kubectl"]
     assert st.kube.writes() and all(w["dry_run"] for w in st.kube.writes())
-    assert _env(st.kube) == before
+    assert st.kube.container_env() == before
     assert rec["timeout_recommendation"]["computed_ms"] == 30000  # 2 x 1000 ms bound -> floor 30000
     assert rec["communications"]["level"] == "P2"
     assert (Path(result.record_dir) / "message-internal-slack.md").exists()
@@ -74,7 +68,7 @@ def test_closed_port_fails_tcp_with_refused_and_is_p1(cluster_stack, tmp_path, d
 def test_slow_api_measured_and_approved_timeout_applied(cluster_stack, tmp_path):
     st = cluster_stack
     st.set_mode("slow", latency_s=0.5)
-    before = _env(st.kube)
+    before = st.kube.container_env()
     rec = read_records(_run(st, tmp_path, apply_changes=True, operator="alice", new_timeout_ms=45000).notebook_path)
     net = rec["network_phases"]
     assert net["failed_phase"] is None and 450 <= net["time_to_first_byte_ms"] <= 1500
@@ -86,7 +80,7 @@ def test_slow_api_measured_and_approved_timeout_applied(cluster_stack, tmp_path)
     change = rec["change_timeout_env"]
     assert change["applied"] and change["verified"] and change["who"] == "alice" and change["at"]
     assert "MISTRAL_TIMEOUT=30000" in change["undo"] and change["inverse"] == {"MISTRAL_TIMEOUT": "30000"}
-    after = _env(st.kube)
+    after = st.kube.container_env()
     assert after["MISTRAL_TIMEOUT"] == "45000"
     assert {k: v for k, v in after.items() if k != "MISTRAL_TIMEOUT"} == \
         {k: v for k, v in before.items() if k != "MISTRAL_TIMEOUT"}

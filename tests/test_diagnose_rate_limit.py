@@ -20,16 +20,10 @@ def _run(st, tmp_path, **extra):
                         cell_timeout_s=60)
 
 
-def _env(kube):
-    dep = kube.get("apps/v1/deployments", "mistral-service", "default")
-    app = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
-    return {e["name"]: e.get("value") for e in app.get("env", [])}
-
-
 def test_dry_run_diagnoses_request_limit_and_changes_nothing(cluster_stack, tmp_path):
     st = cluster_stack
     st.set_mode("rate_limited")
-    before = _env(st.kube)
+    before = st.kube.container_env()
     result = _run(st, tmp_path)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
@@ -38,7 +32,7 @@ def test_dry_run_diagnoses_request_limit_and_changes_nothing(cluster_stack, tmp_
     change = rec["change_rate_limit_env"]
     assert change["applied"] is False and change["dry_run_ok"] is True
     assert "set env deployment/mistral-service" in change["kubectl"] and "RATE_LIMIT_MODE=queue" in change["kubectl"]
-    assert _env(st.kube) == before
+    assert st.kube.container_env() == before
     assert st.kube.writes() and all(w["dry_run"] for w in st.kube.writes())
     folder = Path(result.record_dir)
     assert (folder / "message-internal-slack.md").read_text().startswith(":large_orange_circle: P2 INCIDENT")
@@ -55,12 +49,12 @@ def test_capacity_is_told_apart_from_our_limit(cluster_stack, tmp_path):
 def test_approved_change_is_applied_recorded_and_undoable(cluster_stack, tmp_path):
     st = cluster_stack
     st.set_mode("rate_limited")
-    before = _env(st.kube)
+    before = st.kube.container_env()
     rec = read_records(_run(st, tmp_path, apply_changes=True, operator="alice",
                             max_concurrent_requests=3).notebook_path)
     change = rec["change_rate_limit_env"]
     assert change["applied"] and change["verified"] and change["who"] == "alice" and change["at"]
-    after = _env(st.kube)
+    after = st.kube.container_env()
     assert after["MAX_CONCURRENT_REQUESTS"] == "3" and after["RATE_LIMIT_MODE"] == "queue"
     assert {k: v for k, v in after.items() if k not in ("MAX_CONCURRENT_REQUESTS", "RATE_LIMIT_MODE")} == \
         {k: v for k, v in before.items() if k not in ("MAX_CONCURRENT_REQUESTS", "RATE_LIMIT_MODE")}
@@ -81,12 +75,12 @@ def test_recorded_undo_restores_the_cluster(cluster_stack, tmp_path):
 
     st = cluster_stack
     st.set_mode("rate_limited")
-    before = _env(st.kube)
+    before = st.kube.container_env()
     change = read_records(_run(st, tmp_path, apply_changes=True, operator="alice",
                                max_concurrent_requests=2).notebook_path)["change_rate_limit_env"]
-    assert _env(st.kube) != before
+    assert st.kube.container_env() != before
     with kube.connect(st.kubeconfig["ok"], "", 5.0) as cluster:
         undo = remediate.plan_env(cluster, "default", "mistral-service", change["inverse"], "app",
                                   apply_changes=True, operator="alice")
     assert undo.applied and undo.verified
-    assert _env(st.kube) == before
+    assert st.kube.container_env() == before

@@ -24,16 +24,10 @@ def _run(st, tmp_path, **extra):
                         cell_timeout_s=60)
 
 
-def _env(kube):
-    dep = kube.get("apps/v1/deployments", "mistral-service", "default")
-    app = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
-    return {e["name"]: e.get("value") for e in app.get("env", [])}
-
-
 def test_dry_run_503_sees_incident_changes_nothing_and_gives_up_in_bound(cluster_stack, tmp_path):
     st = cluster_stack
     st.set_mode("server_error", status=503)
-    before = _env(st.kube)
+    before = st.kube.container_env()
     result = _run(st, tmp_path, prometheus_url="http://127.0.0.1:1")  # nothing listens: "unavailable"
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
@@ -48,7 +42,7 @@ def test_dry_run_503_sees_incident_changes_nothing_and_gives_up_in_bound(cluster
     change = rec["change_fallback_env"]
     assert change["applied"] is False and change["dry_run_ok"] is True
     assert "MISTRAL_FALLBACK=true" in change["kubectl"] and "cached responses or an error page" in change["note"]
-    assert _env(st.kube) == before
+    assert st.kube.container_env() == before
     assert st.kube.writes() and all(w["dry_run"] for w in st.kube.writes())
     mon = rec["recovery_monitor"]
     assert mon["stopped_because"] == "max_duration_reached" and not mon["recovered"]
@@ -92,11 +86,11 @@ def test_monitor_records_recovery_after_n_healthy(cluster_stack, tmp_path):
 def test_approved_fallback_is_applied_recorded_and_undoable(cluster_stack, tmp_path):
     st = cluster_stack
     st.set_mode("server_error", status=500)
-    before = _env(st.kube)
+    before = st.kube.container_env()
     rec = read_records(_run(st, tmp_path, apply_changes=True, operator="alice", monitor_max_s=0.5).notebook_path)
     change = rec["change_fallback_env"]
     assert change["applied"] and change["verified"] and change["who"] == "alice" and change["at"]
-    after = _env(st.kube)
+    after = st.kube.container_env()
     assert after["MISTRAL_FALLBACK"] == "true"
     assert {k: v for k, v in after.items() if k != "MISTRAL_FALLBACK"} == \
         {k: v for k, v in before.items() if k != "MISTRAL_FALLBACK"}

@@ -1419,6 +1419,14 @@ class KubeEmulator:
         return [p["metadata"]["name"] for p in self.list("v1/pods", ns)
                 if labels_match(p["metadata"].get("labels"), reqs)]
 
+    def container_env(self, deployment: str = "mistral-service", container: str = "app",
+                      namespace: str | None = None) -> dict[str, str | None]:
+        """A deployment container's env as stored (name -> literal value, None for references): for tests."""
+        dep = self.get("apps/v1/deployments", deployment, namespace or self.namespace)
+        spec = dep["spec"]["template"]["spec"]
+        app = next(c for c in spec["containers"] if c["name"] == container)
+        return {e["name"]: e.get("value") for e in app.get("env", [])}
+
     def container_log(self, pod: str, container: str, *, previous: bool = False,
                       namespace: str | None = None) -> list[tuple[float, str]]:
         """(timestamp, line) pairs a container's log holds right now, as the API would serve them."""
