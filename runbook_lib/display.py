@@ -25,17 +25,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def kv_table(pairs: Iterable[tuple[str, Any]], headers: Sequence[str] = ("", "")) -> str:
     return table(headers, list(pairs))
-
-
-def show(markdown: str) -> None:
-    """Display markdown in a kernel; print it elsewhere (scripts, tests)."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:  # pragma: no cover
-        print(markdown)
-        return
-    if get_ipython() is None:
-        print(markdown)
-    else:
-        display(Markdown(markdown))

@@ -279,13 +279,6 @@ def _merge_list(target: list[Any], patch: list[dict[str, Any]], key: str) -> lis
 
 # -- the cluster state and the API semantics (plain Python, no HTTP) -------------------------------
 @dataclass
-class _Reply:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-
-
-@dataclass
 class _Watch:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Any]
