@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -131,8 +132,9 @@ class Triage:
                 from . import kube
 
                 jobs["cluster"] = self._timed("cluster", in_daemon_thread(
-                    cfg.timeout_s + 1.0, kube.recent_errors, cfg.kubeconfig, cfg.kube_context, cfg.namespace,
-                    cfg.label_selector, since_s=300, tail=10, timeout_s=cfg.timeout_s))
+                    cfg.timeout_s + 1.0, _cluster_unreachable, kube.recent_errors, cfg.kubeconfig,
+                    cfg.kube_context, cfg.namespace, cfg.label_selector, since_s=300, tail=10,
+                    timeout_s=cfg.timeout_s))
             results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
         self.api = results["mistral_api"].to_dict()
         if "service_health" in results:
@@ -140,7 +142,7 @@ class Triage:
         if "metrics" in results:
             self.metrics = _metrics_summary(results["metrics"])
         if "cluster" in results:
-            self.logs = _cluster_summary(results["cluster"])
+            self.logs = results["cluster"]
         if self.metrics["status"] not in (AVAILABLE, NOT_CONFIGURED) and self.logs["status"] == AVAILABLE:
             self.metrics["estimate"] = await self._timed("metrics_from_logs", self._estimate_from_logs())
 
@@ -160,10 +162,7 @@ class Triage:
             return {"status": AVAILABLE, "kubectl": r.kubectl,
                     **logstats.estimate_error_rate(r.data["lines"], window_s)}
 
-        result = await in_daemon_thread(cfg.timeout_s + 1.0, read)
-        if isinstance(result, dict) and "error" in result and "status" not in result:
-            return {"status": UNAVAILABLE, "reason": result["error"]}
-        return result
+        return await in_daemon_thread(cfg.timeout_s + 1.0, _unavailable, read)
 
     # -- steps ------------------------------------------------------------------------------
     def mistral_api(self) -> dict[str, Any]:
@@ -326,8 +325,9 @@ def kube_configured(kubeconfig: str) -> bool:
                 or os.path.exists(os.path.expanduser("~/.kube/config")))
 
 
-async def in_daemon_thread(deadline_s: float, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-    """Run blocking `fn` in a daemon thread, waiting at most `deadline_s`.
+async def in_daemon_thread(deadline_s: float, on_error: Callable[[str], Any], fn: Any, /, *args: Any,
+                           **kwargs: Any) -> Any:
+    """Run blocking `fn` in a daemon thread, waiting at most `deadline_s`; `on_error(reason)` otherwise.
 
     Unlike `asyncio.to_thread`, a call stuck past its deadline can neither delay the verdict nor
     keep the interpreter (or `asyncio.run`'s executor shutdown) waiting for it.
@@ -341,7 +341,7 @@ async def in_daemon_thread(deadline_s: float, fn: Any, /, *args: Any, **kwargs: 
         try:
             value: Any = fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported as the section's reason
-            value = {"error": f"{type(exc).__name__}: {exc}"}
+            value = on_error(f"{type(exc).__name__}: {exc}")
         if not loop.is_closed():
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(value))
 
@@ -349,16 +349,15 @@ async def in_daemon_thread(deadline_s: float, fn: Any, /, *args: Any, **kwargs: 
     try:
         return await asyncio.wait_for(future, deadline_s)
     except (asyncio.TimeoutError, TimeoutError):
-        return {"error": f"no answer within {deadline_s:g} s"}
+        return on_error(f"no answer within {deadline_s:g} s")
 
 
-def _cluster_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """kube.recent_errors' answer, or the reason it has none, as the step-4 record."""
-    if "error" in result and "status" not in result:
-        return {"status": UNAVAILABLE, "reason": f"cluster unreachable: {result['error']}"}
-    if result["status"] != "ok":
-        return {**result, "status": result["status"]}
-    return {**result, "status": AVAILABLE}
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"status": UNAVAILABLE, "reason": reason}
+
+
+def _cluster_unreachable(reason: str) -> dict[str, Any]:
+    return {"status": UNAVAILABLE, "reason": f"cluster unreachable: {reason}"}
 
 
 def _window_seconds(window: str) -> float:
