@@ -8,17 +8,15 @@ share and the incident id), and keeps both records in one incident folder with a
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import ParameterError
 from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook, utc_stamp
+from .incident import write_index
 from .record import read_records
 
-INDEX = "incident.json"
 
 
 def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", progress: bool = True,
@@ -36,7 +34,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
                              "started_at": _now(), "finished_at": None, "status": "running",
                              "severity": None, "error_class": None, "verdict": None, "notebooks": [],
                              "changes_applied": []}
-    _write(folder, index)
+    write_index(folder, index)
 
     triage_params = {k: v for k, v in parameters.items() if k in declared_parameters("triage")}
     triage = run_notebook("triage", triage_params, output_root=output_root, progress=progress,
@@ -63,7 +61,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     failed = [n for n in index["notebooks"] if n["status"] != "succeeded"]
     index.update(finished_at=_now(), status="failed" if failed else
                  ("diagnosed" if next_notebook else "triaged"))
-    _write(folder, index)
+    write_index(folder, index)
     return index
 
 
@@ -71,13 +69,6 @@ def _add(index: dict[str, Any], result: RunResult) -> None:
     index["notebooks"].append({"name": result.notebook, "status": result.status, "path": result.notebook_path,
                                "html": result.html_path, "verdict": (result.verdict or {}).get("line"),
                                "error": result.error, "duration_s": result.duration_s})
-
-
-def _write(folder: Path, index: dict[str, Any]) -> None:
-    """Atomic: a reader never sees half an index."""
-    tmp = folder / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(index, indent=2) + "\n", "utf-8")
-    os.replace(tmp, folder / INDEX)
 
 
 def _now() -> str:
