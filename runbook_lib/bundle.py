@@ -13,6 +13,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -37,6 +38,7 @@ class BundleWriter:
         self.files: list[dict[str, Any]] = []
         self.missing: list[dict[str, Any]] = []
         self._tmp: Path | None = None
+        self._lock = threading.Lock()  # sources are collected concurrently
 
     @property
     def folder(self) -> Path:
@@ -80,17 +82,22 @@ class BundleWriter:
 
     def add_missing(self, what: str, source: str, reason: str) -> None:
         """A source that could not be collected: listed, so its absence is never silent."""
-        self.missing.append({"what": what, "source": source, "reason": redact.redact_text(reason, self.secrets)})
+        entry = {"what": what, "source": source, "reason": redact.redact_text(reason, self.secrets)}
+        with self._lock:
+            self.missing.append(entry)
 
     def _write(self, relpath: str, data: bytes, what: str, source: str) -> None:
         path = self._path(relpath)
         path.write_bytes(data)
-        self.files.append({"path": relpath, "what": what, "source": source, "bytes": len(data),
-                           "sha256": hashlib.sha256(data).hexdigest()})
+        with self._lock:
+            self.files.append({"path": relpath, "what": what, "source": source, "bytes": len(data),
+                               "sha256": hashlib.sha256(data).hexdigest()})
 
     def manifest(self) -> dict[str, Any]:
+        files = sorted(self.files, key=lambda f: f["path"])
+        missing = sorted(self.missing, key=lambda m: m["what"])
         return {"bundle": self.name, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "window": self.window, "files": self.files, "missing": self.missing,
+                "window": self.window, "files": files, "missing": missing,
                 "redaction": "secret values replaced by [REDACTED sha256:<12 hex>] (runbook_lib.redact)"}
 
     def _finish(self) -> None:
@@ -105,10 +112,19 @@ class BundleWriter:
 
 
 def verify(folder: str | Path) -> list[str]:
-    """Problems found re-hashing a bundle against its manifest (empty when intact)."""
+    """Problems found re-hashing a bundle against its manifest (empty when intact).
+
+    A file changed, removed, or added after the bundle was written is a problem: the manifest is
+    the bundle's claim of what it holds.
+    """
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text("utf-8"))
     problems = []
+    listed = {entry["path"] for entry in manifest["files"]}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel != MANIFEST and rel not in listed:
+            problems.append(f"{rel}: not in the manifest")
     for entry in manifest["files"]:
         path = folder / entry["path"]
         if not path.exists():

@@ -4,47 +4,82 @@ For a time window: every log line of every pod of the selector (previous contain
 sorted by time, Prometheus range exports of the Mistral metrics (step chosen from the window), the
 deployment and its revision history with secrets redacted, and the results recorded by the
 incident's notebooks. A source that cannot be read is listed as missing with its reason; collection
-goes on. Everything passes through `redact` on its way into the bundle.
+goes on. Everything passes through `redact` on its way into the bundle. The cluster and Prometheus
+are read concurrently, each read bounded by `timeout_s`.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from . import bundle, params
-from .record import read_records
+from .incident import INDEX, read_index
+from .record import iter_records
 
+# Raw counters let the postmortem count failed requests exactly (increments between samples);
+# rates and quantiles use a window of `{w}` seconds chosen from the step and the scrape interval.
 RANGE_QUERIES = {
-    "requests_rate_by_model_code": "sum by (model, code) (rate(mistral_requests_total[1m]))",
-    "errors_rate_by_model_code": "sum by (model, code) (rate(mistral_errors_total[1m]))",
-    "latency_p95_s": "histogram_quantile(0.95, sum by (le) (rate(mistral_request_duration_seconds_bucket[1m])))",
+    "requests_total_by_model_code": "sum by (model, code) (mistral_requests_total)",
+    "errors_total_by_model_code": "sum by (model, code) (mistral_errors_total)",
+    "requests_rate_by_model_code": "sum by (model, code) (rate(mistral_requests_total[{w}s]))",
+    "errors_rate_by_model_code": "sum by (model, code) (rate(mistral_errors_total[{w}s]))",
+    "latency_p50_s": "histogram_quantile(0.50, sum by (le) (rate(mistral_request_duration_seconds_bucket[{w}s])))",
+    "latency_p95_s": "histogram_quantile(0.95, sum by (le) (rate(mistral_request_duration_seconds_bucket[{w}s])))",
+    "latency_p99_s": "histogram_quantile(0.99, sum by (le) (rate(mistral_request_duration_seconds_bucket[{w}s])))",
+    "alerts_firing": 'ALERTS{{alertstate="firing"}}',
 }
+# Notebooks whose records are not incident findings (they read the others).
+NOT_RECORDS = ("evidence", "postmortem")
 
 
-def step_for(window_s: float) -> float:
-    """About 250 points over the window, never finer than 15 s (the usual scrape interval)."""
-    return max(15.0, round(window_s / 250))
+def step_for(window_s: float, min_step_s: float = 15.0) -> float:
+    """About 250 points over the window, never finer than the scrape interval (15 s by default)."""
+    return max(float(min_step_s), round(window_s / 250))
+
+
+def rate_window_for(step_s: float, scrape_interval_s: float) -> int:
+    """A rate window that always holds several samples and covers the step, so no spike falls between."""
+    return int(max(4 * scrape_interval_s, 2 * step_s))
 
 
 def collect(out_dir: str | Path, name: str, *, start: float, end: float, kubeconfig: str = "", context: str = "",
             namespace: str = "default", selector: str = "app=mistral-service", deployment: str = "mistral-service",
             prometheus_url: str = "", incident_folder: str | Path | None = None, secrets: list[str] | None = None,
-            timeout_s: float = 10.0) -> dict[str, Any]:
-    """Collect everything into `out_dir/name` (+ `.tar.gz`); returns the manifest."""
+            timeout_s: float = 10.0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Collect everything into `out_dir/name` (+ `.tar.gz`); returns the manifest.
+
+    `progress` receives one line per source as it finishes (the notebook prints them).
+    """
     if end <= start:
         raise params.ParameterError("window", f"{start}..{end}", "an end after the start")
-    window = {"start": _iso(start), "end": _iso(end), "seconds": round(end - start)}
+    say = progress or (lambda _line: None)
+    window = {"start": iso(start), "end": iso(end), "seconds": round(end - start)}
     with bundle.BundleWriter(out_dir, name, secrets=secrets, window=window) as b:
-        _cluster(b, start, end, kubeconfig, context, namespace, selector, deployment, timeout_s)
-        _metrics(b, start, end, prometheus_url, timeout_s)
-        _records(b, incident_folder)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence") as pool:
+            jobs = [pool.submit(_cluster, b, start, end, kubeconfig, context, namespace, selector, deployment,
+                                timeout_s, say),
+                    pool.submit(_metrics, b, start, end, prometheus_url, timeout_s, say)]
+            _records(b, incident_folder, say)
+            for job in jobs:
+                job.result()
     return b.manifest()
 
 
+def _timed(say: Callable[[str], None], what: str, fn: Callable[[], Any]) -> Any:
+    t0 = time.monotonic()
+    out = fn()
+    ok = getattr(out, "ok", True)
+    say(f"{what}: {'ok' if ok else 'UNAVAILABLE'} ({time.monotonic() - t0:.1f} s)")
+    return out
+
+
 def _cluster(b: bundle.BundleWriter, start: float, end: float, kubeconfig: str, context: str, namespace: str,
-             selector: str, deployment: str, timeout_s: float) -> None:
+             selector: str, deployment: str, timeout_s: float, say: Callable[[str], None]) -> None:
     from . import kube
 
     since = max(1, int(time.time() - start))
@@ -59,48 +94,71 @@ def _cluster(b: bundle.BundleWriter, start: float, end: float, kubeconfig: str, 
                                    lambda: cluster.revision_history(namespace, deployment)),
         }
         for path, (what, read) in reads.items():
-            result = read()
+            result = _timed(say, what, read)
             if not result.ok:
                 b.add_missing(what, result.kubectl, result.finding.message)  # type: ignore[union-attr]
             elif path.endswith(".jsonl"):
-                import json
-
                 lines = [json.dumps(e, sort_keys=True) for e in result.data["lines"]]
                 b.add_text(path, "\n".join(lines) + ("\n" if lines else ""), what=what, source=result.kubectl)
             else:
                 b.add_json(path, result.data, what=what, source=result.kubectl)
 
 
-def _metrics(b: bundle.BundleWriter, start: float, end: float, prometheus_url: str, timeout_s: float) -> None:
+def _metrics(b: bundle.BundleWriter, start: float, end: float, prometheus_url: str, timeout_s: float,
+             say: Callable[[str], None]) -> None:
     if not prometheus_url:
         b.add_missing("metrics", "prometheus_url", "not configured")
+        say("metrics: not configured (no prometheus_url)")
         return
     from . import metrics
     from .errors import RunbookError
 
-    step = step_for(end - start)
-    for name, query in RANGE_QUERIES.items():
+    try:  # one bounded call first: a dead Prometheus costs one timeout, not one per query
+        scrape_s = metrics.scrape_interval(prometheus_url, timeout_s)
+    except RunbookError as exc:
+        b.add_missing("metrics (all range exports)", f"{prometheus_url}/api/v1/status/config", str(exc))
+        say(f"metrics: UNAVAILABLE ({exc})")
+        return
+    step = step_for(end - start, scrape_s)
+    w = rate_window_for(step, scrape_s)
+
+    def one(item: tuple[str, str]) -> None:
+        name, template = item
+        query = template.format(w=w)
         try:
             frame = metrics.range_query(prometheus_url, query, start, end, step, timeout_s)
         except RunbookError as exc:
             b.add_missing(f"metrics {name}", f"{prometheus_url} query_range {query}", str(exc))
-            continue
-        b.add_text(f"metrics/{name}.csv", frame.to_csv(index=False), what=f"{name} (step {step:g} s)",
-                   source=f"{prometheus_url}/api/v1/query_range?query={query}")
+            return
+        if "time" in frame:
+            frame["time"] = frame["time"].map(lambda t: t.isoformat().replace("+00:00", "Z"))
+        b.add_text(f"metrics/{name}.csv", frame.to_csv(index=False),
+                   what=f"{name} (step {step:g} s, rate window {w} s, scrape {scrape_s:g} s)",
+                   source=f"{prometheus_url}/api/v1/query_range?query={query}&step={step:g}")
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="prom-range") as pool:
+        list(pool.map(one, RANGE_QUERIES.items()))
+    say(f"metrics: {len(RANGE_QUERIES)} range exports, step {step:g} s ({time.monotonic() - t0:.1f} s)")
 
 
-def _records(b: bundle.BundleWriter, incident_folder: str | Path | None) -> None:
-    if incident_folder is None:
+def _records(b: bundle.BundleWriter, incident_folder: str | Path | None, say: Callable[[str], None]) -> None:
+    if not incident_folder:
         return
-    notebooks = sorted(Path(incident_folder).glob("*.ipynb"))
+    folder = Path(incident_folder)
+    index = read_index(folder)
+    if index is not None:
+        b.add_json(f"records/{INDEX}", index, what="the incident index", source=str(folder / INDEX))
+    notebooks = [nb for nb in sorted(folder.glob("*.ipynb")) if nb.stem not in NOT_RECORDS]
     if not notebooks:
-        b.add_missing("recorded results", str(incident_folder), "no executed notebook in the incident folder")
+        b.add_missing("recorded results", str(folder), "no executed runbook notebook in the incident folder")
     for nb in notebooks:
-        b.add_json(f"records/{nb.stem}.json", read_records(nb), what=f"results recorded by {nb.name}",
+        b.add_json(f"records/{nb.stem}.json", iter_records(nb), what=f"results recorded by {nb.name}, in order",
                    source=str(nb))
+    say(f"recorded results: {len(notebooks)} notebook(s)")
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -47,3 +47,44 @@ def update_index(folder: str | Path, **sections: Any) -> dict[str, Any]:
         index.update(sections)
         write_index(folder, index)
     return index
+
+
+def outputs_dir() -> Path:
+    """`$RUNBOOK_OUTPUTS`, else ./outputs, else the repository's outputs/ beside the package.
+
+    The notebooks' defaults use it, so "the newest incident" works from JupyterLab (cwd notebooks/)
+    and from a headless run (cwd the record folder) alike.
+    """
+    env = os.environ.get("RUNBOOK_OUTPUTS")
+    if env:
+        return Path(env)
+    local = Path.cwd() / "outputs"
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parent.parent / "outputs"
+
+
+def newest(root: str | Path) -> Path | None:
+    """The newest incident folder (one with an index) under `root`; folder names start with a UTC stamp."""
+    try:
+        names = sorted((e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")
+                        and os.path.exists(os.path.join(e.path, INDEX))), reverse=True)
+    except FileNotFoundError:
+        return None
+    return Path(root) / names[0] if names else None
+
+
+def span(index: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The response's start and end as epoch seconds (None where the index does not say)."""
+    return _epoch(index.get("started_at")), _epoch(index.get("finished_at"))
+
+
+def _epoch(value: Any) -> float | None:
+    from datetime import datetime
+
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

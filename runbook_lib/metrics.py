@@ -127,3 +127,36 @@ def instant_sync(base_url: str, query: str, timeout_s: float) -> QueryResult:
             return await instant(client, base_url, query, timeout_s)
 
     return run_sync(go())
+
+
+def scrape_interval(base_url: str, timeout_s: float) -> float:
+    """The server's global scrape interval in seconds (15 when it does not say), from its own config.
+
+    Doubles as a bounded reachability check before a batch of range queries.
+    """
+    from .errors import RunbookError, SourceUnavailable
+
+    try:
+        body = httpx.get(f"{base_url}/api/v1/status/config", timeout=timeout_s).json()
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"Prometheus unreachable at {base_url}: {type(exc).__name__}") from exc
+    except ValueError as exc:
+        raise RunbookError(f"{base_url} answered without JSON: is it Prometheus?") from exc
+    import yaml
+
+    try:
+        config = yaml.safe_load((body.get("data") or {}).get("yaml") or "") or {}
+        return _seconds(str((config.get("global") or {}).get("scrape_interval") or "15s"))
+    except (yaml.YAMLError, ValueError, AttributeError):
+        return 15.0
+
+
+def _seconds(duration: str) -> float:
+    """A Prometheus duration ("1s", "15s", "1m", "1m30s", "500ms") in seconds."""
+    import re
+
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(duration)
+    return float(sum(int(n) * units[u] for n, u in parts))

@@ -142,3 +142,25 @@ def prom_duration(name: str, value: object) -> str:
     if not isinstance(value, str) or not _PROM_DURATION.match(value):
         raise ParameterError(name, value, "a Prometheus duration such as 30s, 5m or 1h")
     return value
+
+
+def duration_seconds(name: str, value: object) -> float:
+    """A duration written like 30s, 15m or 2h (the Prometheus form), in seconds."""
+    text_value = prom_duration(name, value)
+    return float(int(text_value[:-1]) * {"s": 1, "m": 60, "h": 3600}[text_value[-1]])
+
+
+def utc_time(name: str, value: object, *, allow_empty: bool = True) -> float | None:
+    """An ISO-8601 time (`2026-11-23T10:15:00Z`; no offset means UTC) as epoch seconds; "" is None."""
+    from datetime import UTC, datetime
+
+    if allow_empty and value in ("", None):
+        return None
+    accepted = "an ISO-8601 UTC time such as 2026-11-23T10:15:00Z" + (" or empty" if allow_empty else "")
+    if not isinstance(value, str):
+        raise ParameterError(name, value, accepted)
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ParameterError(name, value, accepted) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

@@ -19,7 +19,7 @@ def test_bundle_is_complete_redacted_and_verifiable(tmp_path):
     assert folder.is_dir() and archive.is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial leftovers
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert [f["path"] for f in manifest["files"]] == ["logs/app.txt", "k8s/secret.json"]
+    assert [f["path"] for f in manifest["files"]] == ["k8s/secret.json", "logs/app.txt"]  # sorted: stable
     assert manifest["missing"] == [{"what": "metrics", "source": "http://prom:9090",
                                     "reason": "Prometheus unreachable: ConnectError"}]
     assert bundle.verify(folder) == []
@@ -31,6 +31,10 @@ def test_bundle_is_complete_redacted_and_verifiable(tmp_path):
                                                  "incident-1/k8s/secret.json"])
     (folder / "logs" / "app.txt").write_text("tampered")
     assert bundle.verify(folder) == ["logs/app.txt: sha256 differs from the manifest"]
+    (folder / "k8s" / "planted.json").write_text("{}")
+    (folder / "k8s" / "secret.json").unlink()
+    assert bundle.verify(folder) == ["k8s/planted.json: not in the manifest", "k8s/secret.json: missing",
+                                     "logs/app.txt: sha256 differs from the manifest"]
 
 
 def test_a_crash_leaves_no_bundle_that_looks_whole(tmp_path):

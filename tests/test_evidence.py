@@ -36,7 +36,8 @@ def test_collect_bundle_from_cluster_and_records_without_leaks(cluster_stack, tm
     everything = "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
     for secret in [api_key, *st.kube.literal_secret_values.values()]:
         assert not [secret[i:i + 8] for i in range(len(secret) - 7) if secret[i:i + 8] in everything]
-    assert json.loads((folder / "records" / "triage.json").read_text())["verdict"]["severity"] == "P1"
+    records = {r["name"]: r for r in json.loads((folder / "records" / "triage.json").read_text())}
+    assert records["verdict"]["value"]["severity"] == "P1" and records["verdict"]["recorded_at"]
 
 
 def test_unreachable_cluster_is_listed_missing_and_bundle_still_written(tmp_path, dead_port):
@@ -53,3 +54,33 @@ def test_unreachable_cluster_is_listed_missing_and_bundle_still_written(tmp_path
 
 def test_step_is_chosen_from_the_window():
     assert evidence.step_for(600) == 15 and evidence.step_for(7200) == 29 and evidence.step_for(86400) == 346
+
+
+def test_evidence_notebook_bundles_the_incident_and_updates_its_index(cluster_stack, tmp_path, api_key):
+    from runbook_lib.incident import read_index
+    from runbook_lib.respond import respond
+
+    st = cluster_stack
+    st.set_mode("auth_failure")
+    assert st.wait_for_service_status({"down"}, timeout_s=10)
+    index = respond({"mistral_url": st.mistral_url, "service_health_url": st.service_health_url,
+                     "prometheus_url": "", "kubeconfig": st.kubeconfig["ok"], "timeout_s": 2.0,
+                     "incident_id": "INC-77"}, output_root=tmp_path, progress=False)
+    folder = Path(index["folder"])
+    result = run_notebook("evidence", {"incident_folder": str(folder), "prometheus_url": "",
+                                       "kubeconfig": st.kubeconfig["ok"], "timeout_s": 2.0, "margin": "2m"},
+                          output_root=tmp_path, progress=False, record_dir=folder)
+    assert result.ok, result.error
+    assert result.verdict["line"].startswith("EVIDENCE: ") and result.verdict["missing"] == 1  # metrics: no URL
+    bundle_dir = Path(result.verdict["bundle"])
+    assert bundle_dir.parent == folder and bundle.verify(bundle_dir) == []
+    assert Path(str(bundle_dir) + ".tar.gz").exists()
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    paths = {f["path"] for f in manifest["files"]}
+    assert {"records/incident.json", "records/triage.json", "records/diagnose_auth.json", "logs/pods.jsonl"} <= paths
+    assert "records/evidence.json" not in paths  # the notebook being run is not evidence of the incident
+    # the window is the incident's span plus the margin
+    started = index["started_at"].replace("Z", "")
+    assert manifest["window"]["start"] < started and manifest["window"]["seconds"] >= 120
+    assert read_index(folder)["evidence"]["bundle"] == str(bundle_dir)
+    assert (folder / "evidence.html").exists()
