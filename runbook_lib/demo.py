@@ -13,6 +13,7 @@ import secrets
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from .errors import SourceUnavailable
@@ -43,7 +44,8 @@ def optional_prometheus(service_url: str, enabled: bool = True, port: int = 0) -
 
     target = service_url.split("://", 1)[1]
     try:
-        prom = LocalPrometheus([target], scrape_interval="1s", port=port).start()
+        rules = [r for r in [RULES] if r.exists()]  # the alerts of deploy/, when run from the repository
+        prom = LocalPrometheus([target], scrape_interval="1s", port=port, rule_files=rules).start()
     except SourceUnavailable as exc:
         say(f"Prometheus unavailable ({exc}); step 3 will say so and the run goes on")
         yield None
@@ -54,6 +56,8 @@ def optional_prometheus(service_url: str, enabled: bool = True, port: int = 0) -
     finally:
         prom.stop()
 
+
+RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "mistral-rules.yml"
 
 # The notebooks' default addresses: `make lab` / `runbook stack` serve the stack there.
 FIXED_PORTS = {"mistral": 18080, "service": 18081, "prometheus": 19090, "kube": 18082}
