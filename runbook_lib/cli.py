@@ -93,6 +93,115 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_incident_notebook(args: argparse.Namespace) -> int:
+    """`runbook evidence|postmortem REF`: run that runbook into the incident's own folder."""
+    from .archive import find
+    from .execute import run_notebook
+
+    folder = find(args.output_dir, args.incident)
+    parameters = _collect_params(args)
+    parameters["source" if args.command == "postmortem" else "incident_folder"] = str(folder)
+    parameters.setdefault("incident_id", _incident_id_of(folder))
+    print(f"running {args.command} for {folder} ...", file=sys.stderr)
+    result = run_notebook(args.command, parameters, output_root=args.output_dir, cell_timeout_s=args.cell_timeout,
+                          progress=not args.quiet, record_dir=folder)
+    _print_result(result)
+    return 0 if result.ok else 1
+
+
+def _incident_id_of(folder: Path) -> str:
+    from .incident import read_index
+    from .params import incident_id
+    from .errors import ParameterError
+
+    try:
+        return incident_id("incident_id", str((read_index(folder) or {}).get("id") or ""))
+    except ParameterError:
+        return ""
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """The archive newest first, one line per incident; reads only the small index files, so it is fast."""
+    import json
+
+    from . import archive
+
+    filters = {
+        "status": archive.check_choice(args.status, archive.STATUSES, "--status") if args.status else None,
+        "severity": archive.check_severity(args.severity, "--severity") if args.severity else None,
+        "error_class": archive.check_choice(args.error_class, archive.CLASSES, "--class") if args.error_class
+        else None,
+        "since": archive.parse_since(args.since, "--since") if args.since is not None else None,
+        "limit": archive.check_limit(args.limit, "--limit") if args.limit is not None else None,
+    }
+    found = archive.scan(args.output_dir)
+    rows = archive.select(found.incidents, **filters)
+    if args.json:
+        print(json.dumps({"incidents": rows, "skipped": [{"folder": f, "reason": r} for f, r in found.skipped]},
+                         indent=2))
+        return 0
+    bad = f"; {len(found.skipped)} unreadable folder(s) skipped (warnings above)" if found.skipped else ""
+    if not found.incidents:
+        where = "" if Path(args.output_dir).is_dir() else " (the folder does not exist)"
+        print(f"no incidents recorded under {args.output_dir}{where}{bad}")
+        return 0
+    if rows:
+        print(archive.format_table(rows))
+    shown = f"{len(rows)} of {len(found.incidents)}" if len(rows) != len(found.incidents) else str(len(rows))
+    print(f"\n{shown} incident(s){' match the filters' if any(filters.values()) else ''}{bad}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """One incident in full: notebooks, changes with their undo commands, evidence, postmortem."""
+    import json
+
+    from . import archive
+
+    detail = archive.show(args.output_dir, args.ref)
+    print(json.dumps(detail, indent=2, default=str) if args.json else archive.format_detail(detail))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Incidents per class x severity and the median times to detect/mitigate/resolve per day, + a PNG."""
+    import json
+
+    from . import archive
+
+    rep = archive.report(args.output_dir)
+    if not rep["incidents"]:
+        print(f"no incidents recorded under {args.output_dir}: nothing to report")
+        return 0
+    plot = archive.plot_report(rep, args.plot or Path(args.output_dir) / "report.png")
+    if args.json:
+        print(json.dumps(archive.report_json(rep), indent=2))
+        print(f"plot: {plot}", file=sys.stderr)
+        return 0
+    print(f"Incidents per class and severity ({rep['incidents']} in all):\n{rep['counts'].to_string()}\n")
+    print("Median seconds per day (from postmortems):")
+    print(rep["timing"].to_string(float_format=lambda v: f"{v:.0f}", na_rep="-"))
+    print(f"\n{rep['without_postmortem']} incident(s) without a postmortem: counted, but not in the medians."
+          + (f" {rep['undated']} without a start time: not in the per-day table." if rep["undated"] else ""))
+    print(f"plot: {plot}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-hash an evidence bundle (folder or .tar.gz, or an incident's) against its manifest."""
+    from . import archive
+
+    results = archive.verify(args.output_dir, args.bundle)
+    for result in results:
+        if result.ok:
+            print(f"OK: {result.files} files match manifest.json ({result.target})")
+        else:
+            print(f"FAILED: {result.target}: {len(result.problems)} problem(s)")
+            for problem in result.problems:
+                print(f"  {problem}")
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _embedded_kubeconfig(kube: Any) -> Path:
     """Where `stack` and `lab` write the emulator's kubeconfig (git-ignored, under outputs/)."""
     return kube.write_kubeconfig((Path.cwd() / "outputs" / ".embedded" / "kubeconfig.yaml").resolve())
@@ -196,6 +305,45 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--port", type=int, default=8888)
     lab.add_argument("--mode", choices=DEMO_MODES, default="ok")
     lab.set_defaults(func=cmd_lab)
+
+    for name, text in (("evidence", "collect the incident's evidence bundle into its folder (notebooks/evidence)"),
+                       ("postmortem", "analyse the incident and prefill postmortem.md (notebooks/postmortem)")):
+        nb = sub.add_parser(name, help=text)
+        nb.add_argument("incident", help="incident id, folder name or path (see `runbook list`)")
+        nb.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help=f"a parameter of notebooks/{name}.ipynb")
+        nb.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"))
+        nb.add_argument("--output-dir", default="outputs", help="where incident folders are (default: outputs)")
+        nb.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell (default: 300)")
+        nb.add_argument("-q", "--quiet", action="store_true")
+        nb.set_defaults(func=cmd_incident_notebook)
+
+    lst = sub.add_parser("list", help="the incident archive, newest first")
+    lst.add_argument("--status", help="running, triaged, diagnosed, failed (incidents); succeeded, timed_out (runs)")
+    lst.add_argument("--severity", help="P1..P4")
+    lst.add_argument("--class", dest="error_class", help="auth, rate_limit, provider_error, network, ...")
+    lst.add_argument("--since", help="only incidents started at or after this ISO date (UTC), e.g. 2026-11-01")
+    lst.add_argument("--limit", type=int, help="at most N incidents (the newest)")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.add_argument("--output-dir", default="outputs", help="the archive (default: outputs)")
+    lst.set_defaults(func=cmd_list)
+
+    show = sub.add_parser("show", help="one incident in full: notebooks, changes and undo commands, evidence")
+    show.add_argument("ref", help="incident id (newest folder wins), folder name, or path")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--output-dir", default="outputs")
+    show.set_defaults(func=cmd_show)
+
+    rep = sub.add_parser("report", help="incidents per class/severity and MTTD/MTTR per day, with a PNG")
+    rep.add_argument("--plot", help="PNG to write (default: <output-dir>/report.png)")
+    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--output-dir", default="outputs")
+    rep.set_defaults(func=cmd_report)
+
+    ver = sub.add_parser("verify", help="check an evidence bundle against its manifest (exit 1 if altered)")
+    ver.add_argument("bundle", help="bundle folder, its .tar.gz, or an incident (id/folder/path) with evidence")
+    ver.add_argument("--output-dir", default="outputs")
+    ver.set_defaults(func=cmd_verify)
 
     sub.add_parser("sim", help="Mistral API simulator alone (see `runbook sim --help`)", add_help=False)
     sub.add_parser("service", help="'our service' simulator alone (see `runbook service --help`)",
