@@ -92,6 +92,8 @@ def _cluster(b: bundle.BundleWriter, start: float, end: float, kubeconfig: str, 
             "k8s/deployment.json": ("deployment (env redacted)", lambda: cluster.deployment(namespace, deployment)),
             "k8s/revisions.json": ("revision history from ReplicaSets",
                                    lambda: cluster.revision_history(namespace, deployment)),
+            "k8s/manifests.json": ("deployment and ReplicaSet objects as stored (redacted)",
+                                   lambda: cluster.manifests(namespace, deployment)),
         }
         for path, (what, read) in reads.items():
             result = _timed(say, what, read)

@@ -889,6 +889,33 @@ class Cluster:
         return self._run("revision_history", cmd, run)
 
     # ---- network policies ---------------------------------------------------------------------------
+    def manifests(self, namespace: str = "default", name: str = "mistral-service") -> KubeResult:
+        """The deployment and its ReplicaSets as stored (`kubectl get deployment,rs -o yaml`), redacted.
+
+        For the evidence bundle: the whole objects a reviewer would diff, with Secret-looking env
+        values, the last-applied annotation and key-shaped strings replaced by fingerprints.
+        """
+        from .redact import redact_object
+
+        namespace = params.namespace("namespace", namespace)
+        name = _object_name(name)
+        cmd = self.kubectl("get", f"deployment/{name}", "replicasets", "-n", namespace, "-o", "yaml") + \
+            " # redacted"
+
+        def run(deadline: float) -> dict[str, Any]:
+            dep = self._read_deployment(deadline, namespace, name, cmd)
+            labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            apps = self._apis().AppsV1Api(self.api_client)
+            body = self._request(deadline, apps, "list_namespaced_replica_set", namespace,
+                                 label_selector=",".join(f"{k}={v}" for k, v in labels.items()),
+                                 verb="list", resource="replicasets.apps", namespace=namespace, kubectl=cmd)
+            uid = dep["metadata"].get("uid")
+            owned = [rs for rs in body.get("items") or [] if not uid or any(
+                o.get("uid") == uid for o in (rs.get("metadata") or {}).get("ownerReferences") or [])]
+            return redact_object({"deployment": dep, "replicasets": owned})
+
+        return self._run("manifests", cmd, run)
+
     def network_policies(self, namespace: str = "default", selector: str = "app=mistral-service",
                          target_ips: Iterable[str] = ()) -> KubeResult:
         """`kubectl get networkpolicy`, with the ones that could block egress to the Mistral API flagged.
