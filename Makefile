@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/runbook demo
+	$(BIN)/runbook demo --full
 
 test: $(STAMP)
 	bash scripts/ensure-test-servers.sh
@@ -28,6 +28,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/triage.py
+	$(BIN)/python benchmarks/evidence.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -84,8 +84,20 @@ def _print_result(result: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded stack + injected fault + headless triage, always cleaned up."""
-    from .demo import run_demo
+    from .demo import run_demo, run_incident_demo
 
+    if args.full:
+        index = run_incident_demo(args.mode, rate=args.rate, settle_s=args.settle, output_root=args.output_dir,
+                                  incident_id=args.incident_id, progress=not args.quiet,
+                                  use_prometheus=not args.no_prometheus, apply_changes=args.apply_changes)
+        for nb in index.get("notebooks", []):
+            print(f"{nb['name']}: {nb['verdict'] or nb['status']}")
+        pm, ev = index.get("postmortem") or {}, index.get("evidence") or {}
+        print(f"evidence:   {ev.get('archive', 'not collected')}")
+        print(f"postmortem: {pm.get('markdown', 'not written')}")
+        print(f"incident:   {index.get('folder')}  (runbook show {index.get('id')})")
+        ok = index.get("status") != "failed" and bool(pm) and bool(ev)
+        return 0 if ok else 1
     result = run_demo(args.mode, rate=args.rate, settle_s=args.settle, output_root=args.output_dir,
                       incident_id=args.incident_id, progress=not args.quiet,
                       use_prometheus=not args.no_prometheus)
@@ -290,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=10.0, help="our service's background requests/s")
     demo.add_argument("--settle", type=float, default=10.0, help="max seconds to wait for the fault to show")
     demo.add_argument("--no-prometheus", action="store_true", help="run without the local Prometheus")
+    demo.add_argument("--full", action="store_true", help="the whole cycle: respond, recovery, evidence, postmortem")
+    demo.add_argument("--apply-changes", action="store_true", help="with --full: apply mitigations (to the emulator)")
     demo.add_argument("--incident-id")
     demo.add_argument("--output-dir", default="outputs")
     demo.add_argument("-q", "--quiet", action="store_true")

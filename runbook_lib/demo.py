@@ -124,3 +124,57 @@ def run_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_s: float 
                       "timeout_s": 3.0}
         say("running notebooks/triage.ipynb headless")
         return run_notebook("triage", parameters, output_root=output_root, progress=progress, record_dir=record_dir)
+
+
+def run_incident_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_s: float = 10.0,
+                      output_root: str = "outputs", incident_id: str | None = None, progress: bool = True,
+                      use_prometheus: bool = True, apply_changes: bool = False, impact_s: float = 10.0
+                      ) -> dict[str, Any]:
+    """The whole cycle on the embedded stack: fault, `respond`, recovery, evidence, postmortem.
+
+    Returns the incident index (with its evidence and postmortem sections). Changes are dry runs
+    unless `apply_changes` (they would only touch the emulator, but the demo shows the default).
+    """
+    from pathlib import Path
+
+    from .execute import run_notebook
+    from .incident import read_index
+    from .respond import respond
+
+    key = ensure_key()
+    incident_id = incident_id or f"demo-{mode}"
+    say(f"starting the embedded stack; will inject {mode!r}, respond, recover, collect evidence, write a postmortem")
+    with full_stack(key, rate=rate, use_prometheus=use_prometheus) as (stack, kube, prom):
+        tmp_kc = Path(output_root).resolve() / ".embedded" / f"kubeconfig-{incident_id}.yaml"
+        kubeconfig = str(kube.write_kubeconfig(tmp_kc))
+        if prom is not None:
+            prom.wait_for_data("sum(mistral_requests_total)", timeout_s=20)
+        time.sleep(3)  # a little healthy traffic first, so the postmortem sees the edge
+        injected = time.monotonic()
+        stack.set_mode(mode)
+        say(f"fault {mode!r} injected")
+        if not stack.wait_for_service_status(SERVICE_SHOWS.get(mode, {"down", "degraded"}), timeout_s=settle_s):
+            say("our service did not show the fault yet; responding anyway")
+        say("runbook respond: triage, then the diagnosis it points to" + (" (changes APPLIED to the emulator)"
+                                                                          if apply_changes else " (dry runs)"))
+        index = respond({"mistral_url": stack.mistral_url, "service_health_url": stack.service_health_url,
+                         "prometheus_url": prom.url if prom else "", "metrics_window": "10s",
+                         "kubeconfig": kubeconfig, "incident_id": incident_id, "operator": "make demo",
+                         "timeout_s": 3.0, "apply_changes": apply_changes, "monitor_max_s": 2.0,
+                         "monitor_interval_s": 0.5},
+                        output_root=output_root, progress=progress)
+        folder = Path(index["folder"]).resolve()
+        time.sleep(max(0.0, impact_s - (time.monotonic() - injected)))
+        stack.set_mode("ok")
+        say("fault cleared; waiting for our service to recover")
+        stack.wait_for_service_status({"ok"}, timeout_s=20)
+        time.sleep(4)  # a few clean scrapes after recovery
+        say("collecting the evidence bundle")
+        run_notebook("evidence", {"incident_folder": str(folder), "prometheus_url": prom.url if prom else "",
+                                  "kubeconfig": kubeconfig, "api_key_env": "MISTRAL_API_KEY", "margin": "2m",
+                                  "timeout_s": 5.0, "incident_id": incident_id},
+                     output_root=output_root, progress=progress, record_dir=folder)
+    say("writing the postmortem")
+    run_notebook("postmortem", {"source": str(folder), "incident_id": incident_id}, output_root=output_root,
+                 progress=progress, record_dir=folder)
+    return read_index(folder) or {}

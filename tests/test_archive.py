@@ -345,7 +345,7 @@ def test_verify_an_incident_checks_its_bundle_and_archive(tmp_path):
     none = _cli("verify", "INC-43", cwd=tmp_path)
     assert none.returncode == 2 and "has none" in none.stderr
     missing = _cli("verify", str(tmp_path / "nope.tar.gz"), cwd=tmp_path)
-    assert missing.returncode == 2 and "nope.tar.gz" in missing.stderr and "'bundle'" in missing.stderr
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "'bundle'" in missing.stderr
 
 
 # ---------------------------------------------------------------------------------------------- CLI

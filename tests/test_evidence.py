@@ -48,7 +48,7 @@ def test_unreachable_cluster_is_listed_missing_and_bundle_still_written(tmp_path
                                "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]}))
     end = time.time()
     manifest = evidence.collect(tmp_path, "b", start=end - 60, end=end, kubeconfig=str(cfg), timeout_s=1.0)
-    assert manifest["files"] == [] and len(manifest["missing"]) == 5
+    assert manifest["files"] == [] and len(manifest["missing"]) == 6  # 5 cluster reads + metrics
     assert Path(tmp_path / "b" / "manifest.json").exists()
 
 
