@@ -26,13 +26,18 @@ SUCCEEDED, FAILED, TIMED_OUT = "succeeded", "failed", "timed_out"
 
 def notebooks_dir() -> Path:
     """`$RUNBOOK_NOTEBOOKS`, else ./notebooks, else the repository's notebooks/ beside the package."""
-    env = os.environ.get("RUNBOOK_NOTEBOOKS")
+    return project_dir("RUNBOOK_NOTEBOOKS", "notebooks")
+
+
+def project_dir(env_var: str, name: str) -> Path:
+    """`$env_var`, else ./name, else the repository's name/ beside the package: found from any cwd."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
-    local = Path.cwd() / "notebooks"
+    local = Path.cwd() / name
     if local.is_dir():
         return local
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(__file__).resolve().parent.parent / name
 
 
 def available_notebooks() -> list[str]:

@@ -55,13 +55,9 @@ def outputs_dir() -> Path:
     The notebooks' defaults use it, so "the newest incident" works from JupyterLab (cwd notebooks/)
     and from a headless run (cwd the record folder) alike.
     """
-    env = os.environ.get("RUNBOOK_OUTPUTS")
-    if env:
-        return Path(env)
-    local = Path.cwd() / "outputs"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parent.parent / "outputs"
+    from .execute import project_dir
+
+    return project_dir("RUNBOOK_OUTPUTS", "outputs")
 
 
 def newest(root: str | Path) -> Path | None:

@@ -816,6 +816,18 @@ class Cluster:
         return self._request(deadline, apps, "read_namespaced_deployment", name, namespace, verb="get",
                              resource="deployments.apps", namespace=namespace, name=name, kubectl=kubectl)
 
+    def _owned_replica_sets(self, deadline: float, namespace: str, dep: dict[str, Any],
+                            kubectl: str) -> list[dict[str, Any]]:
+        """The deployment's ReplicaSets: its selector's, owned by its uid (when it has one)."""
+        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        apps = self._apis().AppsV1Api(self.api_client)
+        body = self._request(deadline, apps, "list_namespaced_replica_set", namespace,
+                             label_selector=",".join(f"{k}={v}" for k, v in labels.items()),
+                             verb="list", resource="replicasets.apps", namespace=namespace, kubectl=kubectl)
+        uid = dep["metadata"].get("uid")
+        return [rs for rs in body.get("items") or [] if not uid or any(
+            o.get("uid") == uid for o in (rs.get("metadata") or {}).get("ownerReferences") or [])]
+
     def deployment(self, namespace: str = "default", name: str = "mistral-service") -> KubeResult:
         """The deployment: replicas, images, revision, conditions and env (secret values never shown).
 
@@ -855,18 +867,10 @@ class Cluster:
 
         def run(deadline: float) -> list[dict[str, Any]]:
             dep = self._read_deployment(deadline, namespace, name, cmd)
-            labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            apps = self._apis().AppsV1Api(self.api_client)
-            body = self._request(deadline, apps, "list_namespaced_replica_set", namespace,
-                                 label_selector=",".join(f"{k}={v}" for k, v in labels.items()),
-                                 verb="list", resource="replicasets.apps", namespace=namespace, kubectl=cmd)
-            uid = dep["metadata"].get("uid")
             current = str(((dep["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision")) or "")
             rows = []
-            for rs in body.get("items") or []:
+            for rs in self._owned_replica_sets(deadline, namespace, dep, cmd):
                 meta = rs.get("metadata") or {}
-                if uid and not any(o.get("uid") == uid for o in meta.get("ownerReferences") or []):
-                    continue
                 ann = meta.get("annotations") or {}
                 rev = ann.get("deployment.kubernetes.io/revision")
                 if rev is None:
@@ -904,14 +908,7 @@ class Cluster:
 
         def run(deadline: float) -> dict[str, Any]:
             dep = self._read_deployment(deadline, namespace, name, cmd)
-            labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            apps = self._apis().AppsV1Api(self.api_client)
-            body = self._request(deadline, apps, "list_namespaced_replica_set", namespace,
-                                 label_selector=",".join(f"{k}={v}" for k, v in labels.items()),
-                                 verb="list", resource="replicasets.apps", namespace=namespace, kubectl=cmd)
-            uid = dep["metadata"].get("uid")
-            owned = [rs for rs in body.get("items") or [] if not uid or any(
-                o.get("uid") == uid for o in (rs.get("metadata") or {}).get("ownerReferences") or [])]
+            owned = self._owned_replica_sets(deadline, namespace, dep, cmd)
             return redact_object({"deployment": dep, "replicasets": owned})
 
         return self._run("manifests", cmd, run)
