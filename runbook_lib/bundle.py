@@ -126,7 +126,11 @@ def verify(folder: str | Path) -> list[str]:
         if path.is_file() and rel != MANIFEST and rel not in listed:
             problems.append(f"{rel}: not in the manifest")
     for entry in manifest["files"]:
-        path = folder / entry["path"]
+        rel = PurePosixPath(str(entry["path"]))
+        if rel.is_absolute() or ".." in rel.parts:  # a forged manifest must not make us read elsewhere
+            problems.append(f"{entry['path']}: path outside the bundle")
+            continue
+        path = folder / rel
         if not path.exists():
             problems.append(f"{entry['path']}: missing")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:

@@ -54,3 +54,14 @@ def test_never_overwrites_and_refuses_paths_outside(tmp_path):
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "c").exists()
     with pytest.raises(ValueError):
         bundle.BundleWriter(tmp_path, "../up")
+
+
+def test_a_forged_manifest_cannot_point_outside_the_bundle(tmp_path):
+    (tmp_path / "outside.txt").write_text("not evidence")
+    with bundle.BundleWriter(tmp_path, "b") as b:
+        b.add_text("a.txt", "a", what="a", source="test")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    manifest["files"].append({"path": "../outside.txt", "sha256": "0" * 64, "what": "x", "source": "x", "bytes": 1})
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    assert bundle.verify(tmp_path / "b") == ["../outside.txt: path outside the bundle"]
+
