@@ -130,8 +130,11 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
 
     source = resolve_notebook(name)
     parameters = dict(parameters or {})
-    if "incident_id" not in parameters:
-        parameters["incident_id"] = f"INC-{utc_stamp()}"
+    if "incident_id" not in parameters:  # into an incident's folder: its id, else a fresh one
+        from .incident import read_index
+
+        known = str((read_index(record_dir) or {}).get("id") or "") if record_dir else ""
+        parameters["incident_id"] = _safe_folder_id(known) if known else f"INC-{utc_stamp()}"
     incident_id = parameters["incident_id"]
     record_dir = record_dir or new_record_dir(Path(output_root), incident_id)
     out_nb = record_dir / f"{name}.ipynb"

@@ -71,6 +71,7 @@ def test_evidence_notebook_bundles_the_incident_and_updates_its_index(cluster_st
                                        "kubeconfig": st.kubeconfig["ok"], "timeout_s": 2.0, "margin": "2m"},
                           output_root=tmp_path, progress=False, record_dir=folder)
     assert result.ok, result.error
+    assert result.incident_id == "INC-77"  # run into the incident's folder: its id, not a fresh one
     assert result.verdict["line"].startswith("EVIDENCE: ") and result.verdict["missing"] == 1  # metrics: no URL
     bundle_dir = Path(result.verdict["bundle"])
     assert bundle_dir.parent == folder and bundle.verify(bundle_dir) == []
