@@ -124,7 +124,7 @@ def detect(steps: Any, errors: Any, *, step_s: float, min_ratio: float = MIN_RAT
                 if "model" in window_errors else {})
     by_code = ({str(k): int(v) for k, v in window_errors.groupby("code")["increase"].sum().items()}
                if "code" in window_errors else {})
-    return Impact(True, method, start=_iso(start), peak=_iso(peak), end=_iso(end),
+    return Impact(True, method, start=iso_z(start), peak=iso_z(peak), end=iso_z(end),
                   duration_s=(end - start).total_seconds(), peak_error_ratio=round(float(inside.loc[peak,
                                                                                                    "error_ratio"]), 4),
                   failed_requests=int(round(inside["errors"].sum())), requests=int(round(inside["requests"].sum())),
@@ -132,5 +132,6 @@ def detect(steps: Any, errors: Any, *, step_s: float, min_ratio: float = MIN_RAT
                   source=source, step_s=step_s)
 
 
-def _iso(ts: Any) -> str:
+def iso_z(ts: Any) -> str:
+    """A UTC pandas Timestamp as `...Z`, the form every record and index uses."""
     return ts.isoformat().replace("+00:00", "Z")

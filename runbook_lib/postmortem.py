@@ -402,4 +402,4 @@ def _human(seconds: float | None) -> str:
 
 
 def _iso(ts: Any) -> str | None:
-    return None if ts is None else ts.isoformat().replace("+00:00", "Z")
+    return None if ts is None else impact_mod.iso_z(ts)

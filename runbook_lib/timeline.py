@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .impact import iso_z
+
 # record name -> how a runbook's result reads on the timeline (None: not a timeline event)
 _RECORD_EVENTS = {
     "mistral_api": lambda nb, v: "{}: Mistral API probed: {}".format(
@@ -58,10 +60,10 @@ def from_alerts(alerts: Any, step_s: float) -> list[dict[str, Any]]:
                 spans.append([t, t])
         severity = str(g["severity"].iloc[0]) if "severity" in g else ""
         for first, last in spans:
-            out.append(entry(_iso(first), "alert", f"Alert {name} firing" + (f" ({severity})" if severity else ""),
+            out.append(entry(iso_z(first), "alert", f"Alert {name} firing" + (f" ({severity})" if severity else ""),
                              kind="start"))
             if last < frame["time"].max():
-                out.append(entry(_iso(last + pd.Timedelta(seconds=step_s)), "alert", f"Alert {name} stopped firing",
+                out.append(entry(iso_z(last + pd.Timedelta(seconds=step_s)), "alert", f"Alert {name} stopped firing",
                                  kind="stop"))
     return out
 
@@ -136,6 +138,3 @@ def _norm(value: Any) -> str | None:
     """Record times come as `...+00:00`, change times as `...Z`: one form."""
     return str(value).replace("+00:00", "Z") if value else None
 
-
-def _iso(ts: Any) -> str:
-    return ts.isoformat().replace("+00:00", "Z")
