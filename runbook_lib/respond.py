@@ -14,14 +14,18 @@ from typing import Any
 
 from .errors import ParameterError
 from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook, utc_stamp
-from .incident import write_index
+from .incident import read_index, write_index
 from .record import read_records
 
 
 
 def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", progress: bool = True,
-            cell_timeout_s: int = 300) -> dict[str, Any]:
-    """Triage, then the diagnosis the decision names; return the incident index (also written)."""
+            cell_timeout_s: int = 300, folder: str | Path | None = None) -> dict[str, Any]:
+    """Triage, then the diagnosis the decision names; return the incident index (also written).
+
+    `folder`: an incident folder made beforehand (by `runbook serve`, which records the alert
+    there first); what its index already holds is kept.
+    """
     parameters = dict(parameters)
     known = set().union(*(declared_parameters(n) for n in available_notebooks()))
     for name in parameters:
@@ -29,8 +33,13 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
             raise ParameterError(name, parameters[name], "a parameter declared by a runbook notebook: "
                                  + ", ".join(sorted(known)))
     parameters.setdefault("incident_id", f"INC-{utc_stamp()}")
-    folder = new_record_dir(Path(output_root), parameters["incident_id"])
-    index: dict[str, Any] = {"id": str(parameters["incident_id"]), "folder": str(folder),
+    if folder is not None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = new_record_dir(Path(output_root), parameters["incident_id"])
+    index: dict[str, Any] = {**(read_index(folder) or {}), "id": str(parameters["incident_id"]),
+                             "folder": str(folder),
                              "started_at": _now(), "finished_at": None, "status": "running",
                              "severity": None, "error_class": None, "verdict": None, "notebooks": [],
                              "changes_applied": []}

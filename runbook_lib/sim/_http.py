@@ -167,12 +167,12 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
                     return bytes(out)
-                if len(out) + size > MAX_BODY_BYTES:
+                if len(out) + size > self.server.owner.max_body_bytes:
                     return None
                 out += self.rfile.read(size)
                 self.rfile.readline(1024)
         length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
+        if length > self.server.owner.max_body_bytes:
             return None
         return self.rfile.read(length) if length > 0 else b""
 
@@ -184,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if body is None:
-            self._send(Response.json(413, {"detail": "Request Entity Too Large"}))
+            self._send(owner.too_large())
             self.close_connection = True
             return
         parts = urlsplit(self.path)
@@ -237,6 +237,8 @@ class SimServer:
     Subclasses implement `handle(request) -> Response | StreamResponse | NO_RESPONSE`; a handler
     that blocks on purpose should wait on `self.stop_event` so `stop()` releases it.
     """
+
+    max_body_bytes = MAX_BODY_BYTES  # a larger body is refused with `too_large()`, unread
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -307,6 +309,10 @@ class SimServer:
         """Base URL, e.g. http://127.0.0.1:18080 (no trailing slash)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self._port}"
+
+    def too_large(self) -> Response:
+        """The answer to a body over `max_body_bytes` (the connection is closed after it)."""
+        return Response.json(413, {"detail": "Request Entity Too Large"})
 
     # -- to implement ------------------------------------------------------------------------
     def handle(self, request: Request) -> Answer:

@@ -36,12 +36,13 @@ class LocalPrometheus:
 
     def __init__(self, targets: list[str], *, port: int = 0, scrape_interval: str = "1s",
                  rule_files: list[str | Path] | None = None, ready_timeout_s: float = 20.0,
-                 binary: str = "prometheus") -> None:
+                 binary: str = "prometheus", alertmanagers: list[str] | None = None) -> None:
         self.binary = binary
         self.targets = targets
         self.port = port or _free_port()
         self.scrape_interval = scrape_interval
         self.rule_files = [str(Path(r).resolve()) for r in (rule_files or [])]
+        self.alertmanagers = list(alertmanagers or [])  # host:port; firing alerts are sent there
         self.ready_timeout_s = ready_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -55,6 +56,8 @@ class LocalPrometheus:
         rules = "".join(f"\n  - {r}" for r in self.rule_files)
         return (f"global:\n  scrape_interval: {self.scrape_interval}\n  evaluation_interval: {self.scrape_interval}\n"
                 + (f"rule_files:{rules}\n" if rules else "")
+                + ("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ["
+                   + ", ".join(f'"{a}"' for a in self.alertmanagers) + "]\n" if self.alertmanagers else "")
                 + "scrape_configs:\n  - job_name: mistral-service\n"
                   f"    static_configs:\n      - targets: [{targets}]\n        labels: {{app: mistral-service}}\n")
 
@@ -69,7 +72,9 @@ class LocalPrometheus:
         self._proc = subprocess.Popen(
             [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h",
-             "--web.enable-lifecycle", "--log.level=warn"],
+             "--web.enable-lifecycle", "--log.level=warn",
+             # firing alerts are re-sent every resend-delay (default 1m); as often as rules run here
+             f"--rules.alert.resend-delay={self.scrape_interval}"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + self.ready_timeout_s

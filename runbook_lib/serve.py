@@ -1,0 +1,418 @@
+"""`runbook serve`: Alertmanager webhooks in, incident records out.
+
+Each firing Mistral alert starts `runbook respond` headless (in its own process, so a stuck or
+crashed run is killed on a deadline without taking the server down). Alerts are keyed on their
+fingerprint: the first firing opens an incident folder, later notifications for the same
+fingerprint are appended to it, and the `resolved` notification marks it resolved. Jobs for one
+fingerprint run strictly in order; different fingerprints run concurrently up to `workers`.
+
+Routes: POST /webhook (also /), GET /healthz, GET /readyz, GET /metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import alerts as _alerts
+from .execute import new_record_dir, utc_stamp
+from .incident import read_index, update_index, write_index
+from .sim._http import Request, Response, SimServer
+from .spool import OPEN, RESOLVED, IncidentMap, Spool
+
+DEFAULT_PORT = 9095
+DEFAULT_TOKEN_ENV = "RUNBOOK_SERVE_TOKEN"
+MAX_ALERTS_KEPT = 100  # per incident; Alertmanager repeats firing notifications every repeat_interval
+
+
+@dataclass
+class ServeConfig:
+    """Everything `serve` needs; the CLI fills it from flags."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    output_dir: Path = Path("outputs")
+    state_dir: Path | None = None  # default: <output_dir>/.serve (not an incident: the archive skips it)
+    workers: int = 2
+    queue_max: int = 100
+    max_body_bytes: int = 1024 * 1024
+    run_timeout_s: float = 1800.0
+    grace_s: float = 10.0
+    token_env: str = DEFAULT_TOKEN_ENV
+    parameters: dict[str, Any] = field(default_factory=dict)  # passed to every `respond`
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "runbook_lib"])
+
+    @property
+    def state(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(self.output_dir) / ".serve"
+
+
+@dataclass
+class _Job:
+    path: Path
+    alert: _alerts.Alert
+    received_at: str
+
+
+class _Metrics:
+    """serve's own metrics, in a registry of their own (not the process default)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter("runbook_serve_webhooks", "Webhook requests by outcome", ["outcome"], registry=r)
+        self.alerts = Counter("runbook_serve_alerts", "Alerts handled by status and action",
+                              ["status", "action"], registry=r)
+        self.started = Counter("runbook_serve_runs_started", "respond runs started", registry=r)
+        self.failed = Counter("runbook_serve_runs_failed", "respond runs that failed or timed out", registry=r)
+        self.queued = Gauge("runbook_serve_runs_queued", "Accepted jobs waiting for a worker", registry=r)
+        self.running = Gauge("runbook_serve_runs_running", "respond runs in progress", registry=r)
+        self.duration = Histogram("runbook_serve_run_duration_seconds", "Wall time of respond runs",
+                                  buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600), registry=r)
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class AlertServer(SimServer):
+    """The webhook receiver plus its worker pool."""
+
+    def __init__(self, config: ServeConfig, *, log: Any = None) -> None:
+        super().__init__(config.host, config.port)
+        self.config = config
+        self.max_body_bytes = config.max_body_bytes
+        self.spool = Spool(config.state)
+        self.incidents = IncidentMap(config.state)
+        self.metrics = _Metrics()
+        self._log_stream = log or sys.stderr
+        self._pending: list[_Job] = []
+        self._busy: set[str] = set()
+        self._cond = threading.Condition()
+        self._workers: list[threading.Thread] = []
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._ready = False
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> AlertServer:
+        Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
+        recovered = self._recover()
+        super().start()
+        for i in range(max(1, self.config.workers)):
+            t = threading.Thread(target=self._work, name=f"serve-worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        self._ready = True
+        token = "on (bearer/basic, from $" + self.config.token_env + ")" if self._token() else "off"
+        self.log(f"listening on {self.url}/webhook; workers {self.config.workers}, queue {self.config.queue_max}, "
+                 f"auth {token}, records in {self.config.output_dir}"
+                 + (f"; {recovered} job(s) recovered from the spool" if recovered else ""))
+        return self
+
+    def close(self) -> None:
+        """Stop accepting, let running responds finish within `grace_s`, then kill them.
+
+        Unfinished jobs stay in the spool and are replayed by the next start.
+        """
+        self._ready = False
+        self.stop()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + self.config.grace_s
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for proc in list(self._procs.values()):
+            _kill_group(proc)
+        for t in self._workers:
+            t.join(5)
+        self._workers.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _recover(self) -> int:
+        jobs = 0
+        for path in self.spool.pending():
+            data = self.spool.load(path)
+            if not data or not isinstance(data.get("alert"), dict):
+                self.log(f"spool: unreadable job {path.name}, moved aside")
+                path.rename(path.with_suffix(".bad"))
+                continue
+            self._enqueue(_Job(path, _alerts.Alert.from_dict(data["alert"]), str(data.get("received_at", ""))))
+            jobs += 1
+        return jobs
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def too_large(self) -> Response:
+        self.metrics.webhooks.labels("too_large").inc()
+        return Response.json(413, {"error": f"payload over {self.max_body_bytes} bytes; "
+                                            "lower max_alerts in the webhook_config or raise --max-bytes"})
+
+    def handle(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        if request.method == "GET" and path in ("/healthz", "/-/healthy"):
+            return Response.json(200, {"status": "ok"})
+        if request.method == "GET" and path in ("/readyz", "/-/ready"):
+            problems = self.readiness_problems()
+            return Response.json(503 if problems else 200, {"ready": not problems, "problems": problems,
+                                                            "queued": self.queued(), "running": len(self._procs)})
+        if request.method == "GET" and path == "/metrics":
+            return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+        if path in ("/webhook", "/"):
+            if request.method != "POST":
+                return Response.json(405, {"error": "POST an Alertmanager webhook payload here"},
+                                     headers={"Allow": "POST"})
+            return self._webhook(request)
+        return Response.json(404, {"error": f"no route {path}; routes: POST /webhook, GET /healthz, "
+                                            "/readyz, /metrics"})
+
+    def readiness_problems(self) -> list[str]:
+        problems = []
+        if not self._ready:
+            problems.append("not started or shutting down")
+        if not all(t.is_alive() for t in self._workers):
+            problems.append("a worker thread died")
+        if not self.spool.writable():
+            problems.append(f"spool {self.spool.dir} is not writable")
+        if self.queued() >= self.config.queue_max:
+            problems.append("queue full")
+        return problems
+
+    def _webhook(self, request: Request) -> Response:
+        if not self._authorised(request.headers.get("Authorization") or ""):
+            self.metrics.webhooks.labels("unauthorized").inc()
+            self.log(f"webhook from {request.client}: refused, missing or wrong credentials")
+            return Response.json(401, {"error": "missing or wrong credentials (Authorization: Bearer <token>)"},
+                                 headers={"WWW-Authenticate": 'Bearer realm="runbook serve"'})
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            self.metrics.webhooks.labels("rejected").inc()
+            return Response.json(415, {"error": f"Content-Type must be application/json, got {ctype or 'none'!r}"})
+        try:
+            note = _alerts.parse(request.body)
+        except _alerts.PayloadError as exc:
+            self.metrics.webhooks.labels("rejected").inc()
+            self.log(f"webhook from {request.client}: refused, {exc}")
+            return Response.json(400, {"error": str(exc)})
+        ours = [a for a in note.alerts if _alerts.is_mistral(a)]
+        for a in note.alerts:
+            if a not in ours:
+                self.metrics.alerts.labels(a.status, "ignored").inc()
+        with self._cond:
+            if self.queued() + len(ours) > self.config.queue_max:
+                self.metrics.webhooks.labels("queue_full").inc()
+                return Response.json(503, {"error": f"queue full ({self.config.queue_max} jobs); retry later"},
+                                     headers={"Retry-After": "30"})
+            received = _now()
+            for a in ours:  # persisted before the answer: a crash after this replays them
+                path = self.spool.put({"alert": a.to_dict(), "received_at": received, "receiver": note.receiver})
+                self._enqueue(_Job(path, a, received))
+        self.metrics.webhooks.labels("accepted").inc()
+        self.log(f"webhook: {note.status}, {len(ours)} Mistral alert(s) accepted, "
+                 f"{len(note.alerts) - len(ours)} other(s) ignored")
+        return Response.json(200, {"accepted": len(ours), "ignored": len(note.alerts) - len(ours),
+                                   "queued": self.queued()})
+
+    def _token(self) -> str:
+        return os.environ.get(self.config.token_env, "")
+
+    def _authorised(self, header: str) -> bool:
+        token = self._token()
+        if not token:
+            return True
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.encode(), token.encode())
+
+    # -- queue -----------------------------------------------------------------------------
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._cond:
+            self._pending.append(job)
+            self.metrics.queued.set(len(self._pending))
+            self._cond.notify()
+
+    def _take(self) -> _Job | None:
+        """The oldest job whose fingerprint is not being handled: one fingerprint, one job at a time."""
+        with self._cond:
+            while True:
+                if self._closing:
+                    return None
+                for i, job in enumerate(self._pending):
+                    if job.alert.fingerprint not in self._busy:
+                        self._busy.add(job.alert.fingerprint)
+                        del self._pending[i]
+                        self.metrics.queued.set(len(self._pending))
+                        return job
+                self._cond.wait(0.5)
+
+    def _work(self) -> None:
+        while (job := self._take()) is not None:
+            try:
+                self.handle_job(job)
+                self.spool.done(job.path)
+            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker; it stays spooled
+                self.log(f"job {job.path.name} ({job.alert.name}): error {type(exc).__name__}: {exc}; "
+                         "kept in the spool for the next start")
+            finally:
+                with self._cond:
+                    self._busy.discard(job.alert.fingerprint)
+                    self._cond.notify_all()
+
+    # -- handling --------------------------------------------------------------------------
+    def handle_job(self, job: _Job) -> None:
+        alert = job.alert
+        entry = self.incidents.open_entry(alert.fingerprint)
+        if alert.status == _alerts.FIRING:
+            if entry is None:
+                self._open_incident(job)
+                return
+            index = read_index(entry["folder"]) or {}
+            self._append(entry, job)
+            if index.get("status") in ("queued", "running"):  # interrupted by a restart: run it again
+                self.log(f"{entry['id']}: respond did not finish before the last stop; running it again")
+                self._respond(entry["id"], Path(entry["folder"]), alert)
+            self.metrics.alerts.labels(alert.status, "appended").inc()
+            return
+        if entry is None:
+            self.metrics.alerts.labels(alert.status, "ignored").inc()
+            self.log(f"resolved {alert.name} ({alert.fingerprint}): no open incident for it, nothing to mark")
+            return
+        self._append(entry, job)
+        update_index(entry["folder"], alert_state=RESOLVED,
+                     resolved={"at": _resolved_at(alert), "notified_at": job.received_at, "by": "alertmanager",
+                               "alert": alert.name, "fingerprint": alert.fingerprint})
+        self.incidents.set(alert.fingerprint, state=RESOLVED, resolved_at=_resolved_at(alert))
+        self.metrics.alerts.labels(alert.status, "resolved").inc()
+        self.log(f"{entry['id']}: {alert.name} resolved at {_resolved_at(alert)}; incident marked resolved")
+
+    def _open_incident(self, job: _Job) -> None:
+        alert = job.alert
+        incident_id = f"INC-{utc_stamp()}-{alert.fingerprint[:8]}"
+        folder = new_record_dir(Path(self.config.output_dir), incident_id)
+        write_index(folder, {"id": incident_id, "folder": str(folder), "status": "queued", "source": "alertmanager",
+                             "alert": {"name": alert.name, "fingerprint": alert.fingerprint,
+                                       "error_class": alert.error_class, "runbook": alert.runbook,
+                                       "severity_label": alert.labels.get("severity"),
+                                       "summary": alert.annotations.get("summary")},
+                             "alert_state": "firing", "alerts": [_entry(job)], "alerts_dropped": 0})
+        self.incidents.set(alert.fingerprint, id=incident_id, folder=str(folder), state=OPEN, alert=alert.name,
+                           opened_at=_now())
+        self.metrics.alerts.labels(alert.status, "new_incident").inc()
+        self.log(f"{incident_id}: {alert.name} firing ({alert.fingerprint}); running respond into {folder}")
+        self._respond(incident_id, folder, alert)
+
+    def _append(self, entry: dict[str, Any], job: _Job) -> None:
+        index = read_index(entry["folder"]) or {}
+        kept = list(index.get("alerts") or [])
+        dropped = int(index.get("alerts_dropped") or 0)
+        if len(kept) >= MAX_ALERTS_KEPT:
+            kept.pop(1)  # keep the first (what opened it) and the newest
+            dropped += 1
+        kept.append(_entry(job))
+        update_index(entry["folder"], alerts=kept, alerts_dropped=dropped)
+
+    def _respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
+        cmd = [*self.config.command, "respond", "--record-dir", str(folder), "--incident-id", incident_id,
+               "--output-dir", str(self.config.output_dir), "-q"]
+        for name, value in self.config.parameters.items():
+            cmd += ["-r", name, value] if isinstance(value, str) else ["-p", name, repr(value)]
+        env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # kernels never see it
+        self.metrics.started.inc()
+        self.metrics.running.inc()
+        t0 = time.monotonic()
+        failed, reason = False, ""
+        with open(folder / "respond.log", "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)  # its own group: a timeout kills kernels too
+            self._procs[incident_id] = proc
+            try:
+                code = proc.wait(timeout=self.config.run_timeout_s)
+                failed, reason = code != 0, f"respond exited {code}" if code else ""
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                failed, reason = True, f"respond ran over the {self.config.run_timeout_s:g} s run timeout; killed"
+            finally:
+                self._procs.pop(incident_id, None)
+                self.metrics.running.dec()
+        elapsed = time.monotonic() - t0
+        self.metrics.duration.observe(elapsed)
+        index = read_index(folder) or {}
+        if failed:
+            self.metrics.failed.inc()
+            if reason.startswith("respond ran over") or index.get("status") in ("queued", "running"):
+                update_index(folder, status="failed", error=reason, finished_at=_now())
+        if self._closing and index.get("status") in ("queued", "running"):
+            raise RuntimeError("stopped during the run")  # keep the job spooled: replayed at next start
+        self.log(f"{incident_id}: respond {'FAILED (' + reason + ')' if failed else 'done'} in {elapsed:.1f} s: "
+                 f"{(read_index(folder) or {}).get('verdict') or (read_index(folder) or {}).get('status')}")
+
+    def log(self, message: str) -> None:
+        print(f"{_now()} serve: {message}", file=self._log_stream, flush=True)
+
+
+def _entry(job: _Job) -> dict[str, Any]:
+    a = job.alert
+    return {"status": a.status, "name": a.name, "fingerprint": a.fingerprint, "starts_at": a.starts_at,
+            "ends_at": a.ends_at, "received_at": job.received_at, "summary": a.annotations.get("summary"),
+            "labels": a.labels}
+
+
+def _resolved_at(alert: _alerts.Alert) -> str:
+    ends = alert.ends_at
+    return ends if ends and not ends.startswith("0001-") else _now()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def serve(config: ServeConfig) -> int:
+    """Run until SIGINT/SIGTERM; the CLI's entry point."""
+    from .sim._http import wait_for_stop_signal
+
+    server = AlertServer(config).start()
+    try:
+        wait_for_stop_signal()
+    finally:
+        server.log("stopping: new webhooks refused, running responds get "
+                   f"{config.grace_s:g} s, unfinished jobs stay spooled")
+        server.close()
+    return 0
