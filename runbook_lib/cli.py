@@ -64,13 +64,39 @@ def cmd_respond(args: argparse.Namespace) -> int:
         parameters["incident_id"] = args.incident_id
     if args.apply_changes:
         parameters["apply_changes"] = True
-    index = respond(parameters, output_root=args.output_dir, progress=not args.quiet)
+    index = respond(parameters, output_root=args.output_dir, progress=not args.quiet, folder=args.record_dir)
     for nb in index["notebooks"]:
         print(f"{nb['name']}: {nb['verdict'] or nb['status'] + ' (' + str(nb['error']) + ')'}")
         print(f"  record: {nb['path']}")
     print(f"incident: {index['folder']}/incident.json ({index['status']}, "
           f"{len(index['changes_applied'])} change(s) applied)")
     return 1 if index["status"] == "failed" else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Alertmanager webhook receiver: one incident per firing alert fingerprint."""
+    from . import params
+    from .errors import ParameterError
+    from .serve import ServeConfig, serve
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ParameterError("--listen", args.listen, "HOST:PORT, e.g. 127.0.0.1:9095")
+    for name, value, low, high in (("--workers", args.workers, 1, 64), ("--queue-max", args.queue_max, 1, 100000),
+                                   ("--max-bytes", args.max_bytes, 1024, 64 * 1024 * 1024),
+                                   ("--run-timeout", args.run_timeout, 10, 86400)):
+        if not low <= value <= high:
+            raise ParameterError(name, value, f"a number from {low} to {high}")
+    params.env_var_name("--token-env", args.token_env)
+    parameters = _collect_params(args)
+    if "apply_changes" in parameters:
+        raise ParameterError("apply_changes", parameters["apply_changes"],
+                             "nothing: alert-started runs are dry runs; apply changes from a person's run")
+    config = ServeConfig(host=host.strip("[]"), port=int(port), output_dir=Path(args.output_dir),
+                         state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
+                         queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
+                         token_env=args.token_env, parameters=parameters)
+    return serve(config)
 
 
 def _print_result(result: Any) -> None:
@@ -294,8 +320,26 @@ def build_parser() -> argparse.ArgumentParser:
     respond.add_argument("--apply-changes", action="store_true",
                          help="approve the diagnosis notebook's mitigation (default: dry run)")
     respond.add_argument("--output-dir", default="outputs")
+    respond.add_argument("--record-dir", help="an existing incident folder to run into (used by `runbook serve`)")
     respond.add_argument("-q", "--quiet", action="store_true")
     respond.set_defaults(func=cmd_respond)
+
+    srv = sub.add_parser("serve", help="receive Alertmanager webhooks and run `respond` for each firing Mistral alert")
+    srv.add_argument("--listen", default="127.0.0.1:9095", metavar="HOST:PORT",
+                     help="address to listen on (default: 127.0.0.1:9095)")
+    srv.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="parameter passed to every respond run (e.g. mistral_url, prometheus_url)")
+    srv.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    srv.add_argument("--output-dir", default="outputs", help="where incident folders go (default: outputs)")
+    srv.add_argument("--state-dir", help="spool and fingerprint map (default: <output-dir>/.serve)")
+    srv.add_argument("--workers", type=int, default=2, help="respond runs at once (default: 2)")
+    srv.add_argument("--queue-max", type=int, default=100, help="accepted jobs waiting at most (default: 100)")
+    srv.add_argument("--max-bytes", type=int, default=1024 * 1024, help="largest webhook body (default: 1 MiB)")
+    srv.add_argument("--run-timeout", type=float, default=1800.0, help="seconds per respond run (default: 1800)")
+    srv.add_argument("--token-env", default="RUNBOOK_SERVE_TOKEN",
+                     help="env var holding the shared secret; when set, webhooks need "
+                          "`Authorization: Bearer <it>` (or basic auth with it as password)")
+    srv.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="embedded stack + injected fault + headless triage")
     demo.add_argument("--mode", choices=DEMO_MODES, default="rate_limited", help="fault to inject")
