@@ -141,3 +141,20 @@ def test_fault_fires_alert_serve_records_incident_then_resolves(api_key, stack, 
 
     text = "\n".join(p.read_bytes().decode("utf-8", "replace") for p in outputs.rglob("*") if p.is_file())
     assert not [p for p in _pieces(api_key) | _pieces(TOKEN) if p in text], "a secret reached the records"
+
+
+def test_shipped_alertmanager_route_is_valid_and_points_at_serve(servers_required):
+    """deploy/alertmanager/alertmanager.yml: amtool accepts it, and its webhook is serve's default address."""
+    import yaml
+
+    from runbook_lib.serve import DEFAULT_PORT
+
+    path = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    out = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    config = yaml.safe_load(path.read_text())
+    hooks = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]
+    assert [h["url"] for h in hooks] == [f"http://127.0.0.1:{DEFAULT_PORT}/webhook"]
+    assert hooks[0]["send_resolved"] is True  # serve marks incidents resolved from these
+    route = config["route"]["routes"][0]
+    assert route["receiver"] == "runbook-serve" and route["continue"] is True
