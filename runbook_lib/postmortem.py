@@ -184,8 +184,8 @@ class PostmortemRun:
     # -- 6. one timeline ---------------------------------------------------------------------------
     def merged_timeline(self) -> Any:
         d = self.data
-        groups = [timeline.from_impact(self.impact), timeline.from_alerts(d.frames.get("alerts_firing"),
-                                                                          self.step_s or 60),
+        groups = [timeline.from_impact(self.impact), timeline.from_notifications(d.index.get("alerts")),
+                  timeline.from_alerts(d.frames.get("alerts_firing"), self.step_s or 60),
                   timeline.from_changes(d.changes()),
                   timeline.from_events(d.events, since=((d.manifest or {}).get("window") or {}).get("start"))]
         groups += [timeline.from_records(nb, rs) for nb, rs in d.records.items()]
@@ -262,7 +262,8 @@ def compute_timings(data: IncidentData, impact: dict[str, Any], step_s: float) -
     import pandas as pd
 
     start = pd.Timestamp(impact["start"]) if impact.get("found") else None
-    alerts = [pd.Timestamp(e["time"]) for e in timeline.from_alerts(data.frames.get("alerts_firing"), step_s)
+    alerts = [pd.Timestamp(e["time"]) for e in [*timeline.from_alerts(data.frames.get("alerts_firing"), step_s),
+                                                *timeline.from_notifications(data.index.get("alerts"))]
               if e.get("kind") == "start"]
     triage = [pd.Timestamp(rs[0]["recorded_at"]) for nb, rs in data.records.items() if nb == "triage" and rs]
     if not triage and data.index.get("started_at"):

@@ -68,6 +68,26 @@ def from_alerts(alerts: Any, step_s: float) -> list[dict[str, Any]]:
     return out
 
 
+def from_notifications(alerts: Iterable[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Alertmanager notifications `runbook serve` kept in `incident.json`: when each alert fired and ended.
+
+    Repeats of the same firing (Alertmanager re-sends every repeat_interval) give one entry.
+    """
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for a in alerts or []:
+        status, name = a.get("status"), a.get("name", "alert")
+        when = a.get("starts_at") if status == "firing" else a.get("ends_at") or a.get("received_at")
+        key = (str(name), str(status), str(when))
+        if not when or str(when).startswith("0001-") or key in seen:
+            continue
+        seen.add(key)
+        verb = "firing" if status == "firing" else "resolved"
+        out.append(entry(_norm(when), "alertmanager", f"Alert {name} {verb} (notified {a.get('received_at', '?')})",
+                         kind="start" if status == "firing" else "stop"))
+    return out
+
+
 def from_records(notebook: str, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """A runbook's recorded results ({name, recorded_at, value}) as timeline entries."""
     out: list[dict[str, Any]] = []

@@ -44,3 +44,19 @@ def test_merge_orders_records_changes_and_impact():
                                      "triage: verdict: P1 x -> y", "CHANGE by bob: set env on deployment/app",
                                      "Impact ended: 12 failed calls in 40 s"]
     assert merged.loc[merged["source"] == "change", "undo"].item() == "kubectl set env deployment/app X-"
+
+
+def test_from_notifications_gives_fire_and_resolve_once_each():
+    from runbook_lib import timeline
+
+    alerts = [{"status": "firing", "name": "MistralServerErrors", "starts_at": "2026-11-23T15:19:52.627Z",
+               "ends_at": "0001-01-01T00:00:00Z", "received_at": "2026-11-23T15:19:53Z"},
+              {"status": "firing", "name": "MistralServerErrors", "starts_at": "2026-11-23T15:19:52.627Z",
+               "ends_at": "0001-01-01T00:00:00Z", "received_at": "2026-11-23T19:19:53Z"},  # a repeat
+              {"status": "resolved", "name": "MistralServerErrors", "starts_at": "2026-11-23T15:19:52.627Z",
+               "ends_at": "2026-11-23T15:20:11.627Z", "received_at": "2026-11-23T15:20:11Z"}]
+    out = timeline.from_notifications(alerts)
+    assert [(e["time"], e["kind"]) for e in out] == [("2026-11-23T15:19:52.627Z", "start"),
+                                                     ("2026-11-23T15:20:11.627Z", "stop")]
+    assert out[0]["source"] == "alertmanager" and "MistralServerErrors firing" in out[0]["event"]
+    assert timeline.from_notifications(None) == []
