@@ -442,12 +442,26 @@ def format_detail(d: dict[str, Any]) -> str:
            _field("status", d.get("status")), _field("verdict", d.get("verdict"))]
     if d.get("diagnosis"):
         out.append(_field("diagnosis", d["diagnosis"]))
+    out += _alert_lines(d)
     out += _notebook_lines(d["notebooks"]) + _change_lines(_list(d.get("changes_applied")))
     out += _evidence_lines(_dict(d.get("evidence"))) + _postmortem_lines(_dict(d.get("postmortem")))
     if d.get("others"):
         out.append(f"\nother folders for {_clean(d['id'])}:")
         out += [f"  {_clean(o['name'])}  {_minute(o['start'])}  {_clean(o['status'])}" for o in d["others"]]
     return "\n".join(out)
+
+
+def _alert_lines(d: dict[str, Any]) -> list[str]:
+    """Opened by `runbook serve`: which alert, its state, when it resolved, how many notifications."""
+    alert = _dict(d.get("alert"))
+    if not alert:
+        return []
+    state = _clean(d.get("alert_state"))
+    resolved = _dict(d.get("resolved"))
+    if resolved.get("at"):
+        state += f" at {_second(resolved['at'])}"
+    return [_field("alert", f"{_clean(alert.get('name'))} ({_clean(alert.get('fingerprint'))}), {state}; "
+                            f"{len(_list(d.get('alerts')))} notification(s)")]
 
 
 def _notebook_lines(notebooks: list[dict[str, Any]]) -> list[str]:

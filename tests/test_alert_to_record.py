@@ -138,6 +138,9 @@ def test_fault_fires_alert_serve_records_incident_then_resolves(api_key, stack, 
             except subprocess.TimeoutExpired:
                 serve.kill()
     assert serve.returncode == 0, serve_log.read_text()[-2000:]
+    shown = subprocess.run([str(BIN / "runbook"), "show", done["id"], "--output-dir", str(outputs)],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and "MistralServerErrors" in shown.stdout and "resolved at" in shown.stdout
 
     text = "\n".join(p.read_bytes().decode("utf-8", "replace") for p in outputs.rglob("*") if p.is_file())
     assert not [p for p in _pieces(api_key) | _pieces(TOKEN) if p in text], "a secret reached the records"
