@@ -329,6 +329,8 @@ class AlertServer(SimServer):
     def _append(self, entry: dict[str, Any], job: _Job) -> None:
         index = read_index(entry["folder"]) or {}
         kept = list(index.get("alerts") or [])
+        if any(a.get("job") == job.path.name for a in kept):
+            return  # a replay after a restart: this notification is already recorded
         dropped = int(index.get("alerts_dropped") or 0)
         if len(kept) >= MAX_ALERTS_KEPT:
             kept.pop(1)  # keep the first (what opened it) and the newest
@@ -362,12 +364,12 @@ class AlertServer(SimServer):
         elapsed = time.monotonic() - t0
         self.metrics.duration.observe(elapsed)
         index = read_index(folder) or {}
+        if self._closing and index.get("status") in ("queued", "running"):
+            raise RuntimeError("stopped during the run")  # left unfinished and spooled: run again at next start
         if failed:
             self.metrics.failed.inc()
             if reason.startswith("respond ran over") or index.get("status") in ("queued", "running"):
                 update_index(folder, status="failed", error=reason, finished_at=_now())
-        if self._closing and index.get("status") in ("queued", "running"):
-            raise RuntimeError("stopped during the run")  # keep the job spooled: replayed at next start
         self.log(f"{incident_id}: respond {'FAILED (' + reason + ')' if failed else 'done'} in {elapsed:.1f} s: "
                  f"{(read_index(folder) or {}).get('verdict') or (read_index(folder) or {}).get('status')}")
 
@@ -379,7 +381,7 @@ def _entry(job: _Job) -> dict[str, Any]:
     a = job.alert
     return {"status": a.status, "name": a.name, "fingerprint": a.fingerprint, "starts_at": a.starts_at,
             "ends_at": a.ends_at, "received_at": job.received_at, "summary": a.annotations.get("summary"),
-            "labels": a.labels}
+            "labels": a.labels, "job": job.path.name}
 
 
 def _resolved_at(alert: _alerts.Alert) -> str:

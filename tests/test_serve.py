@@ -266,3 +266,28 @@ def test_accepted_alerts_survive_a_crash_and_are_replayed(stack, tmp_path, dead_
         proc.wait(30)
     assert proc.returncode == 0
     assert len(_folders(tmp_path)) == 1  # replay did not open a second incident
+
+
+def test_shutdown_mid_run_leaves_the_job_spooled_and_the_next_start_finishes_it(stack, tmp_path):
+    """A run cut short by a stop is not marked failed: it stays spooled and runs again in the same folder."""
+    stack.set_mode("hang")
+    config = _config(tmp_path, stack, grace_s=1.0, parameters={"timeout_s": 30.0})
+    srv = AlertServer(config, log=open(os.devnull, "w")).start()
+    try:
+        assert _post(srv.url, payload(alert("eeee5555"))).status_code == 200
+        assert wait_until(lambda: len(_folders(tmp_path)) == 1, 10)
+        folder = _folders(tmp_path)[0]
+        _wait_index(folder, lambda i: i.get("status") == "running", 30)
+    finally:
+        srv.close()
+    assert (read_index(folder) or {})["status"] == "running"
+    assert len(list((tmp_path / "outputs" / ".serve" / "spool").glob("*.json"))) == 1
+
+    stack.set_mode("auth_failure")
+    assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
+    with AlertServer(_config(tmp_path, stack), log=open(os.devnull, "w")):
+        index = _wait_index(folder, lambda i: i.get("status") in ("triaged", "diagnosed", "failed"), 90)
+    assert index["status"] == "diagnosed" and index["error_class"] == "auth", index
+    assert len(index["alerts"]) == 1  # the replayed notification is not recorded twice
+    assert _folders(tmp_path) == [folder]
+    assert list((tmp_path / "outputs" / ".serve" / "spool").glob("*.json")) == []
