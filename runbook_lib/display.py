@@ -24,4 +24,16 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def kv_table(pairs: Iterable[tuple[str, Any]], headers: Sequence[str] = ("", "")) -> str:
-    return table(headers, list(pairs))
+    """Two columns, key and value. Without headers, the first pair is the header row.
+
+    Markdown tables must have a header row; an empty one renders (JupyterLab, nbconvert HTML) as a
+    blank band above the table, so the first pair, usually the headline (e.g. the verdict), takes
+    its place, left-aligned like the rows.
+    """
+    rows = list(pairs)
+    if rows and not any(str(h).strip() for h in headers):
+        first, *rest = rows
+        text = table([cell(v) for v in first], rest).split("\n")
+        text[1] = "|" + ":---|" * len(first)  # left-aligned: a headline, not column titles
+        return "\n".join(text)
+    return table(headers, rows)
