@@ -42,15 +42,27 @@ def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .execute import resolve_notebook, run_notebook
+    from .errors import ParameterError
+    from .execute import check_run_request, record_rejected_run, run_notebook
 
-    resolve_notebook(args.notebook)  # an unknown name fails here, before anything is announced
     parameters = _collect_params(args)
     if args.incident_id:
         parameters["incident_id"] = args.incident_id
-    print(f"running {args.notebook} headless (each cell bounded by {args.cell_timeout} s)...", file=sys.stderr)
+    try:  # unknown notebook or parameter name, a secret's value, a bad bound: refused before any kernel
+        run_timeout = check_run_request(args.notebook, parameters, strict_names=True,
+                                        cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout,
+                                        flag_names=("--cell-timeout", "--run-timeout"))
+    except ParameterError as exc:
+        rejected = record_rejected_run(args.notebook, parameters, exc, output_root=args.output_dir)
+        print(f"FAILED: {exc}")
+        print(f"record: {Path(rejected.record_dir) / (rejected.notebook + '.run.json')}")
+        print(f"runbook: {exc}\nstatus: failed (refused before the run started; nothing was executed)",
+              file=sys.stderr)
+        return 2
+    print(f"running {args.notebook} headless (each cell bounded by {args.cell_timeout} s, the whole run by "
+          f"{run_timeout:g} s)...", file=sys.stderr)
     result = run_notebook(args.notebook, parameters, output_root=args.output_dir,
-                          cell_timeout_s=args.cell_timeout, progress=not args.quiet)
+                          cell_timeout_s=args.cell_timeout, progress=not args.quiet, run_timeout_s=run_timeout)
     _print_result(result)
     return 0 if result.ok else 1
 
@@ -309,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--incident-id", help="names the record folder (default: INC-<UTC timestamp>)")
     run.add_argument("--output-dir", default="outputs", help="where record folders go (default: outputs)")
     run.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell (default: 300)")
+    run.add_argument("--run-timeout", type=float, default=None,
+                     help="seconds for the whole run; at the deadline the kernel is killed and the run is recorded "
+                          "as timed_out (default: 900, or the notebook's monitor_max_s + 300 when longer)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 

@@ -23,6 +23,18 @@ class ParameterError(RunbookError, ValueError):
         super().__init__(f"parameter {name!r} = {shown} is invalid: expected {accepted}")
 
 
+class UnknownParameter(ParameterError):
+    """A parameter name the notebook does not declare (papermill alone would only warn and go on).
+
+    The value is never shown: an unknown name is often a misplaced secret (`-p api_key ...`).
+    """
+
+    def __init__(self, name: str, notebook: str, declared: list[str]) -> None:
+        accepted = f"a parameter of notebook {notebook!r}: " + ", ".join(declared)
+        RunbookError.__init__(self, f"parameter {name!r} is unknown to notebook {notebook!r}: expected {accepted}")
+        self.name, self.value, self.accepted, self.notebook = name, "<not shown>", accepted, notebook
+
+
 class SourceUnavailable(RunbookError):
     """A dependency (Prometheus, the cluster, a simulator) could not be reached in time."""
 

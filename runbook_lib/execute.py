@@ -1,15 +1,23 @@
 """Headless runs: papermill executes a notebook into a new, never-overwritten record folder.
 
 `outputs/<UTC timestamp>-<incident id>/<notebook>.ipynb` + `.html` + `.run.json`. The record is
-kept whatever happens (bad parameter, failing cell, timeout) and its status says which. The
-working directory of the kernel is the record folder, so a notebook writes nowhere else.
+kept whatever happens (bad parameter, failing cell, timeout, dead kernel) and its status says which.
+The working directory of the kernel is the record folder, so a notebook writes nowhere else.
+
+Bounds: papermill bounds each cell; `run_timeout_s` bounds the whole run (a watchdog kills the
+kernel at the deadline and the run is recorded as timed_out). A request that cannot run at all
+(unknown notebook, a secret's value passed as a parameter, a bad bound) is refused before any
+kernel starts, and still leaves a `<notebook>.run.json` marked failed in a fresh record folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from . import KERNEL_NAME, params
-from .errors import ParameterError
+from .errors import ParameterError, UnknownParameter
 from .record import read_records
 
 DEFAULT_CELL_TIMEOUT_S = 300
+DEFAULT_RUN_TIMEOUT_S = 900.0  # whole run, unless the notebook's own bounded wait needs longer
+MAX_RUN_TIMEOUT_S = 6 * 3600.0
+RUN_TIMEOUT_MARGIN_S = 300.0  # added to a notebook's own long wait (monitor_max_s) by the default
 SUCCEEDED, FAILED, TIMED_OUT = "succeeded", "failed", "timed_out"
 
 
@@ -51,6 +62,74 @@ def resolve_notebook(name: str) -> Path:
     return notebooks_dir() / f"{name}.ipynb"
 
 
+def default_run_timeout(parameters: dict[str, Any] | None = None) -> float:
+    """900 s, or a notebook's own long bounded wait (`monitor_max_s`) plus a margin when longer."""
+    wait = (parameters or {}).get("monitor_max_s")
+    if isinstance(wait, (int, float)) and not isinstance(wait, bool) and math.isfinite(wait) and wait > 0:
+        return min(MAX_RUN_TIMEOUT_S, max(DEFAULT_RUN_TIMEOUT_S, float(wait) + RUN_TIMEOUT_MARGIN_S))
+    return DEFAULT_RUN_TIMEOUT_S
+
+
+# Env vars whose values must never become parameters (papermill records every parameter).
+_SECRET_ENV_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
+_SECRET_ENV_PARAMS = ("api_key_env", "new_key_env", "slack_webhook_env")
+_MIN_SECRET_LEN = 8
+
+
+def _secret_env_values(parameters: dict[str, Any]) -> dict[str, str]:
+    """env name -> value for the variables a run must never see in its parameters."""
+    names = {n for n in os.environ if _SECRET_ENV_NAME.search(n)}
+    names.update({"MISTRAL_API_KEY", "NEW_MISTRAL_API_KEY", "SLACK_WEBHOOK_URL"})
+    names.update(v for k in _SECRET_ENV_PARAMS if isinstance(v := parameters.get(k), str) and v)
+    return {n: v for n in names if len(v := os.environ.get(n, "")) >= _MIN_SECRET_LEN}
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _texts(k) + _texts(v)]
+    if isinstance(value, (list, tuple, set)):
+        return [t for v in value for t in _texts(v)]
+    return []
+
+
+def check_no_secret_values(parameters: dict[str, Any]) -> None:
+    """A parameter holding the key (or another secret env value) is refused before papermill records it."""
+    secrets = _secret_env_values(parameters)
+    for name, value in parameters.items():
+        for env, secret in secrets.items():
+            if any(secret in text for text in _texts(value)):
+                raise ParameterError(name, f"<hidden: holds the value of ${env}>",
+                                     f"no secret values in parameters (papermill writes every parameter into the "
+                                     f"record): put the secret in an environment variable and pass its NAME, "
+                                     f"e.g. api_key_env={env}")
+
+
+def check_run_timeout(value: object, name: str = "run_timeout_s") -> float:
+    return params.timeout(name, value, maximum=MAX_RUN_TIMEOUT_S)
+
+
+def check_run_request(name: str, parameters: dict[str, Any], *, strict_names: bool = False,
+                      cell_timeout_s: object = DEFAULT_CELL_TIMEOUT_S, run_timeout_s: object = None,
+                      flag_names: tuple[str, str] = ("cell_timeout_s", "run_timeout_s")) -> float:
+    """Everything that must hold before a kernel starts; returns the whole-run bound in seconds.
+
+    ParameterError (or UnknownParameter) names the first problem. `strict_names` (the CLI) refuses
+    parameters the notebook does not declare instead of papermill's silent "unknown parameter".
+    """
+    resolve_notebook(name)
+    if strict_names:
+        declared = declared_parameters(name)
+        unknown = sorted(set(parameters) - declared)
+        if unknown:
+            raise UnknownParameter(unknown[0], name, sorted(declared))
+    check_no_secret_values(parameters)
+    params.timeout(flag_names[0], cell_timeout_s, maximum=MAX_RUN_TIMEOUT_S)
+    return check_run_timeout(default_run_timeout(parameters) if run_timeout_s is None else run_timeout_s,
+                             flag_names[1])
+
+
 _ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
 
@@ -78,6 +157,7 @@ class RunResult:
     verdict: dict[str, Any] | None = None
     error: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    run_timeout_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -120,15 +200,18 @@ def new_record_dir(root: Path, incident_id: object, now: datetime | None = None)
 
 def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_root: str | Path = "outputs",
                  cell_timeout_s: int = DEFAULT_CELL_TIMEOUT_S, progress: bool = True, html: bool = True,
-                 kernel_name: str | None = None, record_dir: Path | None = None) -> RunResult:
+                 kernel_name: str | None = None, record_dir: Path | None = None,
+                 run_timeout_s: float | None = None) -> RunResult:
     """Execute notebook `name` with `parameters` into a new record folder and describe the outcome.
 
     `record_dir` lets a caller that must place files beside the record first (the demo's
-    kubeconfig) pass a folder it made with `new_record_dir`.
+    kubeconfig) pass a folder it made with `new_record_dir`. `run_timeout_s` bounds the whole run
+    (default: `default_run_timeout(parameters)`, 900 s): at the deadline the kernel is killed and
+    the run is recorded as timed_out, with the partial notebook kept. A request that cannot run
+    (see `check_run_request`) returns a failed result recorded in `<notebook>.run.json` only.
     """
     import papermill as pm
 
-    source = resolve_notebook(name)
     parameters = dict(parameters or {})
     if "incident_id" not in parameters:  # into an incident's folder: its id, else a fresh one
         from .incident import read_index
@@ -136,14 +219,24 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
         known = str((read_index(record_dir) or {}).get("id") or "") if record_dir else ""
         parameters["incident_id"] = _safe_folder_id(known) if known else f"INC-{utc_stamp()}"
     incident_id = parameters["incident_id"]
+    try:
+        bound = check_run_request(name, parameters, cell_timeout_s=cell_timeout_s, run_timeout_s=run_timeout_s)
+    except ParameterError as exc:
+        return record_rejected_run(name, parameters, exc, output_root=output_root, record_dir=record_dir)
+    source = resolve_notebook(name)
     record_dir = record_dir or new_record_dir(Path(output_root), incident_id)
     out_nb = record_dir / f"{name}.ipynb"
     started, t0 = datetime.now(UTC), time.perf_counter()
     status, error = SUCCEEDED, None
+    watchdog = _RunWatchdog(bound)
     try:
+        # The kernel's cwd is the record folder, given through nbclient's `resources` rather than
+        # papermill's `cwd` (which chdirs this whole process: unsafe with runs in other threads).
         pm.execute_notebook(str(source), str(out_nb), parameters=parameters, kernel_name=kernel_name,
-                            progress_bar=progress, cwd=str(record_dir), execution_timeout=cell_timeout_s,
-                            log_output=False, request_save_on_cell_execute=True)
+                            progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
+                            request_save_on_cell_execute=True,
+                            resources={"metadata": {"path": str(Path(record_dir).resolve())}},
+                            kernel_manager_class=watchdog.kernel_manager_class())
     except pm.PapermillExecutionError as exc:
         status, error = FAILED, f"{exc.ename}: {_first_line(exc.evalue)}"
     except Exception as exc:  # noqa: BLE001 - kernel death, cell timeout, missing kernel: all recorded
@@ -151,10 +244,19 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
         error = f"{type(exc).__name__}: {_first_line(str(exc))}"
         if "No such kernel" in str(exc):
             error += f" (register it with `make install`; notebooks use kernel {KERNEL_NAME!r})"
+        elif type(exc).__name__ == "DeadKernelError" or "died" in str(exc):
+            error = (f"{type(exc).__name__}: the kernel died (killed from outside, crashed or out of memory) "
+                     "before the notebook finished; the partial record is kept")
+    finally:
+        watchdog.stop()
+    if watchdog.fired:
+        status = TIMED_OUT
+        error = (f"RunTimeout: the whole run exceeded its {bound:g} s deadline (run_timeout_s / --run-timeout); "
+                 "the kernel was killed and the partial record is kept")
     finished = datetime.now(UTC)
     result = RunResult(name, status, str(record_dir), str(out_nb), None, _iso(started), _iso(finished),
                        round(time.perf_counter() - t0, 3), str(incident_id), error=error,
-                       parameters=parameters)
+                       parameters=parameters, run_timeout_s=bound)
     if out_nb.exists():
         result.verdict = _finalise_notebook(out_nb, result)
         if html:
@@ -163,17 +265,138 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     return result
 
 
+_NOTEBOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def record_rejected_run(name: object, parameters: dict[str, Any], error: Exception, *,
+                        output_root: str | Path = "outputs", record_dir: Path | None = None) -> RunResult:
+    """A run refused before any kernel started: a fresh record folder with `<notebook>.run.json` (failed).
+
+    The folder name comes from a valid incident id only; the file name from a plain notebook name
+    only (else `invalid-notebook`), so nothing in the request can steer where the record lands.
+    Values of parameters the notebook does not declare, or that hold a secret, are not recorded.
+    """
+    parameters = dict(parameters or {})
+    incident_id = parameters.get("incident_id", f"INC-{utc_stamp()}")
+    record_dir = record_dir or new_record_dir(Path(output_root), incident_id)
+    stem = name if isinstance(name, str) and _NOTEBOOK_NAME.match(name) else "invalid-notebook"
+    try:
+        declared = declared_parameters(str(name))
+    except ParameterError:
+        declared = set()
+    secrets = _secret_env_values(parameters)
+    safe: dict[str, Any] = {}
+    for key, value in parameters.items():
+        if key not in declared:
+            safe[key] = "<not recorded: not a parameter of this notebook>"
+        elif any(s and s in t for s in secrets.values() for t in _texts(value)):
+            safe[key] = "<not recorded: holds a secret's value>"
+        else:
+            safe[key] = value
+    now = _iso(datetime.now(UTC))
+    message = f"{type(error).__name__}: {error}" if not isinstance(error, ParameterError) else str(error)
+    result = RunResult(stem, FAILED, str(record_dir), "", None, now, now, 0.0,
+                       _safe_folder_id(incident_id), error=f"rejected before the run started: {message}",
+                       parameters=safe)
+    (record_dir / f"{stem}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
+    return result
+
+
+class _RunWatchdog:
+    """Kill the kernel (its whole process group) when the run outlives `bound_s` seconds.
+
+    papermill only bounds cells. nbclient creates the kernel manager from `kernel_manager_class`,
+    so a subclass made here hands the watchdog the manager (hence the kernel's pid); nbclient then
+    sees the dead kernel within about a second and the run ends with the partial record saved.
+    """
+
+    def __init__(self, bound_s: float) -> None:
+        self.bound_s = bound_s
+        self.km: Any = None
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="runbook-run-watchdog", daemon=True)
+        self._thread.start()
+
+    def kernel_manager_class(self) -> type:
+        from jupyter_client.manager import AsyncKernelManager
+
+        watchdog = self
+
+        class WatchedKernelManager(AsyncKernelManager):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                watchdog.km = self
+
+        return WatchedKernelManager
+
+    def _watch(self) -> None:
+        if self._done.wait(self.bound_s):
+            return
+        self.fired = True
+        while not self._done.is_set():  # until the run has ended: the kernel may still be starting
+            self._kill()
+            self._done.wait(0.5)
+
+    def _kill(self) -> None:
+        provisioner = getattr(self.km, "provisioner", None)
+        pid = getattr(provisioner, "pid", None) or getattr(getattr(provisioner, "process", None), "pid", None)
+        if not pid:
+            return
+        try:
+            pgid = os.getpgid(pid)
+            if pgid == pid:  # jupyter_client starts kernels in their own session: kill their children too
+                os.killpg(pgid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(2)
+
+
 def _finalise_notebook(path: Path, result: RunResult) -> dict[str, Any] | None:
-    """Stamp status into the notebook's metadata so the record says by itself how it ended."""
+    """Stamp status into the notebook's metadata so the record says by itself how it ended.
+
+    When the run ended without a cell error (dead kernel, cell or run timeout), papermill marks every
+    cell "completed"; here the interrupted cell is marked failed with the error as its output and
+    the cells that never ran go back to "pending".
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     verdict = read_records(nb).get("verdict")
+    pm_meta = nb.metadata.setdefault("papermill", {})
+    if result.status != SUCCEEDED and not pm_meta.get("exception"):
+        _mark_interrupted(nb, result)
     nb.metadata["runbook"] = {"status": result.status, "error": result.error, "incident_id": result.incident_id,
                               "notebook": result.notebook, "started_at": result.started_at,
                               "finished_at": result.finished_at, "verdict": verdict}
     nbformat.write(nb, path)
     return verdict
+
+
+def _mark_interrupted(nb: Any, result: RunResult) -> None:
+    import nbformat
+
+    started = [i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return
+    last = started[-1]
+    cell = nb.cells[last]
+    ename, _, evalue = (result.error or "interrupted").partition(": ")
+    cell.metadata.papermill.update(status="failed", exception=True)
+    if cell.cell_type == "code":
+        cell.outputs.append(nbformat.v4.new_output("error", ename=ename or "Interrupted", evalue=evalue,
+                                                   traceback=[result.error or "interrupted"]))
+    for later in nb.cells[last + 1:]:
+        if "papermill" in later.get("metadata", {}):
+            later.metadata.papermill.update(status="pending", start_time=None, end_time=None, duration=None)
+    nb.metadata.papermill["exception"] = True
+    where = f"cell {last}" + (f" (`{_first_line(''.join(cell.source))[:60]}`)" if cell.source else "")
+    result.error = f"{result.error} [interrupted in {where}]" if result.error else f"interrupted in {where}"
 
 
 def _write_html(path: Path) -> Path:

@@ -79,3 +79,37 @@ def run_triage(tmp_path: Path):
                             cell_timeout_s=60)
 
     return _run
+
+
+# ---- the fault and abuse matrix's totals (tests/test_matrix.py), printed at the end of the run ----
+# The controller makes a folder and names it in the environment before xdist starts its workers
+# (they inherit it); each matrix test appends JSON lines there; the summary adds them up.
+def pytest_configure(config: pytest.Config) -> None:
+    import os
+    import tempfile
+
+    if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        folder = tempfile.mkdtemp(prefix="runbook-matrix-")
+        config._matrix_totals_dir = folder  # type: ignore[attr-defined]
+        os.environ["RUNBOOK_MATRIX_TOTALS"] = folder
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    folder = getattr(config, "_matrix_totals_dir", None)
+    if not folder:
+        return
+    from matrix_support import format_totals, read_totals
+
+    totals = read_totals(folder)
+    if totals["lines"]:
+        terminalreporter.section("fault and abuse matrix")
+        for line in format_totals(totals):
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    folder = getattr(config, "_matrix_totals_dir", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
