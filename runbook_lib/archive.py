@@ -460,8 +460,14 @@ def _alert_lines(d: dict[str, Any]) -> list[str]:
     resolved = _dict(d.get("resolved"))
     if resolved.get("at"):
         state += f" at {_second(resolved['at'])}"
-    return [_field("alert", f"{_clean(alert.get('name'))} ({_clean(alert.get('fingerprint'))}), {state}; "
-                            f"{len(_list(d.get('alerts')))} notification(s)")]
+    notes = [_dict(a) for a in _list(d.get("alerts"))]
+    joined = sorted({_clean(a.get("name")) for a in notes
+                     if a.get("fingerprint") and a.get("fingerprint") != alert.get("fingerprint")})
+    lines = [_field("alert", f"{_clean(alert.get('name'))} ({_clean(alert.get('fingerprint'))}), {state}; "
+                             f"{len(notes)} notification(s)")]
+    if joined:  # alerts of the same fault that joined this incident (serve's correlation)
+        lines.append(_field("joined by", ", ".join(joined)))
+    return lines
 
 
 def _notebook_lines(notebooks: list[dict[str, Any]]) -> list[str]:

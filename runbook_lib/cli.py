@@ -86,7 +86,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Alertmanager webhook receiver: one incident per firing alert fingerprint."""
+    """Alertmanager webhook receiver: one incident per ongoing fault, deduplicated by alert fingerprint."""
     from . import params
     from .errors import ParameterError
     from .serve import ServeConfig, serve
@@ -107,7 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(host=host.strip("[]"), port=int(port), output_dir=Path(args.output_dir),
                          state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
                          queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
-                         token_env=args.token_env, parameters=parameters)
+                         token_env=args.token_env, parameters=parameters,
+                         correlate=not args.one_incident_per_alert)
     return serve(config)
 
 
@@ -354,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--token-env", default="RUNBOOK_SERVE_TOKEN",
                      help="env var holding the shared secret; when set, webhooks need "
                           "`Authorization: Bearer <it>` (or basic auth with it as password)")
+    srv.add_argument("--one-incident-per-alert", action="store_true",
+                     help="open an incident per alert fingerprint; by default an alert that starts firing while "
+                          "an incident is firing joins it (one fault fires several rules)")
     srv.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="embedded stack + injected fault + headless triage")

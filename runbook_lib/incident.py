@@ -1,7 +1,8 @@
 """The incident index, `incident.json`: the small file the archive reads instead of notebooks.
 
 One per incident folder, written atomically (temporary file, then rename) so a reader never sees
-half of it. `respond` creates it; the evidence and postmortem runbooks add their sections.
+half of it, and updated section by section under a lock (`update_index`). `respond` creates it;
+`runbook serve` adds the alerts; the evidence and postmortem runbooks add their sections.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +42,32 @@ def write_index(folder: str | Path, index: dict[str, Any]) -> Path:
     return folder / INDEX
 
 
-def update_index(folder: str | Path, **sections: Any) -> dict[str, Any]:
-    """Set top-level `sections` in the folder's index (creating a minimal one if absent)."""
+def update_index(folder: str | Path, /, **sections: Any) -> dict[str, Any]:
+    """Set top-level `sections` in the folder's index (creating a minimal one if absent).
+
+    Read-modify-write under a lock shared by threads and processes (`runbook serve` appends alerts
+    while the `respond` it started records its notebooks), so neither loses the other's sections.
+    """
     folder = Path(folder)
-    with _LOCK:
+    with _locked(folder):
         index = read_index(folder) or {"id": folder.name, "folder": str(folder)}
         index.update(sections)
         write_index(folder, index)
     return index
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on the folder itself (no lock file to clutter the record)."""
+    import fcntl
+
+    with _LOCK:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 def outputs_dir() -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ParameterError
 from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook, utc_stamp
-from .incident import read_index, write_index
+from .incident import update_index
 from .record import read_records
 
 
@@ -38,12 +38,13 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
         folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = new_record_dir(Path(output_root), parameters["incident_id"])
-    index: dict[str, Any] = {**(read_index(folder) or {}), "id": str(parameters["incident_id"]),
-                             "folder": str(folder),
+    # Only the sections respond owns are written (update_index): what others add meanwhile (the
+    # alerts `runbook serve` appends while this runs) is kept.
+    index: dict[str, Any] = {"id": str(parameters["incident_id"]), "folder": str(folder),
                              "started_at": _now(), "finished_at": None, "status": "running",
                              "severity": None, "error_class": None, "verdict": None, "notebooks": [],
                              "changes_applied": []}
-    write_index(folder, index)
+    update_index(folder, **index)
 
     triage_params = {k: v for k, v in parameters.items() if k in declared_parameters("triage")}
     triage = run_notebook("triage", triage_params, output_root=output_root, progress=progress,
@@ -70,8 +71,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     failed = [n for n in index["notebooks"] if n["status"] != "succeeded"]
     index.update(finished_at=_now(), status="failed" if failed else
                  ("diagnosed" if next_notebook else "triaged"))
-    write_index(folder, index)
-    return index
+    return update_index(folder, **index)
 
 
 def _add(index: dict[str, Any], result: RunResult) -> None:

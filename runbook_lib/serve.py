@@ -6,6 +6,12 @@ fingerprint: the first firing opens an incident folder, later notifications for 
 fingerprint are appended to it, and the `resolved` notification marks it resolved. Jobs for one
 fingerprint run strictly in order; different fingerprints run concurrently up to `workers`.
 
+One fault usually fires several rules (5xx raise both MistralServerErrors and MistralErrorRateHigh).
+With `correlate` (the default), a Mistral alert that starts firing while an incident opened by serve
+is still firing joins that incident instead of opening another (no second respond run); the
+incident is marked resolved when the last of its alerts resolves. `correlate=False` gives one
+incident per fingerprint.
+
 Routes: POST /webhook (also /), GET /healthz, GET /readyz, GET /metrics.
 """
 
@@ -49,6 +55,7 @@ class ServeConfig:
     run_timeout_s: float = 1800.0
     grace_s: float = 10.0
     token_env: str = DEFAULT_TOKEN_ENV
+    correlate: bool = True  # a new alert joins the incident that is already firing
     parameters: dict[str, Any] = field(default_factory=dict)  # passed to every `respond`
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "runbook_lib"])
 
@@ -104,6 +111,8 @@ class AlertServer(SimServer):
         self._cond = threading.Condition()
         self._workers: list[threading.Thread] = []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._active: set[str] = set()  # incident ids with a respond starting or running (guarded by _cond)
+        self._assign_lock = threading.Lock()  # find-or-open of an incident is one step
         self._ready = False
         self._closing = False
 
@@ -286,23 +295,37 @@ class AlertServer(SimServer):
     # -- handling --------------------------------------------------------------------------
     def handle_job(self, job: _Job) -> None:
         alert = job.alert
-        entry = self.incidents.open_entry(alert.fingerprint)
         if alert.status == _alerts.FIRING:
-            if entry is None:
-                self._open_incident(job)
+            entry, how = self._assign(job)
+            if how == "new":
+                self.metrics.alerts.labels(alert.status, "new_incident").inc()
+                self.log(f"{entry['id']}: {alert.name} firing ({alert.fingerprint}); running respond into "
+                         f"{entry['folder']}")
+                self._respond(entry["id"], Path(entry["folder"]), alert)
                 return
-            index = read_index(entry["folder"]) or {}
             self._append(entry, job)
-            if index.get("status") in ("queued", "running"):  # interrupted by a restart: run it again
+            self.metrics.alerts.labels(alert.status, how).inc()
+            if how == "joined":
+                self.log(f"{entry['id']}: {alert.name} firing ({alert.fingerprint}) joins this open incident")
+            index = read_index(entry["folder"]) or {}
+            if index.get("status") in ("queued", "running") and self._claim(entry["id"]):
                 self.log(f"{entry['id']}: respond did not finish before the last stop; running it again")
                 self._respond(entry["id"], Path(entry["folder"]), alert)
-            self.metrics.alerts.labels(alert.status, "appended").inc()
             return
+        entry = self.incidents.open_entry(alert.fingerprint)
         if entry is None:
             self.metrics.alerts.labels(alert.status, "ignored").inc()
             self.log(f"resolved {alert.name} ({alert.fingerprint}): no open incident for it, nothing to mark")
             return
         self._append(entry, job)
+        still = sorted(e.get("alert") or fp for fp, e in self.incidents.open_for(entry["id"]).items()
+                       if fp != alert.fingerprint)
+        if still:
+            self.incidents.set(alert.fingerprint, state=RESOLVED, resolved_at=_resolved_at(alert))
+            self.metrics.alerts.labels(alert.status, "still_firing").inc()
+            self.log(f"{entry['id']}: {alert.name} resolved at {_resolved_at(alert)}; still firing: "
+                     f"{', '.join(still)}")
+            return
         update_index(entry["folder"], alert_state=RESOLVED,
                      resolved={"at": _resolved_at(alert), "notified_at": job.received_at, "by": "alertmanager",
                                "alert": alert.name, "fingerprint": alert.fingerprint})
@@ -310,21 +333,39 @@ class AlertServer(SimServer):
         self.metrics.alerts.labels(alert.status, "resolved").inc()
         self.log(f"{entry['id']}: {alert.name} resolved at {_resolved_at(alert)}; incident marked resolved")
 
-    def _open_incident(self, job: _Job) -> None:
+    def _assign(self, job: _Job) -> tuple[dict[str, Any], str]:
+        """The incident a firing alert belongs to, and how: "appended", "joined" or "new" (registered here)."""
         alert = job.alert
-        incident_id = f"INC-{utc_stamp()}-{alert.fingerprint[:8]}"
-        folder = new_record_dir(Path(self.config.output_dir), incident_id)
-        write_index(folder, {"id": incident_id, "folder": str(folder), "status": "queued", "source": "alertmanager",
-                             "alert": {"name": alert.name, "fingerprint": alert.fingerprint,
-                                       "error_class": alert.error_class, "runbook": alert.runbook,
-                                       "severity_label": alert.labels.get("severity"),
-                                       "summary": alert.annotations.get("summary")},
-                             "alert_state": "firing", "alerts": [_entry(job)], "alerts_dropped": 0})
-        self.incidents.set(alert.fingerprint, id=incident_id, folder=str(folder), state=OPEN, alert=alert.name,
-                           opened_at=_now())
-        self.metrics.alerts.labels(alert.status, "new_incident").inc()
-        self.log(f"{incident_id}: {alert.name} firing ({alert.fingerprint}); running respond into {folder}")
-        self._respond(incident_id, folder, alert)
+        with self._assign_lock:
+            entry = self.incidents.open_entry(alert.fingerprint)
+            if entry is not None:
+                return entry, "appended"
+            other = self.incidents.newest_open() if self.config.correlate else None
+            if other is not None:
+                entry = self.incidents.set(alert.fingerprint, id=other["id"], folder=other["folder"], state=OPEN,
+                                           alert=alert.name, opened_at=_now(), joined=True)
+                return entry, "joined"
+            incident_id = f"INC-{utc_stamp()}-{alert.fingerprint[:8]}"
+            folder = new_record_dir(Path(self.config.output_dir), incident_id)
+            write_index(folder, {"id": incident_id, "folder": str(folder), "status": "queued",
+                                 "source": "alertmanager",
+                                 "alert": {"name": alert.name, "fingerprint": alert.fingerprint,
+                                           "error_class": alert.error_class, "runbook": alert.runbook,
+                                           "severity_label": alert.labels.get("severity"),
+                                           "summary": alert.annotations.get("summary")},
+                                 "alert_state": "firing", "alerts": [_entry(job)], "alerts_dropped": 0})
+            self._claim(incident_id)
+            entry = self.incidents.set(alert.fingerprint, id=incident_id, folder=str(folder), state=OPEN,
+                                       alert=alert.name, opened_at=_now())
+            return entry, "new"
+
+    def _claim(self, incident_id: str) -> bool:
+        """Mark a respond for `incident_id` as starting; False when one is already starting or running."""
+        with self._cond:
+            if incident_id in self._active:
+                return False
+            self._active.add(incident_id)
+            return True
 
     def _append(self, entry: dict[str, Any], job: _Job) -> None:
         index = read_index(entry["folder"]) or {}
@@ -339,6 +380,14 @@ class AlertServer(SimServer):
         update_index(entry["folder"], alerts=kept, alerts_dropped=dropped)
 
     def _respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
+        """Run respond for a claimed incident (see `_claim`), releasing the claim whatever happens."""
+        try:
+            self._run_respond(incident_id, folder, alert)
+        finally:
+            with self._cond:
+                self._active.discard(incident_id)
+
+    def _run_respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
         cmd = [*self.config.command, "respond", "--record-dir", str(folder), "--incident-id", incident_id,
                "--output-dir", str(self.config.output_dir), "-q"]
         for name, value in self.config.parameters.items():

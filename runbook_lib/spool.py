@@ -76,7 +76,10 @@ class Spool:
 
 
 class IncidentMap:
-    """fingerprint -> {id, folder, state, alert}; persisted on every change."""
+    """fingerprint -> {id, folder, state, alert, opened_at, joined}; persisted on every change.
+
+    Several fingerprints map to one incident when alerts were correlated (`joined`).
+    """
 
     def __init__(self, state_dir: str | Path) -> None:
         self.path = Path(state_dir) / "incidents.json"
@@ -95,6 +98,17 @@ class IncidentMap:
     def open_entry(self, fingerprint: str) -> dict[str, Any] | None:
         entry = self.get(fingerprint)
         return entry if entry and entry.get("state") == OPEN else None
+
+    def newest_open(self) -> dict[str, Any] | None:
+        """The most recently opened incident that still has a firing alert (what a new alert joins)."""
+        with self._lock:
+            opened = [e for e in self._data.values() if e.get("state") == OPEN and e.get("id")]
+            return dict(max(opened, key=lambda e: str(e.get("opened_at") or ""))) if opened else None
+
+    def open_for(self, incident_id: str) -> dict[str, dict[str, Any]]:
+        """fingerprint -> entry for the alerts of `incident_id` still firing."""
+        with self._lock:
+            return {fp: dict(e) for fp, e in self._data.items() if e.get("id") == incident_id and e.get("state") == OPEN}
 
     def set(self, fingerprint: str, **fields: Any) -> dict[str, Any]:
         with self._lock:

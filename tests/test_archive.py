@@ -189,6 +189,19 @@ def test_show_has_the_index_file_existence_and_other_folders(root):
         assert expected in text, expected
 
 
+def test_show_names_the_alert_that_opened_an_incident_and_those_that_joined_it(root):
+    alerts = [{"status": "firing", "name": "MistralServerErrors", "fingerprint": "aa11"},
+              {"status": "firing", "name": "MistralErrorRateHigh", "fingerprint": "bb22"},
+              {"status": "resolved", "name": "MistralServerErrors", "fingerprint": "aa11"},
+              {"status": "resolved", "name": "MistralErrorRateHigh", "fingerprint": "bb22"}]
+    _incident(root, "20261126T000000Z", "INC-alert", source="alertmanager", alert_state="resolved",
+              alert={"name": "MistralServerErrors", "fingerprint": "aa11"}, alerts=alerts,
+              resolved={"at": "2026-11-26T00:10:00Z"})
+    text = archive.format_detail(archive.show(root, "INC-alert"))
+    assert "MistralServerErrors (aa11), resolved at 2026-11-26 00:10:00 UTC; 4 notification(s)" in text
+    assert "joined by: MistralErrorRateHigh" in text
+
+
 def test_show_reads_notebook_metadata_only_when_the_index_lacks_the_status(root):
     folder = _incident(root, "20261125T000000Z", "INC-meta", notebooks=[{"name": "triage", "status": None}])
     (folder / "triage.ipynb").write_text(json.dumps(

@@ -194,6 +194,54 @@ def test_firing_dedup_append_and_resolved(stack, tmp_path):
     assert list((tmp_path / "outputs" / ".serve" / "spool").glob("*.json")) == []
 
 
+def test_alerts_of_one_fault_share_one_incident_resolved_when_the_last_resolves(stack, tmp_path):
+    """5xx fire two rules: the second alert joins the first's incident (one respond run); the incident
+    stays firing until both resolve. With correlate off, each fingerprint is its own incident."""
+    stack.set_mode("server_error", status=503)
+    assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
+    servers = alert("5e5e0001", name="MistralServerErrors", error_class="provider_error")
+    ratio = alert("e7e70002", name="MistralErrorRateHigh", error_class="any")
+    with AlertServer(_config(tmp_path, stack), log=open(os.devnull, "w")) as srv:
+        assert _post(srv.url, payload(servers)).status_code == 200
+        assert wait_until(lambda: len(_folders(tmp_path)) == 1, 10)
+        folder = _folders(tmp_path)[0]
+        _wait_index(folder, lambda i: i.get("status") == "running", 30)
+        assert _post(srv.url, payload(ratio)).status_code == 200  # joins while respond runs
+        index = _wait_index(folder, lambda i: i.get("status") in ("triaged", "diagnosed", "failed")
+                            and len(i.get("alerts", [])) == 2)
+        assert index["status"] == "diagnosed" and index["error_class"] == "provider_error", index
+        assert [a["name"] for a in index["alerts"]] == ["MistralServerErrors", "MistralErrorRateHigh"]
+        assert index["alert"]["name"] == "MistralServerErrors"  # what opened it
+        assert len(_folders(tmp_path)) == 1
+
+        assert _post(srv.url, payload(alert("5e5e0001", status="resolved", name="MistralServerErrors"))).status_code == 200
+        metrics_text = lambda: httpx.get(f"{srv.url}/metrics").text  # noqa: E731
+        assert wait_until(lambda: 'action="still_firing"' in metrics_text(), 10), metrics_text()
+        assert (read_index(folder) or {})["alert_state"] == "firing"
+        assert _post(srv.url, payload(alert("e7e70002", status="resolved", name="MistralErrorRateHigh"))).status_code == 200
+        index = _wait_index(folder, lambda i: i.get("alert_state") == "resolved", 20)
+        assert index["resolved"]["alert"] == "MistralErrorRateHigh"
+        assert [a["status"] for a in index["alerts"]] == ["firing", "firing", "resolved", "resolved"]
+        metrics = metrics_text()
+        assert "runbook_serve_runs_started_total 1.0" in metrics
+        assert 'runbook_serve_alerts_total{action="joined",status="firing"} 1.0' in metrics
+        # the fault fires again after it was resolved: a new incident
+        assert _post(srv.url, payload(ratio)).status_code == 200
+        assert wait_until(lambda: len(_folders(tmp_path)) == 2, 10)
+    state = json.loads((tmp_path / "outputs" / ".serve" / "incidents.json").read_text())
+    assert state["e7e70002"]["id"] != index["id"]
+
+    other = tmp_path / "per-alert"
+    other.mkdir()
+    with AlertServer(_config(other, stack, correlate=False), log=open(os.devnull, "w")) as srv:
+        assert _post(srv.url, payload(servers, ratio)).status_code == 200
+        assert wait_until(lambda: len(_folders(other)) == 2, 10)
+        for folder in _folders(other):
+            _wait_index(folder, lambda i: i.get("status") in ("triaged", "diagnosed", "failed"))
+    assert sorted(read_index(f)["alert"]["name"] for f in _folders(other)) == ["MistralErrorRateHigh",
+                                                                               "MistralServerErrors"]
+
+
 def test_run_timeout_kills_the_run_and_marks_it_failed(stack, tmp_path):
     stack.set_mode("hang")
     with AlertServer(_config(tmp_path, stack, run_timeout_s=6, parameters={"timeout_s": 60.0}),
