@@ -48,12 +48,19 @@ def update_index(folder: str | Path, /, **sections: Any) -> dict[str, Any]:
     Read-modify-write under a lock shared by threads and processes (`runbook serve` appends alerts
     while the `respond` it started records its notebooks), so neither loses the other's sections.
     """
+    with edit_index(folder) as index:
+        index.update(sections)
+    return index
+
+
+@contextmanager
+def edit_index(folder: str | Path) -> Iterator[dict[str, Any]]:
+    """The index to change in place, written back on exit, all under the lock `update_index` uses."""
     folder = Path(folder)
     with _locked(folder):
         index = read_index(folder) or {"id": folder.name, "folder": str(folder)}
-        index.update(sections)
+        yield index
         write_index(folder, index)
-    return index
 
 
 @contextmanager

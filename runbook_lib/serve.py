@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import alerts as _alerts
-from .execute import new_record_dir, utc_stamp
-from .incident import read_index, update_index, write_index
+from .execute import utc_stamp
+from .incident import edit_index, read_index, update_index, write_index
 from .sim._http import Request, Response, SimServer
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
@@ -69,6 +69,7 @@ class _Job:
     path: Path
     alert: _alerts.Alert
     received_at: str
+    opened: dict[str, Any] | None = None  # the incident this job was opening when serve last stopped
 
 
 class _Metrics:
@@ -162,7 +163,9 @@ class AlertServer(SimServer):
                 self.log(f"spool: unreadable job {path.name}, moved aside")
                 path.rename(path.with_suffix(".bad"))
                 continue
-            self._enqueue(_Job(path, _alerts.Alert.from_dict(data["alert"]), str(data.get("received_at", ""))))
+            opened = data.get("opened") if isinstance(data.get("opened"), dict) else None
+            self._enqueue(_Job(path, _alerts.Alert.from_dict(data["alert"]), str(data.get("received_at", "")),
+                               opened))
             jobs += 1
         return jobs
 
@@ -312,6 +315,11 @@ class AlertServer(SimServer):
                 self.log(f"{entry['id']}: respond did not finish before the last stop; running it again")
                 self._respond(entry["id"], Path(entry["folder"]), alert)
             return
+        with self._assign_lock:  # two alerts of one incident resolving at once: exactly one marks it
+            self._resolve(job)
+
+    def _resolve(self, job: _Job) -> None:
+        alert = job.alert
         entry = self.incidents.open_entry(alert.fingerprint)
         if entry is None:
             self.metrics.alerts.labels(alert.status, "ignored").inc()
@@ -345,8 +353,7 @@ class AlertServer(SimServer):
                 entry = self.incidents.set(alert.fingerprint, id=other["id"], folder=other["folder"], state=OPEN,
                                            alert=alert.name, opened_at=_now(), joined=True)
                 return entry, "joined"
-            incident_id = f"INC-{utc_stamp()}-{alert.fingerprint[:8]}"
-            folder = new_record_dir(Path(self.config.output_dir), incident_id)
+            incident_id, folder = self._new_folder(job)
             write_index(folder, {"id": incident_id, "folder": str(folder), "status": "queued",
                                  "source": "alertmanager",
                                  "alert": {"name": alert.name, "fingerprint": alert.fingerprint,
@@ -359,6 +366,35 @@ class AlertServer(SimServer):
                                        alert=alert.name, opened_at=_now())
             return entry, "new"
 
+    def _new_folder(self, job: _Job) -> tuple[str, Path]:
+        """Choose the new incident's id and folder, note them in the job's spool file, then create it.
+
+        Noted first, so a crash in between replays into the same folder instead of opening a second.
+        """
+        fp = job.alert.fingerprint
+        opened = job.opened or {}
+        if opened.get("id") and opened.get("folder"):  # replay of a job that was opening an incident
+            folder = Path(opened["folder"])
+            index = read_index(folder) if folder.is_dir() else None
+            if index is None or (index.get("alert") or {}).get("fingerprint") == fp:
+                folder.mkdir(parents=True, exist_ok=True)
+                return str(opened["id"]), folder
+        root = Path(self.config.output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = utc_stamp()
+        incident_id = f"INC-{stamp}-{fp[:8]}"
+        for n in range(1, 1000):
+            folder = root / (f"{stamp}-{incident_id}" + ("" if n == 1 else f"-{n}"))
+            if folder.exists():
+                continue
+            self.spool.note(job.path, opened={"id": incident_id, "folder": str(folder)})
+            try:
+                folder.mkdir()
+                return incident_id, folder
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create an incident folder under {root}")
+
     def _claim(self, incident_id: str) -> bool:
         """Mark a respond for `incident_id` as starting; False when one is already starting or running."""
         with self._cond:
@@ -368,16 +404,16 @@ class AlertServer(SimServer):
             return True
 
     def _append(self, entry: dict[str, Any], job: _Job) -> None:
-        index = read_index(entry["folder"]) or {}
-        kept = list(index.get("alerts") or [])
-        if any(a.get("job") == job.path.name for a in kept):
-            return  # a replay after a restart: this notification is already recorded
-        dropped = int(index.get("alerts_dropped") or 0)
-        if len(kept) >= MAX_ALERTS_KEPT:
-            kept.pop(1)  # keep the first (what opened it) and the newest
-            dropped += 1
-        kept.append(_entry(job))
-        update_index(entry["folder"], alerts=kept, alerts_dropped=dropped)
+        with edit_index(entry["folder"]) as index:  # under the index lock: concurrent appends all land
+            kept = list(index.get("alerts") or [])
+            if any(a.get("job") == job.path.name for a in kept):
+                return  # a replay after a restart: this notification is already recorded
+            dropped = int(index.get("alerts_dropped") or 0)
+            if len(kept) >= MAX_ALERTS_KEPT:
+                kept.pop(1)  # keep the first (what opened it) and the newest
+                dropped += 1
+            kept.append(_entry(job))
+            index.update(alerts=kept, alerts_dropped=dropped)
 
     def _respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
         """Run respond for a claimed incident (see `_claim`), releasing the claim whatever happens."""

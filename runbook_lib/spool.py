@@ -38,6 +38,14 @@ class Spool:
 
     def put(self, job: dict[str, Any]) -> Path:
         path = self.dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        self._write(path, job)
+        return path
+
+    def note(self, path: Path, **fields: Any) -> None:
+        """Add `fields` to a spooled job (what was decided about it), durably, before acting on it."""
+        self._write(path, {**(self.load(path) or {}), **fields})
+
+    def _write(self, path: Path, job: dict[str, Any]) -> None:
         write_atomic(path, job)
         try:  # the rename itself must survive a power cut too
             fd = os.open(self.dir, os.O_RDONLY)
@@ -47,7 +55,6 @@ class Spool:
                 os.close(fd)
         except OSError:
             pass
-        return path
 
     def pending(self) -> list[Path]:
         """Jobs left by an earlier run (or not yet handled), oldest first."""

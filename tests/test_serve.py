@@ -242,6 +242,37 @@ def test_alerts_of_one_fault_share_one_incident_resolved_when_the_last_resolves(
                                                                                "MistralServerErrors"]
 
 
+def test_crash_between_folder_and_map_replays_into_that_folder_and_joint_resolves_all_land(stack, tmp_path):
+    """A job spooled with the folder it was opening (serve died before recording it in the map) reuses
+    that folder; two alerts of the incident resolving in one notification both land, and it is resolved."""
+    stack.set_mode("server_error", status=503)
+    assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
+    outputs = tmp_path / "outputs"
+    folder = outputs / "20261123T100000Z-INC-20261123T100000Z-abab0001"
+    folder.mkdir(parents=True)  # made, then the crash: no index, no incidents.json entry
+    spool = outputs / ".serve" / "spool"
+    spool.mkdir(parents=True)
+    first = alerts.parse(json.dumps(payload(alert("abab0001", name="MistralServerErrors",
+                                                  error_class="provider_error"))).encode()).alerts[0]
+    (spool / "00000000000000000001-deadbeef.json").write_text(json.dumps(
+        {"alert": first.to_dict(), "received_at": "2026-11-23T10:00:00Z", "receiver": "runbook-serve",
+         "opened": {"id": "INC-20261123T100000Z-abab0001", "folder": str(folder)}}))
+    with AlertServer(_config(tmp_path, stack), log=open(os.devnull, "w")) as srv:
+        index = _wait_index(folder, lambda i: i.get("status") in ("triaged", "diagnosed", "failed"))
+        assert index["id"] == "INC-20261123T100000Z-abab0001" and index["status"] == "diagnosed", index
+        assert _folders(tmp_path) == [folder]
+        assert _post(srv.url, payload(alert("cdcd0002", name="MistralErrorRateHigh"))).status_code == 200
+        _wait_index(folder, lambda i: len(i.get("alerts", [])) == 2, 10)
+        both = payload(alert("abab0001", status="resolved", name="MistralServerErrors"),
+                       alert("cdcd0002", status="resolved", name="MistralErrorRateHigh"))
+        assert _post(srv.url, both).status_code == 200
+        index = _wait_index(folder, lambda i: i.get("alert_state") == "resolved" and len(i["alerts"]) == 4, 20)
+        assert sorted((a["fingerprint"], a["status"]) for a in index["alerts"][2:]) == [
+            ("abab0001", "resolved"), ("cdcd0002", "resolved")]
+        assert "runbook_serve_runs_started_total 1.0" in httpx.get(f"{srv.url}/metrics").text
+    assert _folders(tmp_path) == [folder]
+
+
 def test_run_timeout_kills_the_run_and_marks_it_failed(stack, tmp_path):
     stack.set_mode("hang")
     with AlertServer(_config(tmp_path, stack, run_timeout_s=6, parameters={"timeout_s": 60.0}),
