@@ -36,6 +36,21 @@ def test_unknown_notebook_lists_accepted_names():
         execute.resolve_notebook("nope")
 
 
+@pytest.mark.parametrize("name", execute.available_notebooks())
+def test_papermill_reads_every_declared_parameter(name, caplog):
+    """`papermill --help-notebook` and papermill's recorded defaults see every parameter, with no
+    "Unable to parse line" warning (papermill skips any line holding a second '=')."""
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    nb = nbformat.read(execute.resolve_notebook(name), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    with caplog.at_level("WARNING", logger="papermill"):
+        seen = {p.name for p in PythonTranslator.inspect(cell)}
+    assert not [r.message for r in caplog.records if "Unable to parse" in r.message]
+    assert seen == execute.declared_parameters(name)
+
+
 @pytest.mark.notebook
 def test_cli_run_prints_verdict_and_paths(stack, tmp_path):
     stack.set_mode("rate_limited")

@@ -23,7 +23,7 @@ def test_step4_groups_recent_errors_and_sends_no_write(cluster_stack, run_triage
     assert groups.get("rate_limited", 0) > 0, groups
     assert sum(groups.values()) == logs["matched"]
     assert len(logs["lines"]) <= 10 and logs["kubectl"].startswith("kubectl ")
-    assert "logs" in logs["kubectl"] and "app=mistral-service" in logs["kubectl"]
+    assert "logs" in logs["kubectl"] and "-l 'app in (mistral-service)'" in logs["kubectl"]  # the default, shell-quoted
     assert st.kube.requests, "the emulator saw no request at all"
     assert st.kube.writes() == []
     assert rec["verdict"]["line"].startswith("P2 rate limited")
