@@ -308,12 +308,19 @@ class _RunWatchdog:
     papermill only bounds cells. nbclient creates the kernel manager from `kernel_manager_class`,
     so a subclass made here hands the watchdog the manager (hence the kernel's pid); nbclient then
     sees the dead kernel within about a second and the run ends with the partial record saved.
+
+    The same subclass talks to the kernel over Unix sockets in a private folder (transport "ipc")
+    instead of TCP ports on 127.0.0.1: concurrent runs cannot race for a port (a kernel that lost
+    the race died at start), and other local users cannot reach the kernel.
     """
 
     def __init__(self, bound_s: float) -> None:
+        import tempfile
+
         self.bound_s = bound_s
         self.km: Any = None
         self.fired = False
+        self._sockets = tempfile.mkdtemp(prefix="runbook-kernel-")  # 0700; short: socket paths max 107 bytes
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="runbook-run-watchdog", daemon=True)
         self._thread.start()
@@ -326,6 +333,9 @@ class _RunWatchdog:
         class WatchedKernelManager(AsyncKernelManager):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
+                self.transport = "ipc"
+                self.ip = os.path.join(watchdog._sockets, "kernel")  # sockets kernel-1 ... kernel-5
+                self.connection_file = os.path.join(watchdog._sockets, "kernel.json")  # removed with them
                 watchdog.km = self
 
         return WatchedKernelManager
@@ -353,8 +363,11 @@ class _RunWatchdog:
             pass
 
     def stop(self) -> None:
+        import shutil
+
         self._done.set()
         self._thread.join(2)
+        shutil.rmtree(self._sockets, ignore_errors=True)
 
 
 def _finalise_notebook(path: Path, result: RunResult) -> dict[str, Any] | None:

@@ -440,6 +440,9 @@ def test_kernel_killed_mid_run_fails_promptly_and_keeps_the_partial_record(stack
         assert running, "the run never reached its collection cell"
         kernel = _kernel_of(proc.pid)
         assert kernel is not None, "no ipykernel child found"
+        # the kernel talks over Unix sockets, not 127.0.0.1 ports (no port races between runs)
+        connection = read_json(kernel.cmdline()[kernel.cmdline().index("-f") + 1])
+        assert connection["transport"] == "ipc" and "runbook-kernel-" in connection["ip"], connection
         kernel.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         out, err = proc.communicate(timeout=30)
