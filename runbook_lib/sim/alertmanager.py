@@ -8,37 +8,29 @@ storage in a temporary folder; started and stopped within bounds.
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 from ..errors import SourceUnavailable
-from .prometheus import _free_port, find_binary
+from ._daemon import LocalDaemon, find_binary
 
 BINARY = "prometheus-alertmanager"
 INSTALL_HINT = "install it with: apt-get install -y --no-install-recommends prometheus-alertmanager"
 
 
-class LocalAlertmanager:
+class LocalAlertmanager(LocalDaemon):
     """Alertmanager routing every alert to `webhook_url` (v4 payload), resolved ones too."""
+
+    title, config_name, log_name = "Alertmanager", "alertmanager.yml", "alertmanager.log"
 
     def __init__(self, webhook_url: str, *, bearer_token_file: str | Path | None = None, port: int = 0,
                  group_wait: str = "1s", group_interval: str = "1s", repeat_interval: str = "1h",
                  ready_timeout_s: float = 20.0) -> None:
+        super().__init__(port, ready_timeout_s)
         self.webhook_url = webhook_url
         self.bearer_token_file = str(bearer_token_file) if bearer_token_file else None
-        self.port = port or _free_port()
         self.group_wait, self.group_interval, self.repeat_interval = group_wait, group_interval, repeat_interval
-        self.ready_timeout_s = ready_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def address(self) -> str:
@@ -60,56 +52,11 @@ class LocalAlertmanager:
         binary = find_binary(BINARY) or find_binary("alertmanager")
         if binary is None:
             raise SourceUnavailable(f"Alertmanager is not installed; {INSTALL_HINT}")
-        self._tmp = tempfile.TemporaryDirectory(prefix="runbook-am-")
-        tmp = Path(self._tmp.name)
-        (tmp / "alertmanager.yml").write_text(self.config_text())
-        log = open(tmp / "alertmanager.log", "wb")  # noqa: SIM115 - closed with the process
-        self._proc = subprocess.Popen(
-            [binary, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        tail = self.log_tail()
-        self.stop()
-        raise SourceUnavailable(f"Alertmanager did not become ready in {self.ready_timeout_s:g} s: {tail}")
-
-    def log_tail(self, chars: int = 2000) -> str:
-        if self._tmp is None:
-            return ""
-        try:
-            return (Path(self._tmp.name) / "alertmanager.log").read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        self._launch(binary, ["--config.file={tmp}/alertmanager.yml", "--storage.path={tmp}/data",
+                              f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
+                              "--log.level=warn"], "runbook-am-")
+        return self
 
     def alerts(self) -> list[dict]:
         """What Alertmanager holds now (API v2), for a test's diagnostics."""
         return httpx.get(f"{self.url}/api/v2/alerts", timeout=2.0).json()
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
-        self._proc = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> LocalAlertmanager:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

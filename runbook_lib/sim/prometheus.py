@@ -6,50 +6,37 @@ temporary storage) scraping our simulated service, and waits until it is ready, 
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 from ..errors import SourceUnavailable
+from . import _daemon
+from ._daemon import LocalDaemon
 
 INSTALL_HINT = "install it with: apt-get install -y --no-install-recommends prometheus"
 
 
 def find_binary(name: str = "prometheus") -> str | None:
     """PATH first, then /usr/bin (Debian's location, for environments with a trimmed PATH)."""
-    return shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
+    return _daemon.find_binary(name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalPrometheus:
+class LocalPrometheus(LocalDaemon):
     """`prometheus` scraping `targets` every `scrape_interval`, storage in a temporary folder."""
+
+    title, config_name, log_name = "Prometheus", "prometheus.yml", "prometheus.log"
 
     def __init__(self, targets: list[str], *, port: int = 0, scrape_interval: str = "1s",
                  rule_files: list[str | Path] | None = None, ready_timeout_s: float = 20.0,
                  binary: str = "prometheus", alertmanagers: list[str] | None = None) -> None:
+        super().__init__(port, ready_timeout_s)
         self.binary = binary
         self.targets = targets
-        self.port = port or _free_port()
         self.scrape_interval = scrape_interval
         self.rule_files = [str(Path(r).resolve()) for r in (rule_files or [])]
         self.alertmanagers = list(alertmanagers or [])  # host:port; firing alerts are sent there
-        self.ready_timeout_s = ready_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def config_text(self) -> str:
         targets = ", ".join(f'"{t}"' for t in self.targets)
@@ -65,31 +52,13 @@ class LocalPrometheus:
         binary = find_binary(self.binary)
         if binary is None:
             raise SourceUnavailable(f"Prometheus is not installed; {INSTALL_HINT}")
-        self._tmp = tempfile.TemporaryDirectory(prefix="runbook-prom-")
-        tmp = Path(self._tmp.name)
-        (tmp / "prometheus.yml").write_text(self.config_text())
-        log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - closed with the process
-        self._proc = subprocess.Popen(
-            [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h",
-             "--web.enable-lifecycle", "--log.level=warn",
-             # firing alerts are re-sent every resend-delay (default 1m); as often as rules run here
-             f"--rules.alert.resend-delay={self.scrape_interval}"],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        tail = (tmp / "prometheus.log").read_text(errors="replace")[-800:]
-        self.stop()
-        raise SourceUnavailable(f"Prometheus did not become ready in {self.ready_timeout_s:g} s: {tail}")
+        self._launch(binary, [
+            "--config.file={tmp}/prometheus.yml", "--storage.tsdb.path={tmp}/data",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h",
+            "--web.enable-lifecycle", "--log.level=warn",
+            # firing alerts are re-sent every resend-delay (default 1m); as often as rules run here
+            f"--rules.alert.resend-delay={self.scrape_interval}"], "runbook-prom-")
+        return self
 
     def wait_for_data(self, query: str = "up", timeout_s: float = 20.0) -> bool:
         """Wait (bounded) until `query` returns at least one series with a non-zero value."""
@@ -103,22 +72,3 @@ class LocalPrometheus:
                 pass
             time.sleep(0.25)
         return False
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
-        self._proc = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
