@@ -88,16 +88,6 @@ def prometheus() -> Any:
         yield prom
 
 
-@pytest.fixture
-def held_dead_port() -> Any:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    try:
-        yield s.getsockname()[1]
-    finally:
-        s.close()
-
-
 # ---- 1. every mode x Prometheus up/down x cluster up/unreachable/401/403 ---------------------------
 def _check_scenario(result: Any, rec: dict[str, Any], mode: str, prom: str, cluster: str, key: str) -> list[str]:
     """Problems with one run's record (empty when all is well)."""
@@ -143,14 +133,14 @@ def _check_scenario(result: Any, rec: dict[str, Any], mode: str, prom: str, clus
 
 @pytest.mark.xdist_group("matrix-prometheus")
 @pytest.mark.parametrize("mode", MODES)
-def test_fault_matrix(mode, matrix_key, prometheus, tmp_path, held_dead_port):
+def test_fault_matrix(mode, matrix_key, prometheus, tmp_path, dead_port):
     from runbook_lib.execute import run_notebook
     from runbook_lib.sim.kube import KubeEmulator, file_log_source
     from runbook_lib.sim.stack import EmbeddedStack
 
     log = tmp_path / "service.log"
     opts = {"latency_s": 1.5} if mode == "slow" else {}
-    dead = f"http://127.0.0.1:{held_dead_port}"
+    dead = f"http://127.0.0.1:{dead_port}"
     with EmbeddedStack(api_key=matrix_key, rate=10.0, log_path=str(log), mode=mode, **opts) as stack, \
             KubeEmulator(log_source=file_log_source(log), api_key=matrix_key) as kube:
         target = stack.service.url.split("://", 1)[1]
