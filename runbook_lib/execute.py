@@ -19,6 +19,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,12 +185,21 @@ def _safe_folder_id(incident_id: object) -> str:
         return "invalid-incident-id"
 
 
-def new_record_dir(root: Path, incident_id: object, now: datetime | None = None) -> Path:
-    """Create a fresh folder; mkdir (not exist_ok) makes concurrent runs never share one."""
+def new_record_dir(root: Path, incident_id: object, now: datetime | None = None,
+                   before_mkdir: Callable[[Path], None] | None = None) -> Path:
+    """Create a fresh folder; mkdir (not exist_ok) makes concurrent runs never share one.
+
+    `before_mkdir(candidate)` runs before each attempt: `runbook serve` notes the folder durably
+    first, so a crash in between is replayed into that folder rather than a second one.
+    """
     root.mkdir(parents=True, exist_ok=True)
     base = f"{utc_stamp(now)}-{_safe_folder_id(incident_id)}"
     for n in range(1, 1000):
         candidate = root / (base if n == 1 else f"{base}-{n}")
+        if before_mkdir is not None:
+            if candidate.exists():
+                continue
+            before_mkdir(candidate)
         try:
             candidate.mkdir()
             return candidate

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import alerts as _alerts
-from .execute import utc_stamp
+from .execute import new_record_dir, utc_stamp
 from .incident import edit_index, read_index, update_index, write_index
 from .sim._http import Request, Response, SimServer
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
@@ -379,21 +379,11 @@ class AlertServer(SimServer):
             if index is None or (index.get("alert") or {}).get("fingerprint") == fp:
                 folder.mkdir(parents=True, exist_ok=True)
                 return str(opened["id"]), folder
-        root = Path(self.config.output_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        stamp = utc_stamp()
-        incident_id = f"INC-{stamp}-{fp[:8]}"
-        for n in range(1, 1000):
-            folder = root / (f"{stamp}-{incident_id}" + ("" if n == 1 else f"-{n}"))
-            if folder.exists():
-                continue
-            self.spool.note(job.path, opened={"id": incident_id, "folder": str(folder)})
-            try:
-                folder.mkdir()
-                return incident_id, folder
-            except FileExistsError:
-                continue
-        raise RuntimeError(f"could not create an incident folder under {root}")
+        now = datetime.now(UTC)
+        incident_id = f"INC-{utc_stamp(now)}-{fp[:8]}"
+        folder = new_record_dir(Path(self.config.output_dir), incident_id, now, before_mkdir=lambda candidate:
+                                self.spool.note(job.path, opened={"id": incident_id, "folder": str(candidate)}))
+        return incident_id, folder
 
     def _claim(self, incident_id: str) -> bool:
         """Mark a respond for `incident_id` as starting; False when one is already starting or running."""
