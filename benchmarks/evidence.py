@@ -206,7 +206,7 @@ def make_notebook(target_kb: int = 200) -> bytes:
             outputs.append({"output_type": "display_data", "metadata": {},
                             "data": {"text/html": [f"<table>{rows}</table>"], "text/plain": ["<table>"]}})
         cells.append({"cell_type": "code", "execution_count": i + 1, "id": f"c{i:04d}", "metadata": {"tags": []},
-                      "source": [f"result_{i} = runbook_lib.steps.step_{i}(params)\n", "show(result)\n"],
+                      "source": [f"result_{i} = runbook_lib.runbooks.steps.step_{i}(params)\n", "show(result)\n"],
                       "outputs": outputs})
     nb = {"cells": cells, "metadata": {"kernelspec": {"name": "mistral-runbooks", "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}

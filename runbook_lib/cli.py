@@ -43,7 +43,7 @@ def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .errors import ParameterError
-    from .execute import check_run_request, record_rejected_run, run_notebook
+    from .run.execute import check_run_request, record_rejected_run, run_notebook
 
     parameters = _collect_params(args)
     if args.incident_id:
@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_respond(args: argparse.Namespace) -> int:
     """Triage, then the diagnosis it points to, in one incident folder."""
-    from .respond import respond
+    from .run.respond import respond
 
     parameters = _collect_params(args)
     if args.incident_id:
@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Alertmanager webhook receiver: one incident per ongoing fault, deduplicated by alert fingerprint."""
     from . import params
     from .errors import ParameterError
-    from .serve import ServeConfig, serve
+    from .serve.server import ServeConfig, serve
 
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -146,8 +146,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_incident_notebook(args: argparse.Namespace) -> int:
     """`runbook evidence|postmortem REF`: run that runbook into the incident's own folder."""
-    from .archive import find
-    from .execute import run_notebook
+    from .records.archive import find
+    from .run.execute import run_notebook
 
     folder = find(args.output_dir, args.incident)
     parameters = _collect_params(args)
@@ -161,7 +161,7 @@ def cmd_incident_notebook(args: argparse.Namespace) -> int:
 
 
 def _incident_id_of(folder: Path) -> str:
-    from .incident import read_index
+    from .records.incident import read_index
     from .params import incident_id
     from .errors import ParameterError
 
@@ -175,7 +175,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """The archive newest first, one line per incident; reads only the small index files, so it is fast."""
     import json
 
-    from . import archive
+    from .records import archive
 
     filters = {
         "status": archive.check_choice(args.status, archive.STATUSES, "--status") if args.status else None,
@@ -207,7 +207,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """One incident in full: notebooks, changes with their undo commands, evidence, postmortem."""
     import json
 
-    from . import archive
+    from .records import archive
 
     detail = archive.show(args.output_dir, args.ref)
     print(json.dumps(detail, indent=2, default=str) if args.json else archive.format_detail(detail))
@@ -218,7 +218,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Incidents per class x severity and the median times to detect/mitigate/resolve per day, + a PNG."""
     import json
 
-    from . import archive
+    from .records import archive
 
     rep = archive.report(args.output_dir)
     if not rep["incidents"]:
@@ -240,7 +240,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash an evidence bundle (folder or .tar.gz, or an incident's) against its manifest."""
-    from . import archive
+    from .records import archive
 
     results = archive.verify(args.output_dir, args.bundle)
     for result in results:

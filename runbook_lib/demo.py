@@ -93,7 +93,7 @@ def run_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_s: float 
     """Start everything, inject `mode`, run triage headless, return the RunResult."""
     from pathlib import Path
 
-    from .execute import new_record_dir, run_notebook
+    from .run.execute import new_record_dir, run_notebook
 
     key = ensure_key()
     say(f"starting the embedded stack; will inject {mode!r}")
@@ -137,9 +137,9 @@ def run_incident_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_
     """
     from pathlib import Path
 
-    from .execute import run_notebook
-    from .incident import read_index
-    from .respond import respond
+    from .run.execute import run_notebook
+    from .records.incident import read_index
+    from .run.respond import respond
 
     key = ensure_key()
     incident_id = incident_id or f"demo-{mode}"

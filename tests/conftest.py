@@ -68,7 +68,7 @@ def cluster_stack(api_key: str, tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def run_triage(tmp_path: Path):
     """Run notebooks/triage.ipynb headless into tmp_path/outputs and return the RunResult."""
-    from runbook_lib.execute import run_notebook
+    from runbook_lib.run.execute import run_notebook
 
     def _run(stack: Any = None, **parameters: Any):
         base: dict[str, Any] = {"prometheus_url": "", "timeout_s": 2.0, "incident_id": "test"}

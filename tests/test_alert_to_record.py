@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook_lib.incident import read_index
+from runbook_lib.records.incident import read_index
 from runbook_lib.sim._http import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def test_shipped_alertmanager_route_is_valid_and_points_at_serve(servers_require
     """deploy/alertmanager/alertmanager.yml: amtool accepts it, and its webhook is serve's default address."""
     import yaml
 
-    from runbook_lib.serve import DEFAULT_PORT
+    from runbook_lib.serve.server import DEFAULT_PORT
 
     path = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
     out = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=30)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import archive, bundle
+from runbook_lib.records import archive, bundle
 from runbook_lib.errors import ParameterError, RunbookError
-from runbook_lib.execute import RunResult
-from runbook_lib.incident import write_index
+from runbook_lib.run.execute import RunResult
+from runbook_lib.records.incident import write_index
 
 BIN = Path(sys.executable).parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -412,11 +412,11 @@ def test_cli_report_prints_tables_and_writes_the_png(root, tmp_path):
 
 
 def test_archive_and_cli_stay_light_and_classes_match_the_decision_tree():
-    from runbook_lib import decision
+    from runbook_lib.analysis import decision
 
     assert set(archive.CLASSES) == set(decision.NOTEBOOK)
-    heavy = "('pandas', 'matplotlib', 'runbook_lib.probes')"
-    probe = subprocess.run([sys.executable, "-c", "import sys, runbook_lib.cli, runbook_lib.archive; "
+    heavy = "('pandas', 'matplotlib', 'runbook_lib.sources.probes')"
+    probe = subprocess.run([sys.executable, "-c", "import sys, runbook_lib.cli, runbook_lib.records.archive; "
                             f"print(sorted(m for m in {heavy} if m in sys.modules))"],
                            capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "[]", probe

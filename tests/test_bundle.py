@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from runbook_lib import bundle
+from runbook_lib.records import bundle
 
 
 def test_bundle_is_complete_redacted_and_verifiable(tmp_path):

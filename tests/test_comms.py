@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runbook_lib import comms
+from runbook_lib.runbooks import comms
 
 
 class _Receiver(BaseHTTPRequestHandler):

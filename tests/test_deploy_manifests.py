@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from runbook_lib import KERNEL_NAME
-from runbook_lib.execute import declared_parameters
+from runbook_lib.run.execute import declared_parameters
 from runbook_lib.record import read_records
 from runbook_lib.secrets import fingerprint
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.execute import run_notebook
+from runbook_lib.run.execute import run_notebook
 from runbook_lib.record import read_records
 from runbook_lib.secrets import fingerprint
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.diagnose_network import recommend_timeout_ms
-from runbook_lib.execute import run_notebook
+from runbook_lib.runbooks.diagnose_network import recommend_timeout_ms
+from runbook_lib.run.execute import run_notebook
 from runbook_lib.record import read_records
 
 pytestmark = pytest.mark.notebook

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.execute import run_notebook
+from runbook_lib.run.execute import run_notebook
 from runbook_lib.record import read_records
 
 pytestmark = pytest.mark.notebook
@@ -71,7 +71,8 @@ def test_bad_approval_parameter_fails_first_cell(tmp_path):
 
 def test_recorded_undo_restores_the_cluster(cluster_stack, tmp_path):
     """Apply through the notebook, then apply the recorded inverse: the env is as before."""
-    from runbook_lib import kube, remediate
+    from runbook_lib import kube
+    from runbook_lib.kube import write as remediate
 
     st = cluster_stack
     st.set_mode("rate_limited")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.execute import run_notebook
+from runbook_lib.run.execute import run_notebook
 from runbook_lib.record import read_records
 
 pytestmark = pytest.mark.notebook

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import bundle, evidence
-from runbook_lib.execute import run_notebook
+from runbook_lib.records import bundle, collect as evidence
+from runbook_lib.run.execute import run_notebook
 
 pytestmark = pytest.mark.notebook
 
@@ -57,8 +57,8 @@ def test_step_is_chosen_from_the_window():
 
 
 def test_evidence_notebook_bundles_the_incident_and_updates_its_index(cluster_stack, tmp_path, api_key):
-    from runbook_lib.incident import read_index
-    from runbook_lib.respond import respond
+    from runbook_lib.records.incident import read_index
+    from runbook_lib.run.respond import respond
 
     st = cluster_stack
     st.set_mode("auth_failure")

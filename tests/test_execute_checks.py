@@ -1,4 +1,4 @@
-"""Unit tests for the checks `runbook_lib.execute` makes before any kernel starts (no kernel here)."""
+"""Unit tests for the checks `runbook_lib.run.execute` makes before any kernel starts (no kernel here)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from runbook_lib.errors import ParameterError, UnknownParameter
-from runbook_lib.execute import (DEFAULT_RUN_TIMEOUT_S, MAX_RUN_TIMEOUT_S, check_no_secret_values, check_run_request,
-                                 default_run_timeout, record_rejected_run)
+from runbook_lib.run.execute import (DEFAULT_RUN_TIMEOUT_S, MAX_RUN_TIMEOUT_S, check_no_secret_values,
+                                     check_run_request, default_run_timeout, record_rejected_run)
 
 
 def test_default_run_timeout_grows_with_the_notebooks_own_wait():

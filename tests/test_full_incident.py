@@ -22,11 +22,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runbook_lib import bundle
-from runbook_lib.execute import run_notebook
-from runbook_lib.incident import read_index
+from runbook_lib.records import bundle
+from runbook_lib.run.execute import run_notebook
+from runbook_lib.records.incident import read_index
 from runbook_lib.record import read_records
-from runbook_lib.respond import respond
+from runbook_lib.run.respond import respond
 
 pytestmark = pytest.mark.notebook
 BIN = Path(sys.executable).parent

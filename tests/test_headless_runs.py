@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import execute
+from runbook_lib.run import execute
 from runbook_lib.errors import ParameterError
 from runbook_lib.record import read_records
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from runbook_lib import impact
+from runbook_lib.analysis import impact
 
 T0 = pd.Timestamp("2026-11-23T10:00:00Z")
 

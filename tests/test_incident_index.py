@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-from runbook_lib.incident import read_index, update_index
+from runbook_lib.records.incident import read_index, update_index
 
 
 def _writer(folder: str, name: str, n: int) -> None:

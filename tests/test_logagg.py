@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runbook_lib import logagg
+from runbook_lib.sources import logagg
 
 # A hand-written log: every kind of line the service and its neighbours write, one or two of each.
 MIXED = [

@@ -1,6 +1,6 @@
 import json
 
-from runbook_lib.logstats import estimate_error_rate, parse
+from runbook_lib.sources.logstats import estimate_error_rate, parse
 
 
 def _line(model, code):

@@ -134,7 +134,7 @@ def _check_scenario(result: Any, rec: dict[str, Any], mode: str, prom: str, clus
 @pytest.mark.xdist_group("matrix-prometheus")
 @pytest.mark.parametrize("mode", MODES)
 def test_fault_matrix(mode, matrix_key, prometheus, tmp_path, dead_port):
-    from runbook_lib.execute import run_notebook
+    from runbook_lib.run.execute import run_notebook
     from runbook_lib.sim.kube import KubeEmulator, file_log_source
     from runbook_lib.sim.stack import EmbeddedStack
 

@@ -1,7 +1,7 @@
 import threading
 import time
 
-from runbook_lib import monitor
+from runbook_lib.sources import monitor
 from runbook_lib.secrets import read_secret
 from runbook_lib.sim.mistral import MistralSimulator
 

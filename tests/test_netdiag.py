@@ -1,7 +1,7 @@
 import asyncio
 import socket
 
-from runbook_lib import netdiag
+from runbook_lib.sources import netdiag
 from runbook_lib.sim.mistral import MistralSimulator
 
 

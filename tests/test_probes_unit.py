@@ -3,7 +3,7 @@ import socket
 
 import httpx
 
-from runbook_lib import probes
+from runbook_lib.sources import probes
 from runbook_lib.secrets import read_secret
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import metrics
+from runbook_lib.sources import metrics
 from runbook_lib.errors import RunbookError, SourceUnavailable
 from runbook_lib.record import read_records
 from runbook_lib.sim.prometheus import LocalPrometheus, find_binary
@@ -137,7 +137,7 @@ def test_dead_prometheus_is_unavailable_quickly():
 
 def test_server_error_history_from_real_prometheus(prom_stack):
     """diagnose_server_error's error mix over time: the 30-minute range query against real data."""
-    from runbook_lib import diagnose_server_error as se
+    from runbook_lib.runbooks import diagnose_server_error as se
 
     stack, prom = prom_stack
     stack.set_mode("server_error", status=503)

@@ -1,6 +1,6 @@
 import httpx
 
-from runbook_lib import ratelimit
+from runbook_lib.analysis import ratelimit
 from runbook_lib.sim.mistral import MistralSimulator
 
 

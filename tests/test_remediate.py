@@ -1,4 +1,4 @@
-"""runbook_lib.remediate against the embedded cluster: real HTTP, the official client, no mocks."""
+"""runbook_lib.kube.write against the embedded cluster: real HTTP, the official client, no mocks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from runbook_lib import kube, remediate
+from runbook_lib import kube
+from runbook_lib.kube import write as remediate
 from runbook_lib.sim.kube import KubeEmulator
 
 NS, APP, DEP = "default", "mistral-service", "apps/v1/deployments"

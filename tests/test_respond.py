@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runbook_lib.errors import ParameterError
-from runbook_lib.respond import respond
+from runbook_lib.run.respond import respond
 
 pytestmark = pytest.mark.notebook
 BIN = Path(sys.executable).parent

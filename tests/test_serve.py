@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from runbook_lib import alerts
-from runbook_lib.incident import read_index
-from runbook_lib.serve import AlertServer, ServeConfig
+from runbook_lib.serve import alerts
+from runbook_lib.records.incident import read_index
+from runbook_lib.serve.server import AlertServer, ServeConfig
 from runbook_lib.sim._http import wait_until
 
 BIN = Path(sys.executable).parent

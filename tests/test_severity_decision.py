@@ -1,6 +1,7 @@
 import pytest
 
-from runbook_lib import decision, probes, severity
+from runbook_lib.analysis import decision, severity
+from runbook_lib.sources import probes
 
 
 def api(verdict="ok", error_fraction=0.0, samples=5, dominant=None, slow=False, median=100.0):

@@ -1,4 +1,4 @@
-from runbook_lib import statuspage
+from runbook_lib.sources import statuspage
 from runbook_lib.sim.mistral import MistralSimulator
 
 

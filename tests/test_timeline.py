@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from runbook_lib import timeline
+from runbook_lib.analysis import timeline
 
 
 def test_alert_spans_start_and_stop():
@@ -47,7 +47,7 @@ def test_merge_orders_records_changes_and_impact():
 
 
 def test_from_notifications_gives_fire_and_resolve_once_each():
-    from runbook_lib import timeline
+    from runbook_lib.analysis import timeline
 
     alerts = [{"status": "firing", "name": "MistralServerErrors", "starts_at": "2026-11-23T15:19:52.627Z",
                "ends_at": "0001-01-01T00:00:00Z", "received_at": "2026-11-23T15:19:53Z"},

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import probes
+from ..sources import probes
 
 RESPONSE_TARGET = {"P1": "< 15 min", "P2": "< 1 hour", "P3": "< 4 hours", "P4": "next business day"}
 DEFINITION = {"P1": "Complete outage", "P2": "Degraded service", "P3": "Minor impact", "P4": "No user impact"}

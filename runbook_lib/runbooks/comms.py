@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .severity import UPDATE_EVERY_MIN
+from ..analysis.severity import UPDATE_EVERY_MIN
 
 STATUSES = ("INVESTIGATING", "MITIGATING", "RESOLVED")
 EMOJI = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:", "P4": ":white_circle:"}

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import display, evidence, incident, params, record
-from .errors import ParameterError
-from .execute import utc_stamp
-from .secrets import read_secret
+from .. import display, params, record
+from ..records import collect as evidence, incident
+from ..errors import ParameterError
+from ..run.execute import utc_stamp
+from ..secrets import read_secret
 
 
 def start(*, incident_folder: str, window_start: str, window_end: str, margin: str, prometheus_url: str,
@@ -135,7 +136,7 @@ class EvidenceRun:
 
     def verify(self) -> list[str]:
         """Re-hash the written bundle against its manifest: what a reviewer's `runbook verify` does later."""
-        from . import bundle
+        from ..records import bundle
 
         assert self.bundle_path is not None, "collect() first"
         problems = bundle.verify(self.bundle_path)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import probes
-from ._async import run_sync
-from .secrets import SecretRef
+from .._async import run_sync
+from ..secrets import SecretRef
 
 RECOVERED, GAVE_UP = "recovered", "max_duration_reached"
 

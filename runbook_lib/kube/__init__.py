@@ -34,11 +34,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import params
-from .labels import equality_labels
-from .logstats import parse as parse_line
-from .redact import scrub, secret_looking
-from .secrets import fingerprint
+from .. import params
+from ..labels import equality_labels
+from ..sources.logstats import parse as parse_line
+from ..redact import scrub, secret_looking
+from ..secrets import fingerprint
 
 UNAUTHORIZED, FORBIDDEN, UNREACHABLE, NOT_FOUND, ERROR = "unauthorized", "forbidden", "unreachable", "not_found", "error"
 REAUTH = "re-authenticate with your cloud provider"
@@ -899,7 +899,7 @@ class Cluster:
         For the evidence bundle: the whole objects a reviewer would diff, with Secret-looking env
         values, the last-applied annotation and key-shaped strings replaced by fingerprints.
         """
-        from .redact import redact_object
+        from ..redact import redact_object
 
         namespace = params.namespace("namespace", namespace)
         name = _object_name(name)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from . import display, params, probes, ratelimit, record, steps
-from ._async import run_sync
-from .secrets import SecretRef
+from .. import display, params, record
+from ..sources import probes
+from ..analysis import ratelimit
+from . import steps
+from .._async import run_sync
+from ..secrets import SecretRef
 
 LIMITS_PAGE = ratelimit.LIMITS_PAGE
 
@@ -122,7 +125,7 @@ class RateLimitRunbook:
     def _traffic(self) -> tuple[float | None, float | None, str]:
         cfg = self.cfg
         if cfg["prometheus_url"]:
-            from . import metrics
+            from ..sources import metrics
 
             w = cfg["metrics_window"]
             rps = metrics.instant_sync(cfg["prometheus_url"], f"sum(rate(mistral_requests_total[{w}]))",
@@ -145,7 +148,8 @@ class RateLimitRunbook:
     # 4. mitigation ---------------------------------------------------------------------------
     def mitigate(self) -> dict[str, Any]:
         """Seed steps 2 and 3 as one env change: queue mode and the recommended concurrency."""
-        from . import kube, remediate
+        from .. import kube
+        from ..kube import write as remediate
 
         cfg = self.cfg
         n = self.recommendation.max_concurrent_requests if self.recommendation else 1

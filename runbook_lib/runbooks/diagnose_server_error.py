@@ -12,9 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import display, params, probes, record, statuspage, steps
-from ._async import run_sync
-from .secrets import SecretRef
+from .. import display, params, record
+from ..sources import probes, statuspage
+from . import steps
+from .._async import run_sync
+from ..secrets import SecretRef
 
 ERRORS_BY_CODE = "sum by (code) (rate(mistral_errors_total[1m]))"
 HISTORY_S = 30 * 60
@@ -69,8 +71,8 @@ class ServerErrorRunbook:
             value = {"status": "skipped", "reason": "no prometheus_url", "query": ERRORS_BY_CODE, "last": {}}
             record.record("error_mix_history", value, markdown="Error mix over time: skipped (no `prometheus_url`).")
             return value
-        from . import metrics
-        from .errors import RunbookError, SourceUnavailable
+        from ..sources import metrics
+        from ..errors import RunbookError, SourceUnavailable
 
         end = time.time()
         step_s = max(15.0, HISTORY_S / 120)  # about 120 points over the window, never finer than 15 s
@@ -125,7 +127,8 @@ class ServerErrorRunbook:
     # 3. fallback -------------------------------------------------------------------------------
     def enable_fallback(self) -> dict[str, Any]:
         """The seed's `kubectl set env deployment/mistral-service MISTRAL_FALLBACK=true`, dry run unless approved."""
-        from . import kube, remediate
+        from .. import kube
+        from ..kube import write as remediate
 
         cfg = self.cfg
         with kube.connect(cfg["kubeconfig"], cfg["kube_context"], cfg["timeout_s"]) as cluster:
@@ -142,7 +145,7 @@ class ServerErrorRunbook:
     # 4. recovery monitor ------------------------------------------------------------------------
     def monitor_recovery(self) -> dict[str, Any]:
         """The seed's `watch -n 30 curl ...`, bounded: stops after N healthy probes in a row or at max duration."""
-        from . import monitor
+        from ..sources import monitor
 
         cfg = self.cfg
         print(f"Watching {cfg['mistral_url']}/v1/models every {cfg['monitor_interval_s']:g} s for at most "

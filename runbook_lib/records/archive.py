@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import ParameterError, RunbookError
+from ..errors import ParameterError, RunbookError
 from .incident import INDEX
 
 SEVERITIES = ("P1", "P2", "P3", "P4")

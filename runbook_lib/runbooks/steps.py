@@ -11,9 +11,11 @@ import asyncio
 import time
 from typing import Any
 
-from . import comms, display, params, probes, record
-from ._async import run_sync
-from .secrets import SecretRef, read_secret
+from . import comms
+from .. import display, params, record
+from ..sources import probes
+from .._async import run_sync
+from ..secrets import SecretRef, read_secret
 
 
 def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import KERNEL_NAME, params
-from .errors import ParameterError, UnknownParameter
-from .record import read_records
+from .. import KERNEL_NAME, params
+from ..errors import ParameterError, UnknownParameter
+from ..record import read_records
 
 DEFAULT_CELL_TIMEOUT_S = 300
 DEFAULT_RUN_TIMEOUT_S = 900.0  # whole run, unless the notebook's own bounded wait needs longer
@@ -224,7 +224,7 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
 
     parameters = dict(parameters or {})
     if "incident_id" not in parameters:  # into an incident's folder: its id, else a fresh one
-        from .incident import read_index
+        from ..records.incident import read_index
 
         known = str((read_index(record_dir) or {}).get("id") or "") if record_dir else ""
         parameters["incident_id"] = _safe_folder_id(known) if known else f"INC-{utc_stamp()}"

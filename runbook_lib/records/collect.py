@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import bundle, params
+from . import bundle
+from .. import params
 from .incident import INDEX, read_index
-from .record import iter_records
+from ..record import iter_records
 
 # Raw counters let the postmortem count failed requests exactly (increments between samples);
 # rates and quantiles use a window of `{w}` seconds chosen from the step and the scrape interval.
@@ -80,7 +81,7 @@ def _timed(say: Callable[[str], None], what: str, fn: Callable[[], Any]) -> Any:
 
 def _cluster(b: bundle.BundleWriter, start: float, end: float, kubeconfig: str, context: str, namespace: str,
              selector: str, deployment: str, timeout_s: float, say: Callable[[str], None]) -> None:
-    from . import kube
+    from .. import kube
 
     since = max(1, int(time.time() - start))
     with kube.connect(kubeconfig, context, timeout_s) as cluster:
@@ -112,8 +113,8 @@ def _metrics(b: bundle.BundleWriter, start: float, end: float, prometheus_url: s
         b.add_missing("metrics", "prometheus_url", "not configured")
         say("metrics: not configured (no prometheus_url)")
         return
-    from . import metrics
-    from .errors import RunbookError
+    from ..sources import metrics
+    from ..errors import RunbookError
 
     try:  # one bounded call first: a dead Prometheus costs one timeout, not one per query
         scrape_s = metrics.scrape_interval(prometheus_url, timeout_s)

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from .secrets import SecretRef
+from ..secrets import SecretRef
 
 # Classes of a single Mistral API probe.
 OK = "ok"

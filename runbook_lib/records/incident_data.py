@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import bundle, incident
-from .errors import ParameterError
-from .record import iter_records
+from ..errors import ParameterError
+from ..record import iter_records
 
 NOT_RECORDS = ("evidence", "postmortem")
 LATENCY = {"p50": "latency_p50_s", "p95": "latency_p95_s", "p99": "latency_p99_s"}

@@ -83,7 +83,7 @@ def outputs_dir() -> Path:
     The notebooks' defaults use it, so "the newest incident" works from JupyterLab (cwd notebooks/)
     and from a headless run (cwd the record folder) alike.
     """
-    from .execute import project_dir
+    from ..run.execute import project_dir
 
     return project_dir("RUNBOOK_OUTPUTS", "outputs")
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import display, impact as impact_mod, incident, params, plots, record, timeline
-from .incident_data import LATENCY, IncidentData, load
+from .. import display, params, record
+from ..analysis import impact as impact_mod, plots, timeline
+from ..records import incident
+from ..records.incident_data import LATENCY, IncidentData, load
 
 CLASS_TITLES = {"auth": "Authentication failure (401)", "rate_limit": "Rate limited (429)",
                 "provider_error": "Mistral service error (5xx)", "network": "Network / timeout",
@@ -233,7 +235,7 @@ def _from_logs(path: Path) -> tuple[Any, Any, float]:
     """Counter-like increment frames from the pod logs, bucketed (10 s for short windows, else 60 s)."""
     import pandas as pd
 
-    from . import logagg
+    from ..sources import logagg
 
     agg = logagg.aggregate(path, freq_s=10)
     frame = agg.frame

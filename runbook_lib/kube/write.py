@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import params
-from .kube import (ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, Cluster, KubeFinding, KubeResult, _Fail, send,
-                   _object_name, _rollout_status, env_entry, secret_looking)
-from .secrets import fingerprint, read_secret
+from .. import params
+from . import (ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, Cluster, KubeFinding, KubeResult, _Fail, send, _object_name,
+               _rollout_status, env_entry, secret_looking)
+from ..secrets import fingerprint, read_secret
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"

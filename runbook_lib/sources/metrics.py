@@ -97,7 +97,7 @@ def range_query(base_url: str, query: str, start: float, end: float, step_s: flo
     """
     import pandas as pd
 
-    from .errors import RunbookError, SourceUnavailable
+    from ..errors import RunbookError, SourceUnavailable
 
     try:
         response = httpx.get(f"{base_url}/api/v1/query_range", timeout=timeout_s,
@@ -120,7 +120,7 @@ def range_query(base_url: str, query: str, start: float, end: float, step_s: flo
 
 def instant_sync(base_url: str, query: str, timeout_s: float) -> QueryResult:
     """Blocking form of `instant` for code outside an event loop."""
-    from ._async import run_sync
+    from .._async import run_sync
 
     async def go() -> QueryResult:
         async with httpx.AsyncClient() as client:
@@ -134,7 +134,7 @@ def scrape_interval(base_url: str, timeout_s: float) -> float:
 
     Doubles as a bounded reachability check before a batch of range queries.
     """
-    from .errors import RunbookError, SourceUnavailable
+    from ..errors import RunbookError, SourceUnavailable
 
     try:
         body = httpx.get(f"{base_url}/api/v1/status/config", timeout=timeout_s).json()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import probes
+from ..sources import probes
 
 AUTH, RATE_LIMIT, PROVIDER, NETWORK, OUR_SERVICE, RESOLVED = (
     "auth", "rate_limit", "provider_error", "network", "our_service", "resolved")

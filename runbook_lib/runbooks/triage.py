@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import decision as decision_mod
-from . import display, params, probes, record, severity as severity_mod
-from ._async import run_sync
-from .secrets import SecretRef, read_secret
+from ..analysis import decision as decision_mod
+from .. import display, params, record
+from ..sources import probes
+from ..analysis import severity as severity_mod
+from .._async import run_sync
+from ..secrets import SecretRef, read_secret
 
 NOT_CONFIGURED, UNAVAILABLE, AVAILABLE = "not configured", "unavailable", "ok"
 
@@ -124,12 +126,12 @@ class Triage:
                 jobs["service_health"] = self._timed("service_health", probes.probe_service(
                     client, cfg.service_health_url, cfg.timeout_s))
             if cfg.prometheus_url:
-                from . import metrics
+                from ..sources import metrics
 
                 jobs["metrics"] = self._timed("metrics", metrics.triage_metrics(
                     client, cfg.prometheus_url, cfg.metrics_window, cfg.timeout_s))
             if kube_configured(cfg.kubeconfig):
-                from . import kube
+                from .. import kube
 
                 jobs["cluster"] = self._timed("cluster", in_daemon_thread(
                     cfg.timeout_s + 1.0, _cluster_unreachable, kube.recent_errors, cfg.kubeconfig,
@@ -148,7 +150,8 @@ class Triage:
 
     async def _estimate_from_logs(self) -> dict[str, Any]:
         """Seed: "Prometheus down -> fall back to app logs": count request lines over the window."""
-        from . import kube, logstats
+        from .. import kube
+        from ..sources import logstats
 
         cfg = self.cfg
         window_s = _window_seconds(cfg.metrics_window)
@@ -377,7 +380,7 @@ def verdict_label(api: dict[str, Any], branch: str) -> str:
 
 def _metrics_summary(results: dict[str, Any]) -> dict[str, Any]:
     """Fold the step-3 query results into one record; unavailable/error are not zeros."""
-    from . import metrics
+    from ..sources import metrics
 
     statuses = {name: r.status for name, r in results.items()}
     if all(s == metrics.UNAVAILABLE for s in statuses.values()):

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
-from . import redact
+from .. import redact
 
 MANIFEST = "manifest.json"
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from . import alerts as _alerts
-from .execute import new_record_dir, utc_stamp
-from .incident import edit_index, read_index, update_index, write_index
-from .sim._http import Request, Response, SimServer
+from ..run.execute import new_record_dir, utc_stamp
+from ..records.incident import edit_index, read_index, update_index, write_index
+from ..sim._http import Request, Response, SimServer
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
 DEFAULT_PORT = 9095
@@ -483,7 +483,7 @@ def _now() -> str:
 
 def serve(config: ServeConfig) -> int:
     """Run until SIGINT/SIGTERM; the CLI's entry point."""
-    from .sim._http import wait_for_stop_signal
+    from ..sim._http import wait_for_stop_signal
 
     server = AlertServer(config).start()
     try:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from . import display, params, probes, record, steps
-from ._async import run_sync
-from .kube import scrub
-from .secrets import SecretRef, fingerprint, read_secret
+from .. import display, params, record
+from ..sources import probes
+from . import steps
+from .._async import run_sync
+from ..kube import scrub
+from ..secrets import SecretRef, fingerprint, read_secret
 
 CONSOLE = "https://console.mistral.ai/api-keys"
 TEST_SAMPLES = 3
@@ -73,7 +75,7 @@ class AuthRunbook:
         self.changes: list[dict[str, Any]] = []
 
     def _connect(self) -> Any:
-        from . import kube
+        from .. import kube
 
         cfg = self.cfg
         return kube.connect(cfg["kubeconfig"], cfg["kube_context"], cfg["timeout_s"])
@@ -217,7 +219,7 @@ class AuthRunbook:
     # 5. rotation and restart ------------------------------------------------------------------------
     def rotate_and_restart(self) -> list[dict[str, Any]]:
         """Seed steps 4 and 5: rotate the Secret to the key in `new_key_env` (tested first), then restart."""
-        from . import remediate
+        from ..kube import write as remediate
 
         cfg = self.cfg
         new = read_secret(cfg["new_key_env"]) if cfg["new_key_env"] else None

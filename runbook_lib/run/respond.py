@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ParameterError
+from ..errors import ParameterError
 from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook, utc_stamp
-from .incident import update_index
-from .record import read_records
+from ..records.incident import update_index
+from ..record import read_records
 
 
 

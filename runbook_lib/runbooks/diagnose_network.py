@@ -14,9 +14,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from . import display, netdiag, params, record, steps
-from ._async import run_sync
-from .secrets import SecretRef
+from .. import display, params, record
+from ..sources import netdiag
+from . import steps
+from .._async import run_sync
+from ..secrets import SecretRef
 
 MIN_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 300_000
@@ -132,7 +134,7 @@ class NetworkRunbook:
     # 2. proxies --------------------------------------------------------------------------------------
     def proxies(self) -> dict[str, Any]:
         """Proxy variables of this kernel (credentials masked) and of the deployment's container."""
-        from . import kube
+        from .. import kube
 
         cfg = self.cfg
         local = netdiag.proxy_environment()
@@ -164,7 +166,7 @@ class NetworkRunbook:
     def network_policies(self) -> dict[str, Any]:
         """Policies that could block egress: for the addresses resolved, and for a public address if
         those are not public (the simulator on 127.0.0.1 stands in for api.mistral.ai)."""
-        from . import kube
+        from .. import kube
 
         cfg = self.cfg
         resolved = list(self.report.addresses) if self.report else []
@@ -228,7 +230,8 @@ class NetworkRunbook:
 
     def raise_timeout(self) -> dict[str, Any]:
         """Seed step 3 as an approved action: `kubectl set env ... MISTRAL_TIMEOUT=N` (dry run by default)."""
-        from . import kube, remediate
+        from .. import kube
+        from ..kube import write as remediate
 
         cfg = self.cfg
         if self.recommended_ms is None:

@@ -1,0 +1,1 @@
+"""Turning observations into findings: severity, decision, rate limits, impact, timeline, plots."""

@@ -1,0 +1,1 @@
+"""The incident record: index, evidence bundles and their collection, archive and verification."""

@@ -1,0 +1,1 @@
+"""Executing notebooks: papermill runs with bounds and records, and the respond chain."""

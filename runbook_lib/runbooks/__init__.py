@@ -1,0 +1,1 @@
+"""The step classes the notebooks call: one public method per notebook cell."""

@@ -1,0 +1,1 @@
+"""Alert-driven runs: Alertmanager webhooks in, one respond per incident out."""

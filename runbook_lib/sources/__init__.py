@@ -1,0 +1,1 @@
+"""Reading the world: Mistral probes, Prometheus, the provider status feed, network checks, logs."""
