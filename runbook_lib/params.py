@@ -152,15 +152,21 @@ def duration_seconds(name: str, value: object) -> float:
 
 def utc_time(name: str, value: object, *, allow_empty: bool = True) -> float | None:
     """An ISO-8601 time (`2026-11-23T10:15:00Z`; no offset means UTC) as epoch seconds; "" is None."""
-    from datetime import UTC, datetime
+    from ._time import parse
 
     if allow_empty and value in ("", None):
         return None
     accepted = "an ISO-8601 UTC time such as 2026-11-23T10:15:00Z" + (" or empty" if allow_empty else "")
     if not isinstance(value, str):
         raise ParameterError(name, value, accepted)
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ParameterError(name, value, accepted) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    parsed = parse(value)
+    if parsed is None:
+        raise ParameterError(name, value, accepted)
+    return parsed.timestamp()
+
+
+def default_incident_id() -> str:
+    """The id an incident gets when none is given: `INC-<UTC stamp>` (one definition for run, respond, serve)."""
+    from ._time import utc_stamp
+
+    return f"INC-{utc_stamp()}"

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from ._time import iso_z
 
 MIME = "application/vnd.mistral-runbooks.record+json"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -24,7 +25,7 @@ def record(name: str, value: Any, *, markdown: str | None = None) -> None:
     """Record `value` under `name` and show `markdown` (or a one-line note) in its place."""
     if not _NAME.match(name):
         raise ValueError(f"record name {name!r} must match {_NAME.pattern}")
-    payload = {"name": name, "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    payload = {"name": name, "recorded_at": iso_z(),
                "value": json.loads(json.dumps(value, allow_nan=False))}
     LOCAL[name] = payload["value"]
     shell = _ipython()

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._time import iso_z
+
 MIN_RATIO = 0.05
 MIN_ERRORS = 1
 MAX_GAP_STEPS = 2
@@ -130,8 +132,3 @@ def detect(steps: Any, errors: Any, *, step_s: float, min_ratio: float = MIN_RAT
                   failed_requests=int(round(inside["errors"].sum())), requests=int(round(inside["requests"].sum())),
                   failed_in_window=int(round(steps["errors"].sum())), by_model=by_model, by_code=by_code,
                   source=source, step_s=step_s)
-
-
-def iso_z(ts: Any) -> str:
-    """A UTC pandas Timestamp as `...Z`, the form every record and index uses."""
-    return ts.isoformat().replace("+00:00", "Z")

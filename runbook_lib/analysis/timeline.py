@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .impact import iso_z
+from .._time import iso_z
 
 # record name -> how a runbook's result reads on the timeline (None: not a timeline event)
 _RECORD_EVENTS = {

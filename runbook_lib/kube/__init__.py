@@ -31,10 +31,10 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .. import params
+from .._time import epoch, iso_z
 from ..labels import equality_labels
 from ..sources.logstats import parse as parse_line
 from ..redact import scrub, secret_looking
@@ -182,22 +182,11 @@ def _labels_from_selector(selector: str) -> dict[str, str]:
 
 # -- time --------------------------------------------------------------------------------------------
 def _ts(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    if m := re.match(r"^(.*\.\d{6})\d+(.*)$", text):  # nanoseconds: Python keeps microseconds
-        text = m.group(1) + m.group(2)
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    return epoch(value)
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if ts is None else iso_z(ts)
 
 
 def _duration(seconds: int) -> str:

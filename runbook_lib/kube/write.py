@@ -24,10 +24,10 @@ import base64
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .. import params
+from .._time import iso_z
 from . import (ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, Cluster, KubeFinding, KubeResult, _Fail, send, _object_name,
                _rollout_status, env_entry, secret_looking)
 from ..secrets import fingerprint, read_secret
@@ -104,7 +104,7 @@ class Change:
 
 
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_z()
 
 
 def _who(cluster: Cluster, operator: str) -> str:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._time import iso_z, parse as parse_time
 from ..errors import ParameterError, RunbookError
 from .incident import INDEX
 
@@ -47,17 +48,6 @@ class _BadRecord(Exception):
 
 
 # ---------------------------------------------------------------------------------------------- parsing
-
-
-def parse_time(value: object) -> datetime | None:
-    """An ISO timestamp as an aware UTC datetime (naive means UTC), or None when not one."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:00-05:00
-        return None
 
 
 def parse_since(value: object, name: str = "since") -> datetime:
@@ -93,7 +83,7 @@ def check_limit(value: object, name: str = "limit") -> int:
 
 
 def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat(timespec="seconds").replace("+00:00", "Z") if dt else None
+    return iso_z(dt) if dt else None
 
 
 def _text(value: object) -> str | None:

@@ -14,11 +14,11 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
+from .._time import iso_z
 from .. import redact
 
 MANIFEST = "manifest.json"
@@ -96,7 +96,7 @@ class BundleWriter:
     def manifest(self) -> dict[str, Any]:
         files = sorted(self.files, key=lambda f: f["path"])
         missing = sorted(self.missing, key=lambda m: m["what"])
-        return {"bundle": self.name, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        return {"bundle": self.name, "created_at": iso_z(),
                 "window": self.window, "files": files, "missing": missing,
                 "redaction": "secret values replaced by [REDACTED sha256:<12 hex>] (runbook_lib.redact)"}
 

@@ -20,6 +20,7 @@ from typing import Any
 from . import bundle
 from .. import params
 from .incident import INDEX, read_index
+from .._time import iso_z as iso
 from ..record import iter_records
 
 # Raw counters let the postmortem count failed requests exactly (increments between samples);
@@ -160,8 +161,3 @@ def _records(b: bundle.BundleWriter, incident_folder: str | Path | None, say: Ca
                    source=str(nb))
     say(f"recorded results: {len(notebooks)} notebook(s)")
 
-
-def iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

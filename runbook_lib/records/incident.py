@@ -77,17 +77,6 @@ def _locked(folder: Path) -> Iterator[None]:
             os.close(fd)  # closing releases the lock
 
 
-def outputs_dir() -> Path:
-    """`$RUNBOOK_OUTPUTS`, else ./outputs, else the repository's outputs/ beside the package.
-
-    The notebooks' defaults use it, so "the newest incident" works from JupyterLab (cwd notebooks/)
-    and from a headless run (cwd the record folder) alike.
-    """
-    from ..run.execute import project_dir
-
-    return project_dir("RUNBOOK_OUTPUTS", "outputs")
-
-
 def newest(root: str | Path) -> Path | None:
     """The newest incident folder (one with an index) under `root`; folder names start with a UTC stamp."""
     try:
@@ -100,15 +89,7 @@ def newest(root: str | Path) -> Path | None:
 
 def span(index: dict[str, Any]) -> tuple[float | None, float | None]:
     """The response's start and end as epoch seconds (None where the index does not say)."""
-    return _epoch(index.get("started_at")), _epoch(index.get("finished_at"))
+    from .._time import epoch
 
+    return epoch(index.get("started_at")), epoch(index.get("finished_at"))
 
-def _epoch(value: Any) -> float | None:
-    from datetime import datetime
-
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

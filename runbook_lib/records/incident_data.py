@@ -18,6 +18,7 @@ from typing import Any
 
 from . import bundle, incident
 from ..errors import ParameterError
+from ..paths import outputs_dir
 from ..record import iter_records
 
 NOT_RECORDS = ("evidence", "postmortem")
@@ -69,7 +70,7 @@ def resolve(source: str) -> Path:
             raise ParameterError("source", source, "an incident folder, an evidence bundle folder or its .tar.gz "
                                  "(see `runbook list` / `runbook show`)")
         return path
-    root = incident.outputs_dir()
+    root = outputs_dir()
     newest = incident.newest(root)
     if newest is None:
         raise ParameterError("source", source, f"an incident folder; there is none under {root} to default to "

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import KERNEL_NAME, params
+from .._time import iso_z as _iso, utc_stamp
+from ..paths import notebooks_dir
 from ..errors import ParameterError, UnknownParameter
 from ..record import read_records
 
@@ -34,22 +36,6 @@ DEFAULT_RUN_TIMEOUT_S = 900.0  # whole run, unless the notebook's own bounded wa
 MAX_RUN_TIMEOUT_S = 6 * 3600.0
 RUN_TIMEOUT_MARGIN_S = 300.0  # added to a notebook's own long wait (monitor_max_s) by the default
 SUCCEEDED, FAILED, TIMED_OUT = "succeeded", "failed", "timed_out"
-
-
-def notebooks_dir() -> Path:
-    """`$RUNBOOK_NOTEBOOKS`, else ./notebooks, else the repository's notebooks/ beside the package."""
-    return project_dir("RUNBOOK_NOTEBOOKS", "notebooks")
-
-
-def project_dir(env_var: str, name: str) -> Path:
-    """`$env_var`, else ./name, else the repository's name/ beside the package: found from any cwd."""
-    env = os.environ.get(env_var)
-    if env:
-        return Path(env)
-    local = Path.cwd() / name
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parent.parent / name
 
 
 def available_notebooks() -> list[str]:
@@ -173,10 +159,6 @@ class RunResult:
         return asdict(self)
 
 
-def utc_stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
 def _safe_folder_id(incident_id: object) -> str:
     """The folder name part; an invalid id must not steer where the record lands."""
     try:
@@ -227,7 +209,7 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
         from ..records.incident import read_index
 
         known = str((read_index(record_dir) or {}).get("id") or "") if record_dir else ""
-        parameters["incident_id"] = _safe_folder_id(known) if known else f"INC-{utc_stamp()}"
+        parameters["incident_id"] = _safe_folder_id(known) if known else params.default_incident_id()
     incident_id = parameters["incident_id"]
     try:
         bound = check_run_request(name, parameters, cell_timeout_s=cell_timeout_s, run_timeout_s=run_timeout_s)
@@ -287,7 +269,7 @@ def record_rejected_run(name: object, parameters: dict[str, Any], error: Excepti
     Values of parameters the notebook does not declare, or that hold a secret, are not recorded.
     """
     parameters = dict(parameters or {})
-    incident_id = parameters.get("incident_id", f"INC-{utc_stamp()}")
+    incident_id = parameters.get("incident_id", params.default_incident_id())
     record_dir = record_dir or new_record_dir(Path(output_root), incident_id)
     stem = name if isinstance(name, str) and _NOTEBOOK_NAME.match(name) else "invalid-notebook"
     try:
@@ -436,5 +418,3 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="seconds").replace("+00:00", "Z")

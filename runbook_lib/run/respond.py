@@ -8,12 +8,13 @@ share and the incident id), and keeps both records in one incident folder with a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
-from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook, utc_stamp
+from .. import params
+from .._time import iso_z
+from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook
 from ..records.incident import update_index
 from ..record import read_records
 
@@ -32,7 +33,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
         if name not in known:
             raise ParameterError(name, parameters[name], "a parameter declared by a runbook notebook: "
                                  + ", ".join(sorted(known)))
-    parameters.setdefault("incident_id", f"INC-{utc_stamp()}")
+    parameters.setdefault("incident_id", params.default_incident_id())
     if folder is not None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     # Only the sections respond owns are written (update_index): what others add meanwhile (the
     # alerts `runbook serve` appends while this runs) is kept.
     index: dict[str, Any] = {"id": str(parameters["incident_id"]), "folder": str(folder),
-                             "started_at": _now(), "finished_at": None, "status": "running",
+                             "started_at": iso_z(), "finished_at": None, "status": "running",
                              "severity": None, "error_class": None, "verdict": None, "notebooks": [],
                              "changes_applied": []}
     update_index(folder, **index)
@@ -69,7 +70,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
             index["diagnosis"] = diag.verdict["line"]
 
     failed = [n for n in index["notebooks"] if n["status"] != "succeeded"]
-    index.update(finished_at=_now(), status="failed" if failed else
+    index.update(finished_at=iso_z(), status="failed" if failed else
                  ("diagnosed" if next_notebook else "triaged"))
     return update_index(folder, **index)
 
@@ -78,7 +79,3 @@ def _add(index: dict[str, Any], result: RunResult) -> None:
     index["notebooks"].append({"name": result.notebook, "status": result.status, "path": result.notebook_path,
                                "html": result.html_path, "verdict": (result.verdict or {}).get("line"),
                                "error": result.error, "duration_s": result.duration_s})
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

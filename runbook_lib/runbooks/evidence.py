@@ -17,7 +17,8 @@ from typing import Any
 from .. import display, params, record
 from ..records import collect as evidence, incident
 from ..errors import ParameterError
-from ..run.execute import utc_stamp
+from .._time import iso_z, utc_stamp
+from ..paths import outputs_dir
 from ..secrets import read_secret
 
 
@@ -52,7 +53,7 @@ def find_incident(folder: str) -> tuple[Path | None, dict[str, Any] | None, str]
         if not path.is_dir():
             raise ParameterError("incident_folder", folder, "an existing incident folder (see `runbook list`)")
         return path, incident.read_index(path), "given"
-    root = incident.outputs_dir()
+    root = outputs_dir()
     path = incident.newest(root)
     if path is None:
         return None, None, f"no incident under {root}: collecting the last window around now, without records"
@@ -70,7 +71,7 @@ def window(index: dict[str, Any] | None, given_start: float | None, given_end: f
            f"{margin_s / 60:g} min on each side (never after now)" if index else
            f"the last {margin_s / 60:g} min")
     if end <= start:
-        raise ParameterError("window_end", given_end, f"a time after window_start ({evidence.iso(start)})")
+        raise ParameterError("window_end", given_end, f"a time after window_start ({iso_z(start)})")
     return start, end, how
 
 
@@ -82,8 +83,8 @@ class EvidenceRun:
                                                           cfg["margin_s"], time.time())
         self.manifest: dict[str, Any] | None = None
         self.bundle_path: Path | None = None
-        shown = {**cfg, "incident_folder": str(self.folder or ""), "window_start": evidence.iso(self.start),
-                 "window_end": evidence.iso(self.end)}
+        shown = {**cfg, "incident_folder": str(self.folder or ""), "window_start": iso_z(self.start),
+                 "window_end": iso_z(self.end)}
         record.record("parameters", shown, markdown=(
             f"Incident: `{self.folder or 'none'}` ({self.chosen}).\n\n"
             f"Window: **{shown['window_start']} to {shown['window_end']}** "
@@ -119,7 +120,7 @@ class EvidenceRun:
         value = {"bundle": str(self.bundle_path), "archive": str(self.bundle_path) + ".tar.gz",
                  "files": len(files), "bytes": sum(f["bytes"] for f in files),
                  "missing": [f"{m['what']} ({m['reason']})" for m in missing],
-                 "window": self.manifest["window"], "collected_at": evidence.iso(time.time()), "took_s": took}
+                 "window": self.manifest["window"], "collected_at": iso_z(time.time()), "took_s": took}
         md = (f"Bundle `{value['bundle']}` and `{Path(value['archive']).name}`, {len(files)} files, "
               f"{value['bytes']:,} bytes, in {took} s.\n\n"
               + display.table(("file", "what", "bytes", "sha256"),

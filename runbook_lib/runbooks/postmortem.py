@@ -15,6 +15,7 @@ from typing import Any
 from .. import display, params, record
 from ..analysis import impact as impact_mod, plots, timeline
 from ..records import incident
+from .._time import iso_z
 from ..records.incident_data import LATENCY, IncidentData, load
 
 CLASS_TITLES = {"auth": "Authentication failure (401)", "rate_limit": "Rate limited (429)",
@@ -405,4 +406,4 @@ def _human(seconds: float | None) -> str:
 
 
 def _iso(ts: Any) -> str | None:
-    return None if ts is None else impact_mod.iso_z(ts)
+    return None if ts is None else iso_z(ts)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import alerts as _alerts
-from ..run.execute import new_record_dir, utc_stamp
+from .._time import iso_z as _now, utc_stamp
+from ..run.execute import new_record_dir
 from ..records.incident import edit_index, read_index, update_index, write_index
 from ..sim._http import Request, Response, SimServer
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
@@ -475,10 +476,6 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def serve(config: ServeConfig) -> int:

@@ -13,11 +13,11 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from .._time import iso_z
 from ..secrets import SecretRef
 
 # Classes of a single Mistral API probe.
@@ -56,7 +56,7 @@ RATELIMIT_PREFIXES = ("x-ratelimit-", "ratelimitbysize-", "x-ratelimitbysize-")
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_z(timespec="milliseconds")
 
 
 @dataclass
