@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ParameterError
@@ -170,3 +171,37 @@ def default_incident_id() -> str:
     from ._time import utc_stamp
 
     return f"INC-{utc_stamp()}"
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(name, value, "True or False (False = dry run)")
+    return value
+
+
+# The parameters several runbooks share (triage and every diagnosis), each with its one rule: a
+# notebook validates its own subset through `shared`, so the accepted values never drift apart.
+SHARED: dict[str, Any] = {
+    "mistral_url": lambda n, v: url(n, v),
+    "api_key_env": env_var_name,
+    "service_health_url": lambda n, v: url(n, v, allow_empty=True),
+    "prometheus_url": lambda n, v: url(n, v, allow_empty=True),
+    "metrics_window": prom_duration,
+    "kubeconfig": lambda n, v: text(n, v, maximum=4096),
+    "kube_context": text,
+    "namespace": namespace,
+    "deployment": namespace,
+    "container": namespace,
+    "label_selector": label_selector,
+    "timeout_s": lambda n, v: timeout(n, v, maximum=120),
+    "apply_changes": _flag,
+    "operator": text,
+    "incident_id": incident_id,
+    "incident_commander": text,
+    "slack_webhook_env": env_var_name,
+}
+
+
+def shared(**values: object) -> dict[str, Any]:
+    """Validate shared parameters in the order given; the first bad one names itself."""
+    return {name: SHARED[name](name, value) for name, value in values.items()}

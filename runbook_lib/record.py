@@ -17,6 +17,11 @@ from ._time import iso_z
 MIME = "application/vnd.mistral-runbooks.record+json"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
+# The record names other code reads back (CLI verdict line, respond, the archive, the postmortem):
+# one spelling each. A change record is any name starting with CHANGE_PREFIX ("change_rotate_secret").
+VERDICT = "verdict"
+CHANGE_PREFIX = "change"
+
 # Outside a kernel (unit tests, scripts) records are kept here instead of being displayed.
 LOCAL: dict[str, Any] = {}
 
@@ -28,7 +33,7 @@ def record(name: str, value: Any, *, markdown: str | None = None) -> None:
     payload = {"name": name, "recorded_at": iso_z(),
                "value": json.loads(json.dumps(value, allow_nan=False))}
     LOCAL[name] = payload["value"]
-    shell = _ipython()
+    shell = ipython()
     if shell is None:
         return
     from IPython.display import display
@@ -39,7 +44,18 @@ def record(name: str, value: Any, *, markdown: str | None = None) -> None:
     display(bundle, raw=True)
 
 
-def _ipython() -> Any:
+def is_change(name: object) -> bool:
+    """Whether a record name is a change record (`change`, `change_rotate_secret`, ...)."""
+    return isinstance(name, str) and name.startswith(CHANGE_PREFIX)
+
+
+def applied_changes(records: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Name -> value of the change records that were applied (dry runs and refusals left out)."""
+    return {name: v for name, v in records.items() if is_change(name) and isinstance(v, dict) and v.get("applied")}
+
+
+def ipython() -> Any:
+    """The running IPython shell when inside a kernel, else None (unit tests, scripts, the CLI)."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython ships with ipykernel

@@ -96,12 +96,10 @@ def save_and_show(fig: Any, path: str | Path) -> Path:
     """Write the PNG and show it inline (from the file) when running in a kernel."""
     path = Path(path)
     fig.savefig(path, dpi=90)
-    try:
-        from IPython import get_ipython
+    from ..record import ipython
+
+    if ipython() is not None:
         from IPython.display import Image, display
 
-        if get_ipython() is not None:
-            display(Image(filename=str(path)))
-    except ImportError:  # pragma: no cover - IPython ships with ipykernel
-        pass
+        display(Image(filename=str(path)))
     return path

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._time import iso_z
+from ..record import VERDICT, is_change
 
 # record name -> how a runbook's result reads on the timeline (None: not a timeline event)
 _RECORD_EVENTS = {
@@ -19,7 +20,7 @@ _RECORD_EVENTS = {
         nb, ", ".join(f"{n} {k}" for k, n in (v.get("counts") or {}).items()) or "no answer"),
     "service_health": lambda nb, v: (f"{nb}: our service health: {v.get('status')}" if v.get("status") else None),
     "severity": lambda nb, v: f"{nb}: severity {v.get('level')}: {v.get('reason') or 'see record'}",
-    "verdict": lambda nb, v: f"{nb}: verdict: {v.get('line')}" if v.get("line") else None,
+    VERDICT: lambda nb, v: f"{nb}: verdict: {v.get('line')}" if v.get("line") else None,
     "communications": lambda nb, v: f"{nb}: {v.get('level', '')} {v.get('status', '')} message drafted; Slack: "
                                     f"{(v.get('slack') or {}).get('reason', 'n/a')}",
     "state_after": lambda nb, v: (f"{nb}: state after: Mistral API {v.get('api_verdict')}, our service "
@@ -98,7 +99,7 @@ def from_records(notebook: str, records: Iterable[dict[str, Any]]) -> list[dict[
         name, value = r.get("name", ""), r.get("value")
         if not isinstance(value, dict):
             continue
-        if name.startswith("change") and value.get("applied"):
+        if is_change(name) and value.get("applied"):
             continue  # from_changes has them, with who and undo
         render = _RECORD_EVENTS.get(name)
         text = render(notebook, value) if render else None

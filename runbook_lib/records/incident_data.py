@@ -19,7 +19,7 @@ from typing import Any
 from . import bundle, incident
 from ..errors import ParameterError
 from ..paths import outputs_dir
-from ..record import iter_records
+from ..record import is_change, iter_records
 
 NOT_RECORDS = ("evidence", "postmortem")
 LATENCY = {"p50": "latency_p50_s", "p95": "latency_p95_s", "p99": "latency_p99_s"}
@@ -46,7 +46,7 @@ class IncidentData:
     def changes(self) -> list[dict[str, Any]]:
         """Applied changes, from the records (with kubectl and undo), else from the index."""
         found = [{**v, "notebook": nb} for nb, rs in self.records.items() for r in rs
-                 if r.get("name", "").startswith("change") and isinstance(v := r.get("value"), dict) and v.get("applied")]
+                 if is_change(r.get("name")) and isinstance(v := r.get("value"), dict) and v.get("applied")]
         return found or [dict(c) for c in self.index.get("changes_applied") or []]
 
     def step_s(self) -> float | None:

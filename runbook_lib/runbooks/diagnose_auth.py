@@ -285,5 +285,5 @@ class AuthRunbook:
                 + (", ".join(c.get("action", "change") for c in applied) + " applied" if applied else "dry run"))
         value = {"line": line, "outcome": self.outcome, "changes_applied": len(applied),
                  "incident_id": self.cfg["incident_id"]}
-        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`")
+        record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")
         return value

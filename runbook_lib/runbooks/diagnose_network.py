@@ -278,7 +278,7 @@ class NetworkRunbook:
         value = {"line": line, "failed_phase": failed, "cause": self.cause, "policy_verdict": self.policy_verdict,
                  "recommended_timeout_ms": self.recommended_ms, "level": self.level(),
                  "changes_applied": len(applied), "incident_id": self.cfg["incident_id"]}
-        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`")
+        record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")
         return value
 
 

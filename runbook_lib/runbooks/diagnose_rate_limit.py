@@ -190,7 +190,7 @@ class RateLimitRunbook:
         line = (f"429 {self.kind}: MAX_CONCURRENT_REQUESTS={self.recommendation.max_concurrent_requests if self.recommendation else 'n/a'}"
                 f", {'applied' if applied else 'dry run'}")
         value = {"line": line, "kind": self.kind, "changes_applied": len(applied), "incident_id": self.cfg["incident_id"]}
-        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`")
+        record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")
         return value
 
 

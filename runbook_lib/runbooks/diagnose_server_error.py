@@ -203,7 +203,7 @@ class ServerErrorRunbook:
         value = {"line": line, "verdict": verdict, "codes": codes, "provider": provider,
                  "recovered": bool(self.monitor and self.monitor["recovered"]), "changes_applied": len(applied),
                  "incident_id": self.cfg["incident_id"]}
-        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`")
+        record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")
         return value
 
 
@@ -214,7 +214,7 @@ def _show_figure(fig: Any) -> None:
     import matplotlib.pyplot as plt
 
     try:
-        if record._ipython() is not None:
+        if record.ipython() is not None:
             from IPython.display import Image, display
 
             buf = io.BytesIO()

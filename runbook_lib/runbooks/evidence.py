@@ -152,6 +152,6 @@ class EvidenceRun:
         line = (f"EVIDENCE: {files} files, {missing} source(s) missing -> {self.bundle_path}.tar.gz"
                 + ("" if not missing else " (see Missing sources)"))
         value = {"line": line, "bundle": str(self.bundle_path), "files": files, "missing": missing}
-        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`\n\nNext: the postmortem runbook "
+        record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`\n\nNext: the postmortem runbook "
                       "(`runbook postmortem <incident>`) analyses this bundle.")
         return value

@@ -228,7 +228,7 @@ class PostmortemRun:
                 + f"; detect {_human(t.get('time_to_detect_s'))}, mitigate {_human(t.get('time_to_mitigate_s'))}")
         value = {"line": line, "error_class": cls, "impact": i, "timings": t,
                  "postmortem": str(self.out_dir / self.cfg["postmortem_name"])}
-        record.record("verdict", value, markdown=f"### Verdict\n\n`{line}`")
+        record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")
         return value
 
 
@@ -255,7 +255,7 @@ def error_class(data: IncidentData) -> str:
     """The class the triage decided (index, else the triage verdict record)."""
     cls = data.index.get("error_class")
     if not cls:
-        verdicts = [v for nb, v in data.values("verdict") if nb == "triage"]
+        verdicts = [v for nb, v in data.values(record.VERDICT) if nb == "triage"]
         cls = verdicts[-1].get("branch") if verdicts else None
     return str(cls or "unknown")
 
@@ -303,9 +303,9 @@ def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[st
     title = CLASS_TITLES.get(cls, cls)
     found = impact.get("found")
     date = (impact.get("start") or idx.get("started_at") or "")[:10] or "_(to fill)_"
-    severity = idx.get("severity") or next((v.get("severity") for nb, v in data.values("verdict") if nb == "triage"),
+    severity = idx.get("severity") or next((v.get("severity") for nb, v in data.values(record.VERDICT) if nb == "triage"),
                                            None) or "_(to fill)_"
-    diagnosis = idx.get("diagnosis") or next((v.get("line") for nb, v in data.values("verdict") if nb != "triage"),
+    diagnosis = idx.get("diagnosis") or next((v.get("line") for nb, v in data.values(record.VERDICT) if nb != "triage"),
                                              None)
     findings = _findings(data)
     changes = data.changes()

@@ -23,26 +23,13 @@ def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url:
                       container: str, timeout_s: float, apply_changes: bool, operator: str, incident_id: str,
                       incident_commander: str, slack_webhook_env: str) -> dict[str, Any]:
     """Validate the parameters every diagnosis notebook shares; the first bad one names itself."""
-    if not isinstance(apply_changes, bool):
-        raise params.ParameterError("apply_changes", apply_changes, "True or False (False = dry run)")
-    return {
-        "mistral_url": params.url("mistral_url", mistral_url),
-        "api_key_env": params.env_var_name("api_key_env", api_key_env),
-        "service_health_url": params.url("service_health_url", service_health_url, allow_empty=True),
-        "prometheus_url": params.url("prometheus_url", prometheus_url, allow_empty=True),
-        "metrics_window": params.prom_duration("metrics_window", metrics_window),
-        "kubeconfig": params.text("kubeconfig", kubeconfig, maximum=4096),
-        "kube_context": params.text("kube_context", kube_context),
-        "namespace": params.namespace("namespace", namespace),
-        "deployment": params.namespace("deployment", deployment),
-        "container": params.namespace("container", container),
-        "timeout_s": params.timeout("timeout_s", timeout_s, maximum=120),
-        "apply_changes": apply_changes,
-        "operator": params.text("operator", operator),
-        "incident_id": params.incident_id("incident_id", incident_id),
-        "incident_commander": params.text("incident_commander", incident_commander),
-        "slack_webhook_env": params.env_var_name("slack_webhook_env", slack_webhook_env),
-    }
+    flag = params.shared(apply_changes=apply_changes)  # checked first: it decides dry run or apply
+    return params.shared(
+        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
+        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
+        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
+        timeout_s=timeout_s, **flag, operator=operator, incident_id=incident_id,
+        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
 
 
 def show_parameters(cfg: dict[str, Any]) -> SecretRef:

@@ -47,21 +47,15 @@ def start(*, mistral_url: str, api_key_env: str, service_health_url: str, promet
           samples: int = 5, latency_threshold_ms: float = 2000.0, incident_id: str = "local",
           operator: str = "") -> Triage:
     """Validate the parameters (ParameterError names the first bad one) and show them."""
+    common = params.shared(
+        mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
+        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
+        kube_context=kube_context, namespace=namespace, label_selector=label_selector, timeout_s=timeout_s)
     cfg = TriageConfig(
-        mistral_url=params.url("mistral_url", mistral_url),
-        api_key_env=params.env_var_name("api_key_env", api_key_env),
-        service_health_url=params.url("service_health_url", service_health_url, allow_empty=True),
-        prometheus_url=params.url("prometheus_url", prometheus_url, allow_empty=True),
-        metrics_window=params.prom_duration("metrics_window", metrics_window),
-        kubeconfig=params.text("kubeconfig", kubeconfig, maximum=4096),
-        kube_context=params.text("kube_context", kube_context),
-        namespace=params.namespace("namespace", namespace),
-        label_selector=params.label_selector("label_selector", label_selector),
-        timeout_s=params.timeout("timeout_s", timeout_s, maximum=120),
+        **common,
         samples=params.positive_int("samples", samples, maximum=20),
         latency_threshold_ms=params.timeout("latency_threshold_ms", latency_threshold_ms, maximum=600_000),
-        incident_id=params.incident_id("incident_id", incident_id),
-        operator=params.text("operator", operator),
+        **params.shared(incident_id=incident_id, operator=operator),
     )
     run = Triage(cfg, read_secret(cfg.api_key_env))
     run.show_parameters()
@@ -300,7 +294,7 @@ class Triage:
         rows = [("verdict", f"`{line}`"), ("severity", f"{sev.level} ({sev.response_target})"),
                 ("why", sev.reason), ("next step", dec.action),
                 ("sections unavailable", ", ".join(value["unavailable"]) or "none")]
-        record.record("verdict", value, markdown="### Verdict\n\n" + display.kv_table(rows, ("", "")))
+        record.record(record.VERDICT, value, markdown="### Verdict\n\n" + display.kv_table(rows, ("", "")))
         return value
 
     # -- helpers ----------------------------------------------------------------------------
