@@ -176,6 +176,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     import json
 
     from .records import archive
+    from .records.format import format_table
 
     filters = {
         "status": archive.check_choice(args.status, archive.STATUSES, "--status") if args.status else None,
@@ -197,7 +198,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no incidents recorded under {args.output_dir}{where}{bad}")
         return 0
     if rows:
-        print(archive.format_table(rows))
+        print(format_table(rows))
     shown = f"{len(rows)} of {len(found.incidents)}" if len(rows) != len(found.incidents) else str(len(rows))
     print(f"\n{shown} incident(s){' match the filters' if any(filters.values()) else ''}{bad}")
     return 0
@@ -207,10 +208,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     """One incident in full: notebooks, changes with their undo commands, evidence, postmortem."""
     import json
 
-    from .records import archive
+    from .records.archive import show
+    from .records.format import format_detail
 
-    detail = archive.show(args.output_dir, args.ref)
-    print(json.dumps(detail, indent=2, default=str) if args.json else archive.format_detail(detail))
+    detail = show(args.output_dir, args.ref)
+    print(json.dumps(detail, indent=2, default=str) if args.json else format_detail(detail))
     return 0
 
 
@@ -218,15 +220,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Incidents per class x severity and the median times to detect/mitigate/resolve per day, + a PNG."""
     import json
 
-    from .records import archive
+    from .records import report
 
-    rep = archive.report(args.output_dir)
+    rep = report.report(args.output_dir)
     if not rep["incidents"]:
         print(f"no incidents recorded under {args.output_dir}: nothing to report")
         return 0
-    plot = archive.plot_report(rep, args.plot or Path(args.output_dir) / "report.png")
+    plot = report.plot_report(rep, args.plot or Path(args.output_dir) / "report.png")
     if args.json:
-        print(json.dumps(archive.report_json(rep), indent=2))
+        print(json.dumps(report.report_json(rep), indent=2))
         print(f"plot: {plot}", file=sys.stderr)
         return 0
     print(f"Incidents per class and severity ({rep['incidents']} in all):\n{rep['counts'].to_string()}\n")
@@ -240,9 +242,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash an evidence bundle (folder or .tar.gz, or an incident's) against its manifest."""
-    from .records import archive
+    from .records.verify import verify
 
-    results = archive.verify(args.output_dir, args.bundle)
+    results = verify(args.output_dir, args.bundle)
     for result in results:
         if result.ok:
             print(f"OK: {result.files} files match manifest.json ({result.target})")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.records import archive, bundle
+from runbook_lib.records import archive, bundle, report, verify
 from runbook_lib.errors import ParameterError, RunbookError
 from runbook_lib.run.execute import RunResult
+from runbook_lib.records.format import format_detail, human_duration
 from runbook_lib.records.incident import write_index
 
 BIN = Path(sys.executable).parent
@@ -178,7 +179,7 @@ def test_show_has_the_index_file_existence_and_other_folders(root):
     assert [o["name"] for o in detail["others"]] == ["20261120T090000Z-INC-42"]
     assert detail["changes_applied"] == [CHANGE] and detail["postmortem"]["time_to_detect_s"] == 45
 
-    text = archive.format_detail(detail)
+    text = format_detail(detail)
     for expected in ("INC-42  (incident)", "started:   2026-11-23 10:15:00 UTC", "(31s)", "severity:  P2",
                      "diagnosis: 429 from Mistral: lower concurrency",
                      "2026-11-23 10:15:20 UTC by bob: set env on deployment/mistral-service (verified)",
@@ -197,7 +198,7 @@ def test_show_names_the_alert_that_opened_an_incident_and_those_that_joined_it(r
     _incident(root, "20261126T000000Z", "INC-alert", source="alertmanager", alert_state="resolved",
               alert={"name": "MistralServerErrors", "fingerprint": "aa11"}, alerts=alerts,
               resolved={"at": "2026-11-26T00:10:00Z"})
-    text = archive.format_detail(archive.show(root, "INC-alert"))
+    text = format_detail(archive.show(root, "INC-alert"))
     assert "MistralServerErrors (aa11), resolved at 2026-11-26 00:10:00 UTC; 4 notification(s)" in text
     assert "joined by: MistralErrorRateHigh" in text
 
@@ -213,7 +214,7 @@ def test_show_reads_notebook_metadata_only_when_the_index_lacks_the_status(root)
 def test_show_of_a_run_record_and_of_a_corrupt_folder(root):
     detail = archive.show(root, "INC-run")
     assert detail["kind"] == "run" and detail["notebooks"][0]["error"] == "KeyError: x"
-    assert "INC-run  (plain run)" in archive.format_detail(detail)
+    assert "INC-run  (plain run)" in format_detail(detail)
     (root / "20261124T000000Z-INC-bad").mkdir()
     (root / "20261124T000000Z-INC-bad" / "incident.json").write_text("{")
     with pytest.raises(RunbookError, match="not valid JSON"):
@@ -223,10 +224,10 @@ def test_show_of_a_run_record_and_of_a_corrupt_folder(root):
 def test_text_never_carries_terminal_control_sequences(root):
     _incident(root, "20261126T000000Z", "INC-esc", verdict="\x1b]0;pwned\x07 P1", changes_applied=[
         {**CHANGE, "undo": "kubectl rollout undo\x1b[2J"}])
-    text = archive.format_detail(archive.show(root, "INC-esc"))
+    text = format_detail(archive.show(root, "INC-esc"))
     assert "\x1b" not in text and "\x07" not in text and "kubectl rollout undo?[2J" in text
-    assert archive.human_duration(65) == "1m05s" and archive.human_duration(7380) == "2h03m"
-    assert archive.human_duration(None) == "-" and archive.human_duration(31.4) == "31s"
+    assert human_duration(65) == "1m05s" and human_duration(7380) == "2h03m"
+    assert human_duration(None) == "-" and human_duration(31.4) == "31s"
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -254,7 +255,7 @@ def test_report_counts_and_daily_medians_by_hand(tmp_path):
     _run(out, "20261103T000000Z", "G", started="2026-11-03T00:00:00Z", finished="2026-11-03T00:00:40Z",
          verdict={"line": "x", "severity": "P2", "branch": "auth"})
 
-    rep = archive.report(out)
+    rep = report.report(out)
     assert (rep["incidents"], rep["without_postmortem"], rep["undated"], rep["skipped"]) == (7, 2, 0, 0)
     counts = rep["counts"]
     assert list(counts.columns) == ["P1", "P2", "P3", "unknown"]
@@ -268,17 +269,17 @@ def test_report_counts_and_daily_medians_by_hand(tmp_path):
     assert (day1["median_ttd_s"], day1["median_ttm_s"], day1["median_ttr_s"]) == (60, 200, 500)
     assert (day2["median_ttd_s"], day2["median_ttm_s"], day2["median_ttr_s"]) == (15, 55, 75)
     assert timing.loc["2026-11-03"].isna()["median_ttd_s"]
-    plain = archive.report_json(rep)
+    plain = report.report_json(rep)
     assert plain["timing"]["2026-11-03"]["median_ttd_s"] is None and plain["counts"]["auth"]["P1"] == 2
     json.dumps(plain)
 
-    png = archive.plot_report(rep, tmp_path / "plots" / "report.png")
+    png = report.plot_report(rep, tmp_path / "plots" / "report.png")
     data = png.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 5000
 
 
 def test_plot_of_an_empty_archive_is_still_a_png(tmp_path):
-    png = archive.plot_report(archive.report(tmp_path), tmp_path / "empty.png")
+    png = report.plot_report(report.report(tmp_path), tmp_path / "empty.png")
     assert png.read_bytes().startswith(PNG_MAGIC)
 
 
@@ -309,7 +310,7 @@ def _rewrite_archive(archive_path: Path, change: dict[str, bytes], extra: list[t
 
 def test_verify_intact_then_tampered_folder_and_archive(tmp_path):
     folder, tgz = _bundle(tmp_path)
-    assert [(r.ok, r.files) for r in archive.verify(tmp_path, folder)] == [(True, 2)]
+    assert [(r.ok, r.files) for r in verify.verify(tmp_path, folder)] == [(True, 2)]
     ok = _cli("verify", str(tgz), cwd=tmp_path)
     assert ok.returncode == 0 and ok.stdout.startswith("OK: 2 files match manifest.json"), ok
 
@@ -326,19 +327,19 @@ def test_verify_intact_then_tampered_folder_and_archive(tmp_path):
 def test_verify_flags_unlisted_files_unsafe_members_and_garbage(tmp_path):
     folder, tgz = _bundle(tmp_path)
     (folder / "planted.txt").write_text("not collected")
-    assert archive.verify_bundle(folder).problems == ["planted.txt: not in the manifest"]
+    assert verify.verify_bundle(folder).problems == ["planted.txt: not in the manifest"]
     escape = tarfile.TarInfo("../escape.txt")
     escape.size = 3
     link = tarfile.TarInfo("evidence-INC-42/link")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     _rewrite_archive(tgz, {}, [escape, link])
-    result = archive.verify_bundle(tgz)
+    result = verify.verify_bundle(tgz)
     assert not result.ok and any("../escape.txt: path outside" in p for p in result.problems)
     assert any("link: a link or special file" in p for p in result.problems)
     assert not (tmp_path / "escape.txt").exists()
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"not gzip")
-    assert "not a readable .tar.gz" in archive.verify_bundle(junk).problems[0]
+    assert "not a readable .tar.gz" in verify.verify_bundle(junk).problems[0]
 
 
 def test_verify_an_incident_checks_its_bundle_and_archive(tmp_path):
@@ -411,12 +412,16 @@ def test_cli_report_prints_tables_and_writes_the_png(root, tmp_path):
     assert empty.returncode == 0 and "nothing to report" in empty.stdout
 
 
-def test_archive_and_cli_stay_light_and_classes_match_the_decision_tree():
+@pytest.mark.parametrize("modules", ["runbook_lib.cli, runbook_lib.records.archive",
+                                     "runbook_lib.records.format", "runbook_lib.records.report",
+                                     "runbook_lib.records.verify"])
+def test_archive_and_cli_stay_light_and_classes_match_the_decision_tree(modules):
+    """`runbook list` imports cli, archive and format; report imports pandas only when it reports."""
     from runbook_lib.analysis import decision
 
     assert set(archive.CLASSES) == set(decision.NOTEBOOK)
     heavy = "('pandas', 'matplotlib', 'runbook_lib.sources.probes')"
-    probe = subprocess.run([sys.executable, "-c", "import sys, runbook_lib.cli, runbook_lib.records.archive; "
+    probe = subprocess.run([sys.executable, "-c", f"import sys, {modules}; "
                             f"print(sorted(m for m in {heavy} if m in sys.modules))"],
                            capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "[]", probe
