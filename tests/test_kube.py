@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runbook_lib import kube
+from runbook_lib import kube, params
 from runbook_lib.secrets import fingerprint
 from runbook_lib.sim.kube import KubeEmulator
 
@@ -392,7 +392,7 @@ def test_configuration_problems_are_findings(emu: KubeEmulator, kubeconfig: str,
     with kube.connect(kubeconfig, timeout_s=TIMEOUT) as c:
         nf = c.deployment(NS, "no-such-deployment").finding
         assert nf.status == kube.NOT_FOUND and nf.http_status == 404 and "no-such-deployment" in nf.message
-    with pytest.raises(kube.params.ParameterError):
+    with pytest.raises(params.ParameterError):
         kube.connect(kubeconfig).pods("Not A Namespace")
     assert emu.writes() == []
 

@@ -28,9 +28,11 @@ from typing import Any
 
 from .. import params
 from .._time import iso_z
-from . import (ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, Cluster, KubeFinding, KubeResult, _Fail, send, _object_name,
-               _rollout_status, env_entry, secret_looking)
+from ..redact import secret_looking
 from ..secrets import fingerprint, read_secret
+from . import Cluster
+from ._client import ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, KubeFailure, KubeFinding, KubeResult, object_name, send
+from .read import env_entry, rollout_status_of
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
@@ -134,9 +136,9 @@ def _run(cluster: Cluster, change: Change, timeout_s: float | None, fn: Any) -> 
     deadline = t0 + _timeout(cluster, timeout_s)
     try:
         if cluster.finding is not None:
-            raise _Fail(KubeFinding(**dict(cluster.finding.to_dict(), kubectl=change.kubectl)))
+            raise KubeFailure(KubeFinding(**dict(cluster.finding.to_dict(), kubectl=change.kubectl)))
         fn(deadline)
-    except _Fail as fail:
+    except KubeFailure as fail:
         change.finding = _write_finding(fail.finding)
         if not change.finding.kubectl:
             change.finding.kubectl = change.kubectl
@@ -145,16 +147,16 @@ def _run(cluster: Cluster, change: Change, timeout_s: float | None, fn: Any) -> 
 
 
 def _read_dep(cluster: Cluster, deadline: float, namespace: str, name: str, cmd: str) -> dict[str, Any]:
-    return cluster._read_deployment(deadline, namespace, name, cmd)
+    return cluster.read_deployment(deadline, namespace, name, cmd)
 
 
 def _patch(cluster: Cluster, deadline: float, kind: str, namespace: str, name: str, body: Any, *, dry_run: bool,
            cmd: str, content_type: str = _SMP) -> dict[str, Any]:
     method, resource = (("patch_namespaced_deployment", _DEPLOYMENTS) if kind == "deployment"
                         else ("patch_namespaced_secret", _SECRETS))
-    return cluster._request(deadline, _WriteApi(cluster.api_client), method, name, namespace, body=body,
-                            content_type=content_type, dry_run=dry_run, verb="patch", resource=resource,
-                            namespace=namespace, name=name, kubectl=cmd)
+    return cluster.request(deadline, _WriteApi(cluster.api_client), method, name, namespace, body=body,
+                           content_type=content_type, dry_run=dry_run, verb="patch", resource=resource,
+                           namespace=namespace, name=name, kubectl=cmd)
 
 
 def _revision(dep: dict[str, Any]) -> str | None:
@@ -195,7 +197,7 @@ def _wait(cluster: Cluster, deadline: float, namespace: str, name: str, cmd: str
     """Poll until done or failed or `deadline`; the last status, with `waited_s`."""
     t0 = time.monotonic()
     while True:
-        status = _rollout_status(_read_dep(cluster, deadline, namespace, name, cmd))
+        status = rollout_status_of(_read_dep(cluster, deadline, namespace, name, cmd))
         left = deadline - time.monotonic()
         if status["done"] or status["failed"] or left <= POLL_S:
             status["waited_s"] = round(time.monotonic() - t0, 3)
@@ -213,7 +215,7 @@ def wait_for_rollout(cluster: Cluster, namespace: str = "default", name: str = "
                      timeout_s: float = 60.0) -> KubeResult:
     """`kubectl rollout status deployment/NAME --timeout=Ns`: polls until done, failed or `timeout_s`."""
     namespace = params.namespace("namespace", namespace)
-    name = _object_name(name)
+    name = object_name(name)
     timeout_s = params.timeout("timeout_s", timeout_s)
     cmd = cluster.kubectl("rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={timeout_s:g}s")
     t0 = time.monotonic()
@@ -222,7 +224,7 @@ def wait_for_rollout(cluster: Cluster, namespace: str = "default", name: str = "
     try:
         status = _wait(cluster, t0 + timeout_s, namespace, name, cmd)
         finding = None if status["done"] else _not_done(status, timeout_s, cmd)
-    except _Fail as fail:
+    except KubeFailure as fail:
         status, finding = None, fail.finding
     return KubeResult("wait_for_rollout", cmd, status, finding, time.monotonic() - t0)
 
@@ -265,7 +267,7 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
     The undo command and `inverse` restore the old values (or remove variables that were absent).
     """
     namespace = params.namespace("namespace", namespace)
-    name = _object_name(name)
+    name = object_name(name)
     if not isinstance(changes, dict) or not changes:
         raise params.ParameterError("changes", changes, "a non-empty dict of env var name -> value (str) or None "
                                                         "to remove it, e.g. {'MAX_CONCURRENT_REQUESTS': '3'}")
@@ -292,14 +294,14 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
         if container is not None:
             target = next((c for c in containers if c.get("name") == container), None)
             if target is None:
-                raise _Fail(KubeFinding(NOT_FOUND, f'Container "{container}" is not in deployment/{name} (it has '
-                                                   f'{", ".join(str(c.get("name")) for c in containers)}).',
-                                        verb="get", resource=_DEPLOYMENTS, namespace=namespace))
+                raise KubeFailure(KubeFinding(NOT_FOUND, f'Container "{container}" is not in deployment/{name} '
+                                                         f'(it has {", ".join(str(c.get("name")) for c in containers)}).',
+                                              verb="get", resource=_DEPLOYMENTS, namespace=namespace))
         else:
             target = next((c for c in containers if any(e.get("name") in clean for e in c.get("env") or [])),
                           containers[0] if containers else None)
             if target is None:
-                raise _Fail(KubeFinding(ERROR, f"deployment/{name} has no containers.", namespace=namespace))
+                raise KubeFailure(KubeFinding(ERROR, f"deployment/{name} has no containers.", namespace=namespace))
         cname = str(target["name"])
         change.kubectl = base(cname, clean)
         old = {e.get("name"): e for e in target.get("env") or []}
@@ -352,7 +354,7 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
     `rollout_restart` for the deployment to use it.
     """
     namespace = params.namespace("namespace", namespace)
-    secret = _object_name(secret, "secret")
+    secret = object_name(secret, "secret")
     key = params.text("key", key, allow_empty=False)
     new_key_env = params.env_var_name("new_key_env", new_key_env)
     ref = read_secret(new_key_env)
@@ -369,9 +371,9 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
     new_desc = f"{ref.fingerprint}, {ref.length} chars"
 
     def run(deadline: float) -> None:
-        core = cluster._apis().CoreV1Api(cluster.api_client)
-        cur = cluster._request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
-                               resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
+        core = cluster.apis().CoreV1Api(cluster.api_client)
+        cur = cluster.request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
+                              resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
         raw = (cur.get("data") or {}).get(key)
         cur.clear()
         old_desc = None
@@ -399,8 +401,8 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
             return
         _patch(cluster, deadline, "secret", namespace, secret, body, dry_run=False, cmd=cmd).clear()
         change.applied = True
-        back = cluster._request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
-                                resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
+        back = cluster.request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
+                               resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
         stored = (back.get("data") or {}).get(key)
         back.clear()
         change.verified = stored == body["data"][key]
@@ -416,7 +418,7 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
                     apply_changes: bool = False, operator: str = "", timeout_s: float | None = None) -> Change:
     """`kubectl rollout restart`: stamp `kubectl.kubernetes.io/restartedAt` on the pod template."""
     namespace = params.namespace("namespace", namespace)
-    name = _object_name(name)
+    name = object_name(name)
     cmd = cluster.kubectl("rollout", "restart", f"deployment/{name}", "-n", namespace)
     change = Change("rollout restart", f"deployment/{name} -n {namespace}", cmd, at=_now_iso(),
                     who=_who(cluster, operator))
@@ -450,8 +452,8 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
 def _refuse_paused(dep: dict[str, Any], name: str, cmd: str) -> None:
     """A paused deployment would take the change but never roll it out: say so instead."""
     if (dep.get("spec") or {}).get("paused"):
-        raise _Fail(KubeFinding(ERROR, f"deployment/{name} is paused: `kubectl rollout resume` it first.",
-                                kubectl=cmd))
+        raise KubeFailure(KubeFinding(ERROR, f"deployment/{name} is paused: `kubectl rollout resume` it first.",
+                                      kubectl=cmd))
 
 
 def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
@@ -471,7 +473,7 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
     number (the old ReplicaSet is revived), as with kubectl.
     """
     namespace = params.namespace("namespace", namespace)
-    name = _object_name(name)
+    name = object_name(name)
     if isinstance(to_revision, bool) or not isinstance(to_revision, int) or to_revision < 0:
         raise params.ParameterError("to_revision", to_revision, "0 (the previous revision) or a revision number")
     cmd = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
@@ -483,10 +485,10 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
         _refuse_paused(dep, name, cmd)
         change.revision_before = _revision(dep)
         labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        apps = cluster._apis().AppsV1Api(cluster.api_client)
-        body = cluster._request(deadline, apps, "list_namespaced_replica_set", namespace,
-                                label_selector=",".join(f"{k}={v}" for k, v in labels.items()), verb="list",
-                                resource="replicasets.apps", namespace=namespace, kubectl=cmd)
+        apps = cluster.apis().AppsV1Api(cluster.api_client)
+        body = cluster.request(deadline, apps, "list_namespaced_replica_set", namespace,
+                               label_selector=",".join(f"{k}={v}" for k, v in labels.items()), verb="list",
+                               resource="replicasets.apps", namespace=namespace, kubectl=cmd)
         uid = dep["metadata"].get("uid")
         by_rev: dict[int, dict[str, Any]] = {}
         for rs in body.get("items") or []:
@@ -503,10 +505,10 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
             want = max(older) if older else 0
             rs = by_rev.get(want)
         if rs is None:
-            raise _Fail(KubeFinding(NOT_FOUND, f"deployment/{name} has no revision "
-                                               f"{want or 'before ' + str(current)} to roll back to (revisions: "
-                                               f"{', '.join(map(str, sorted(by_rev))) or 'none'}).",
-                                    resource="replicasets.apps", namespace=namespace, kubectl=cmd))
+            raise KubeFailure(KubeFinding(NOT_FOUND, f"deployment/{name} has no revision "
+                                                     f"{want or 'before ' + str(current)} to roll back to (revisions: "
+                                                     f"{', '.join(map(str, sorted(by_rev))) or 'none'}).",
+                                          resource="replicasets.apps", namespace=namespace, kubectl=cmd))
         target = _strip_hash(_tspec(rs))
         if change.revision_before:
             change.undo = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
