@@ -16,6 +16,10 @@ verified (and its rollout waited for, within the same bound); one that did not t
 Refusals become the same `KubeFinding`s as the read side (401 re-authenticate, 403 escalate naming
 the verb and resource, unreachable). Every call is bounded by `timeout_s` (default: the cluster's).
 Secret values never appear in a `Change`: only their fingerprint and length.
+
+Requests, deadlines and findings come from the read side's documented internal API
+(`Cluster.request`, `.apis`, `.read_deployment`, `.owned_replica_sets`; `KubeFailure`,
+`object_name`, `rollout_status_of`, `env_entry`), so both sides fail in the same words.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ _DEPLOYMENTS, _SECRETS = "deployments.apps", "secrets"
 
 
 class _WriteApi:
-    """Write routes over the official `ApiClient`, like `kube._RawApi` (no generated API classes)."""
+    """Write routes over the official `ApiClient`, like the read routes in `kube._client` (no generated API classes)."""
 
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
@@ -103,10 +107,6 @@ class Change:
         d["ok"] = self.ok
         d["elapsed_s"] = round(self.elapsed_s, 3)
         return d
-
-
-def _now_iso() -> str:
-    return iso_z()
 
 
 def _who(cluster: Cluster, operator: str) -> str:
@@ -258,6 +258,20 @@ def _env_arg(var: str, value: str | None) -> str:
     return f"{var}={value}"
 
 
+def _env_changes(changes: object) -> dict[str, str | None]:
+    """`plan_env`'s `changes`, checked before any request: env var names -> str (set) or None (remove)."""
+    if not isinstance(changes, dict) or not changes:
+        raise params.ParameterError("changes", changes, "a non-empty dict of env var name -> value (str) or None "
+                                                        "to remove it, e.g. {'MAX_CONCURRENT_REQUESTS': '3'}")
+    clean: dict[str, str | None] = {}
+    for var, value in changes.items():
+        params.env_var_name("changes", var)
+        if value is not None and not isinstance(value, str):
+            raise params.ParameterError("changes", f"{var}=<{type(value).__name__}>", "string values (or None)")
+        clean[var] = value
+    return clean
+
+
 def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str | None], container: str | None = None,
              *, apply_changes: bool = False, operator: str = "", timeout_s: float | None = None) -> Change:
     """`kubectl set env deployment/NAME -c CONTAINER K=V K2-`: set (str) or remove (None) env vars.
@@ -268,18 +282,10 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
     """
     namespace = params.namespace("namespace", namespace)
     name = object_name(name)
-    if not isinstance(changes, dict) or not changes:
-        raise params.ParameterError("changes", changes, "a non-empty dict of env var name -> value (str) or None "
-                                                        "to remove it, e.g. {'MAX_CONCURRENT_REQUESTS': '3'}")
-    clean: dict[str, str | None] = {}
-    for var, value in changes.items():
-        params.env_var_name("changes", var)
-        if value is not None and not isinstance(value, str):
-            raise params.ParameterError("changes", f"{var}=<{type(value).__name__}>", "string values (or None)")
-        clean[var] = value
+    clean = _env_changes(changes)
     if container is not None:
         params.text("container", container, allow_empty=False)
-    change = Change("set env", f"deployment/{name} -n {namespace}", "", at=_now_iso(), who=_who(cluster, operator))
+    change = Change("set env", f"deployment/{name} -n {namespace}", "", at=iso_z(), who=_who(cluster, operator))
 
     def base(cname: str, mapping: dict[str, str | None]) -> str:
         return cluster.kubectl("set", "env", f"deployment/{name}", "-n", namespace, "-c", cname,
@@ -294,9 +300,10 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
         if container is not None:
             target = next((c for c in containers if c.get("name") == container), None)
             if target is None:
-                raise KubeFailure(KubeFinding(NOT_FOUND, f'Container "{container}" is not in deployment/{name} '
-                                                         f'(it has {", ".join(str(c.get("name")) for c in containers)}).',
-                                              verb="get", resource=_DEPLOYMENTS, namespace=namespace))
+                has = ", ".join(str(c.get("name")) for c in containers)
+                raise KubeFailure(KubeFinding(NOT_FOUND, f'Container "{container}" is not in deployment/{name} (it has '
+                                                         f'{has}).', verb="get", resource=_DEPLOYMENTS,
+                                              namespace=namespace))
         else:
             target = next((c for c in containers if any(e.get("name") in clean for e in c.get("env") or [])),
                           containers[0] if containers else None)
@@ -365,7 +372,7 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
     apply_cmd = cluster.kubectl("apply", "-f", "-")
     cmd = (cluster.kubectl("create", "secret", "generic", secret, "-n", namespace)
            + f' --from-literal={shlex.quote(key)}="${new_key_env}" --dry-run=client -o yaml | {apply_cmd}')
-    change = Change("rotate secret", f"secret/{secret}[{key}] -n {namespace}", cmd, at=_now_iso(),
+    change = Change("rotate secret", f"secret/{secret}[{key}] -n {namespace}", cmd, at=iso_z(),
                     who=_who(cluster, operator), note="pods read the key when they start: rollout restart the "
                                                       "deployment for it to take effect")
     new_desc = f"{ref.fingerprint}, {ref.length} chars"
@@ -420,7 +427,7 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
     namespace = params.namespace("namespace", namespace)
     name = object_name(name)
     cmd = cluster.kubectl("rollout", "restart", f"deployment/{name}", "-n", namespace)
-    change = Change("rollout restart", f"deployment/{name} -n {namespace}", cmd, at=_now_iso(),
+    change = Change("rollout restart", f"deployment/{name} -n {namespace}", cmd, at=iso_z(),
                     who=_who(cluster, operator))
 
     def run(deadline: float) -> None:
@@ -478,23 +485,16 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
         raise params.ParameterError("to_revision", to_revision, "0 (the previous revision) or a revision number")
     cmd = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
                           *([f"--to-revision={to_revision}"] if to_revision else []))
-    change = Change("rollout undo", f"deployment/{name} -n {namespace}", cmd, at=_now_iso(), who=_who(cluster, operator))
+    change = Change("rollout undo", f"deployment/{name} -n {namespace}", cmd, at=iso_z(), who=_who(cluster, operator))
 
     def run(deadline: float) -> None:
         dep = _read_dep(cluster, deadline, namespace, name, cmd)
         _refuse_paused(dep, name, cmd)
         change.revision_before = _revision(dep)
-        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        apps = cluster.apis().AppsV1Api(cluster.api_client)
-        body = cluster.request(deadline, apps, "list_namespaced_replica_set", namespace,
-                               label_selector=",".join(f"{k}={v}" for k, v in labels.items()), verb="list",
-                               resource="replicasets.apps", namespace=namespace, kubectl=cmd)
-        uid = dep["metadata"].get("uid")
         by_rev: dict[int, dict[str, Any]] = {}
-        for rs in body.get("items") or []:
-            meta = rs.get("metadata") or {}
-            rev = (meta.get("annotations") or {}).get(REVISION)
-            if rev and (not uid or any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])):
+        for rs in cluster.owned_replica_sets(deadline, namespace, dep, cmd):
+            rev = ((rs.get("metadata") or {}).get("annotations") or {}).get(REVISION)
+            if rev:
                 by_rev[int(rev)] = rs
         current = int(change.revision_before or 0)
         if to_revision:
