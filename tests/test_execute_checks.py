@@ -63,3 +63,15 @@ def test_rejected_run_leaves_a_failed_record_that_nothing_in_the_request_can_ste
     run = json.loads(run_json.read_text())
     assert run["status"] == "failed" and run["error"].startswith("rejected before the run started")
     assert key not in run_json.read_text()
+
+
+def test_the_catalogue_is_still_reachable_through_execute():
+    """serve, the runbooks and older tests import the catalogue from execute: the re-export stays."""
+    from runbook_lib.run import catalog, execute
+
+    assert execute.available_notebooks is catalog.available_notebooks
+    assert execute.declared_parameters is catalog.declared_parameters
+    assert execute.resolve_notebook is catalog.resolve_notebook
+    names = catalog.available_notebooks()
+    assert names and "triage" in names
+    assert "incident_id" in catalog.declared_parameters("triage")

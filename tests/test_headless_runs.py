@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.run import execute
+from runbook_lib.run import catalog, execute
 from runbook_lib.errors import ParameterError
 from runbook_lib.record import read_records
 
@@ -33,22 +33,22 @@ def test_invalid_incident_id_cannot_steer_the_folder(tmp_path):
 
 def test_unknown_notebook_lists_accepted_names():
     with pytest.raises(ParameterError, match="'notebook'.*triage"):
-        execute.resolve_notebook("nope")
+        catalog.resolve_notebook("nope")
 
 
-@pytest.mark.parametrize("name", execute.available_notebooks())
+@pytest.mark.parametrize("name", catalog.available_notebooks())
 def test_papermill_reads_every_declared_parameter(name, caplog):
     """`papermill --help-notebook` and papermill's recorded defaults see every parameter, with no
     "Unable to parse line" warning (papermill skips any line holding a second '=')."""
     import nbformat
     from papermill.translators import PythonTranslator
 
-    nb = nbformat.read(execute.resolve_notebook(name), as_version=4)
+    nb = nbformat.read(catalog.resolve_notebook(name), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     with caplog.at_level("WARNING", logger="papermill"):
         seen = {p.name for p in PythonTranslator.inspect(cell)}
     assert not [r.message for r in caplog.records if "Unable to parse" in r.message]
-    assert seen == execute.declared_parameters(name)
+    assert seen == catalog.declared_parameters(name)
 
 
 @pytest.mark.notebook

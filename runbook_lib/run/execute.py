@@ -8,6 +8,9 @@ Bounds: papermill bounds each cell; `run_timeout_s` bounds the whole run (a watc
 kernel at the deadline and the run is recorded as timed_out). A request that cannot run at all
 (unknown notebook, a secret's value passed as a parameter, a bad bound) is refused before any
 kernel starts, and still leaves a `<notebook>.run.json` marked failed in a fresh record folder.
+
+Which notebooks exist and what each declares is `catalog`'s; the whole-run deadline is
+`watchdog.RunWatchdog`'s.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import json
 import math
 import os
 import re
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,26 +28,17 @@ from typing import Any
 
 from .. import KERNEL_NAME, params
 from .._time import iso_z as _iso, utc_stamp
-from ..paths import notebooks_dir
 from ..errors import ParameterError, UnknownParameter
 from ..record import read_records
+from .catalog import declared_parameters, resolve_notebook
+from .catalog import available_notebooks  # noqa: F401  re-exported for callers
+from .watchdog import RunWatchdog
 
 DEFAULT_CELL_TIMEOUT_S = 300
 DEFAULT_RUN_TIMEOUT_S = 900.0  # whole run, unless the notebook's own bounded wait needs longer
 MAX_RUN_TIMEOUT_S = 6 * 3600.0
 RUN_TIMEOUT_MARGIN_S = 300.0  # added to a notebook's own long wait (monitor_max_s) by the default
 SUCCEEDED, FAILED, TIMED_OUT = "succeeded", "failed", "timed_out"
-
-
-def available_notebooks() -> list[str]:
-    return sorted(p.stem for p in notebooks_dir().glob("*.ipynb"))
-
-
-def resolve_notebook(name: str) -> Path:
-    names = available_notebooks()
-    if not isinstance(name, str) or name not in names:
-        raise ParameterError("notebook", name, "one of " + (", ".join(names) or "(no notebooks found)"))
-    return notebooks_dir() / f"{name}.ipynb"
 
 
 def default_run_timeout(parameters: dict[str, Any] | None = None) -> float:
@@ -115,19 +107,6 @@ def check_run_request(name: str, parameters: dict[str, Any], *, strict_names: bo
     params.timeout(flag_names[0], cell_timeout_s, maximum=MAX_RUN_TIMEOUT_S)
     return check_run_timeout(default_run_timeout(parameters) if run_timeout_s is None else run_timeout_s,
                              flag_names[1])
-
-
-_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=")
-
-
-def declared_parameters(name: str) -> set[str]:
-    """Names assigned in the notebook's `parameters` cell (what it accepts)."""
-    nb = json.loads(resolve_notebook(name).read_text("utf-8"))
-    for cell in nb["cells"]:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            return {m.group(1) for line in source.splitlines() if (m := _ASSIGN.match(line))}
-    return set()
 
 
 @dataclass
@@ -220,7 +199,7 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     out_nb = record_dir / f"{name}.ipynb"
     started, t0 = datetime.now(UTC), time.perf_counter()
     status, error = SUCCEEDED, None
-    watchdog = _RunWatchdog(bound)
+    watchdog = RunWatchdog(bound)
     try:
         # The kernel's cwd is the record folder, given through nbclient's `resources` rather than
         # papermill's `cwd` (which chdirs this whole process: unsafe with runs in other threads).
@@ -292,74 +271,6 @@ def record_rejected_run(name: object, parameters: dict[str, Any], error: Excepti
                        parameters=safe)
     (record_dir / f"{stem}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
     return result
-
-
-class _RunWatchdog:
-    """Kill the kernel (its whole process group) when the run outlives `bound_s` seconds.
-
-    papermill only bounds cells. nbclient creates the kernel manager from `kernel_manager_class`,
-    so a subclass made here hands the watchdog the manager (hence the kernel's pid); nbclient then
-    sees the dead kernel within about a second and the run ends with the partial record saved.
-
-    The same subclass talks to the kernel over Unix sockets in a private folder (transport "ipc")
-    instead of TCP ports on 127.0.0.1: concurrent runs cannot race for a port (a kernel that lost
-    the race died at start), and other local users cannot reach the kernel.
-    """
-
-    def __init__(self, bound_s: float) -> None:
-        import tempfile
-
-        self.bound_s = bound_s
-        self.km: Any = None
-        self.fired = False
-        self._sockets = tempfile.mkdtemp(prefix="runbook-kernel-")  # 0700; short: socket paths max 107 bytes
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="runbook-run-watchdog", daemon=True)
-        self._thread.start()
-
-    def kernel_manager_class(self) -> type:
-        from jupyter_client.manager import AsyncKernelManager
-
-        watchdog = self
-
-        class WatchedKernelManager(AsyncKernelManager):  # type: ignore[misc]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                self.transport = "ipc"
-                self.ip = os.path.join(watchdog._sockets, "kernel")  # sockets kernel-1 ... kernel-5
-                self.connection_file = os.path.join(watchdog._sockets, "kernel.json")  # removed with them
-                watchdog.km = self
-
-        return WatchedKernelManager
-
-    def _watch(self) -> None:
-        if self._done.wait(self.bound_s):
-            return
-        self.fired = True
-        while not self._done.is_set():  # until the run has ended: the kernel may still be starting
-            self._kill()
-            self._done.wait(0.5)
-
-    def _kill(self) -> None:
-        provisioner = getattr(self.km, "provisioner", None)
-        pid = getattr(provisioner, "pid", None) or getattr(getattr(provisioner, "process", None), "pid", None)
-        if not pid:
-            return
-        try:
-            pgid = os.getpgid(pid)
-            if pgid == pid:  # jupyter_client starts kernels in their own session: kill their children too
-                os.killpg(pgid, signal.SIGKILL)
-            else:
-                os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def stop(self) -> None:
-        import shutil
-
-        self._done.set()
-        self._thread.join(2)
-        shutil.rmtree(self._sockets, ignore_errors=True)
 
 
 def _finalise_notebook(path: Path, result: RunResult) -> dict[str, Any] | None:

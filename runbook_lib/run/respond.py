@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError
 from .. import params
 from .._time import iso_z
-from .execute import RunResult, available_notebooks, declared_parameters, new_record_dir, run_notebook
-from ..records.incident import update_index
+from ..errors import ParameterError
 from ..record import read_records
-
+from ..records.incident import set_severity, update_index
+from .catalog import available_notebooks, declared_parameters
+from .execute import RunResult, new_record_dir, run_notebook
 
 
 def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", progress: bool = True,
@@ -52,7 +52,10 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
                           cell_timeout_s=cell_timeout_s, record_dir=folder)
     _add(index, triage)
     verdict = triage.verdict or {}
-    index.update(severity=verdict.get("severity"), error_class=verdict.get("branch"), verdict=verdict.get("line"))
+    index.update(error_class=verdict.get("branch"), verdict=verdict.get("line"))
+    if verdict.get("severity"):  # the incident's one severity starts here; diagnoses may raise it (history)
+        why = (read_records(triage.notebook_path).get("severity") or {}).get("reason") or verdict.get("line")
+        set_severity(folder, verdict["severity"], by="triage", why=str(why))
     next_notebook = verdict.get("notebook") if triage.ok else None
 
     if next_notebook:
@@ -70,6 +73,8 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
             index["diagnosis"] = diag.verdict["line"]
 
     failed = [n for n in index["notebooks"] if n["status"] != "succeeded"]
+    # severity and its history belong to set_severity (triage, then any diagnosis that raised it)
+    index.pop("severity", None)
     index.update(finished_at=iso_z(), status="failed" if failed else
                  ("diagnosed" if next_notebook else "triaged"))
     return update_index(folder, **index)
