@@ -1,4 +1,4 @@
-"""runbook_lib.kube.write against the embedded cluster: real HTTP, the official client, no mocks."""
+"""runbook_lib.kube.write (the mitigations) against the embedded cluster: real HTTP, the official client, no mocks."""
 
 from __future__ import annotations
 
@@ -166,7 +166,8 @@ def test_forbidden_expired_unreachable(emu: KubeEmulator, tmp_path: Path, monkey
     with _connect(emu, tmp_path, "expired") as expired:
         ch = remediate.rollout_restart(expired, NS, APP, apply_changes=True)
         assert ch.finding.status == kube.UNAUTHORIZED and "re-authenticate" in ch.finding.message.lower()
-    assert all(w["query"].get("dryRun") == "All" or w["status"] in (401, 403) for w in emu.writes())
+    writes = emu.writes()
+    assert writes and all(w["query"].get("dryRun") == "All" or w["status"] in (401, 403) for w in writes)
     with _connect(emu, tmp_path, "ok") as c:
         emu.set_mode("hang")
         try:
