@@ -30,11 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import alerts as _alerts
+from .._signals import wait_for_stop_signal
 from .._time import iso_z as _now, utc_stamp
-from ..run.execute import new_record_dir
 from ..records.incident import edit_index, read_index, update_index, write_index
-from ..sim._http import Request, Response, SimServer
+from ..run.execute import new_record_dir
+from . import alerts as _alerts
+from .http import HttpServer, Request, Response
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
 DEFAULT_PORT = 9095
@@ -97,7 +98,7 @@ class _Metrics:
         return generate_latest(self.registry)
 
 
-class AlertServer(SimServer):
+class AlertServer(HttpServer):
     """The webhook receiver plus its worker pool."""
 
     def __init__(self, config: ServeConfig, *, log: Any = None) -> None:
@@ -480,8 +481,6 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def serve(config: ServeConfig) -> int:
     """Run until SIGINT/SIGTERM; the CLI's entry point."""
-    from ..sim._http import wait_for_stop_signal
-
     server = AlertServer(config).start()
     try:
         wait_for_stop_signal()
