@@ -37,3 +37,18 @@ def kv_table(pairs: Iterable[tuple[str, Any]], headers: Sequence[str] = ("", "")
         text[1] = "|" + ":---|" * len(first)  # left-aligned: a headline, not column titles
         return "\n".join(text)
     return table(headers, rows)
+
+
+def counts(value: dict[str, Any] | None) -> str:
+    """`{"rate_limited": 3, "ok": 2}` as `3 rate limited, 2 ok` (most first): prose, not a dict repr."""
+    items = sorted((value or {}).items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return ", ".join(f"{n} {str(k).replace('_', ' ')}" for k, n in items) or "none"
+
+
+def codes(values: Iterable[Any] | None) -> str:
+    """`[401, 401, 200]` as `401 x2, 200`: status codes in order of first appearance, repeats counted."""
+    seen: dict[str, int] = {}
+    for v in values or []:
+        key = str(v if v not in (None, "") else "000")
+        seen[key] = seen.get(key, 0) + 1
+    return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in seen.items()) or "none"

@@ -88,10 +88,28 @@ def test_slow_goes_to_network_and_clean_is_resolved():
     assert d.branch == decision.RESOLVED and d.notebook is None
 
 
-def test_rate_limiting_stays_p2_even_when_the_service_sees_only_429s():
-    s = severity.classify(api(probes.RATE_LIMITED, 1.0), svc("down", 1.0, "429"), {"error_ratio": 1.0})
-    assert s.level == "P2" and "429" in s.reason
-    s = severity.classify(api(), svc("down", 1.0, "429"))
-    assert s.level == "P2"
-    # ...but a service failing with 5xx while the on-call probe is fine is still an outage.
+def test_severity_follows_what_users_get_not_the_cause():
+    # every call of our service refused with 429 is a complete outage for our users: P1, whatever the cause
+    s = severity.classify(api(probes.RATE_LIMITED, 1.0), svc("down", 1.0, "429", "429 rate limited"),
+                          {"error_ratio": 1.0})
+    assert s.level == "P1" and "100% of our calls" in s.reason and "429" in s.reason
+    assert severity.classify(api(), svc("down", 1.0, "429")).level == "P1"
     assert severity.classify(api(), svc("down", 1.0, "503")).level == "P1"
+    # rate limiting seen by the probes only (no service view, no metrics) stays P2, as the seed files it
+    only = severity.classify(api(probes.RATE_LIMITED, 1.0))
+    assert only.level == "P2" and "probes only" in only.reason
+
+
+def test_failing_probes_with_healthy_calls_are_not_an_outage():
+    # `slow`: the probe's bound is shorter than the service's own timeout; our calls succeed, slowly
+    healthy_but_slow = {"status": "ok", "mistral": {"status": "ok", "error_rate": 0.0, "requests": 20,
+                                                   "p95_latency_ms": 3100.0, "last_status": "200"}}
+    s = severity.classify(api(probes.TIMEOUT, 1.0), healthy_but_slow)
+    assert s.level == "P2" and "high latency" in s.reason and "3.10 s" in s.reason
+    fast = {"status": "ok", "mistral": {**healthy_but_slow["mistral"], "p95_latency_ms": 120.0}}
+    s = severity.classify(api(probes.TIMEOUT, 1.0), fast)
+    assert s.level == "P3" and "our calls succeed" in s.reason
+
+
+def test_worse_orders_levels():
+    assert severity.worse("P2", "P1") == "P1" and severity.worse(None, "P3") == "P3" and severity.worse(None, None) is None

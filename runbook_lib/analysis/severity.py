@@ -41,70 +41,123 @@ def _make(level: str, reason: str) -> Severity:
     return Severity(level, DEFINITION[level], reason, RESPONSE_TARGET[level], UPDATE_EVERY_MIN[level])
 
 
+def _num(value: Any) -> float | None:
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def user_impact(service: dict[str, Any] | None, metrics: dict[str, Any] | None,
+                latency_threshold_s: float | None = None) -> dict[str, Any] | None:
+    """What our users get, from our service's own view (first) or the metrics: error ratio and latency.
+
+    None when neither says anything (service not configured or unreachable, no metrics): then only
+    the probes are left, and the severity says so.
+    """
+    svc_dep = (service or {}).get("mistral") or {}
+    svc_rate, svc_requests = _num(svc_dep.get("error_rate")), _num(svc_dep.get("requests"))
+    m = metrics or {}
+    threshold = latency_threshold_s if latency_threshold_s is not None else _num(m.get("latency_threshold_s"))
+    if (service or {}).get("status") in ("ok", "degraded", "down") and svc_rate is not None and svc_requests != 0:
+        p95_ms = _num(svc_dep.get("p95_latency_ms"))
+        return {"source": "our service's health", "error_ratio": svc_rate,
+                "p95_latency_s": None if p95_ms is None else p95_ms / 1000, "latency_threshold_s": threshold,
+                "last_error": svc_dep.get("last_error")}
+    if _num(m.get("error_ratio")) is not None:
+        return {"source": "metrics (estimate from logs)" if m.get("estimate") else "metrics",
+                "error_ratio": _num(m["error_ratio"]), "p95_latency_s": _num(m.get("p95_latency_s")),
+                "latency_threshold_s": threshold, "last_error": None}
+    return None
+
+
 def classify(api: dict[str, Any], service: dict[str, Any] | None = None,
              metrics: dict[str, Any] | None = None, unavailable: list[str] | None = None) -> Severity:
-    """Severity from the API sample, our service's health, optional metrics, and gaps.
+    """Severity from what our users get (our service, else metrics), then the API probes, then gaps.
 
+    The runbook's table defines levels by impact on users, so our service's error ratio and latency
+    decide when they are known: all calls failing is P1 whatever the cause (a 429 outage is an
+    outage), and probes that fail while our service's calls succeed are not an outage (a probe's
+    bound can be shorter than the service's own timeout). Only without a user-side signal do the
+    probes decide, and then rate limiting stays P2 as the seed files it (the limit resets).
     `api` is `ApiSummary.to_dict()`, `service` is `ServiceHealth.to_dict()`, `metrics` may carry
     `error_ratio` (0-1) and `p95_latency_s` with `latency_threshold_s`.
     """
     verdict = api["verdict"]
     frac = float(api["error_fraction"])
-    svc_status = (service or {}).get("status")
-    svc_dep = (service or {}).get("mistral") or {}
-    svc_rate = svc_dep.get("error_rate")
-    m = metrics or {}
-    m_ratio = m.get("error_ratio")
+    probes_say = (f"{frac:.0%} of {api['samples']} probes failed"
+                  + (f" ({probes.MEANING.get(verdict, verdict)})" if frac else ""))
+    user = user_impact(service, metrics, (metrics or {}).get("latency_threshold_s")
+                       or (api.get("latency_threshold_ms") or 0) / 1000 or None)
+    if user is not None:
+        ratio, src = user["error_ratio"], user["source"]
+        p95, limit = user["p95_latency_s"], user["latency_threshold_s"]
+        if ratio >= 0.99:
+            return _make("P1", f"complete outage: {ratio:.0%} of our calls to Mistral fail ({src}"
+                               + (f"; last error: {user['last_error']}" if user.get("last_error") else "") + ")")
+        if ratio >= DEGRADED_ERROR_FRACTION:
+            return _make("P2", f"degraded: {ratio:.0%} of our calls to Mistral fail ({src})")
+        if p95 is not None and limit is not None and p95 > limit:
+            return _make("P2", f"high latency: our calls' p95 is {p95:.2f} s, over the {limit:g} s threshold ({src})")
+        if ratio > 0:
+            return _make("P3", f"occasional errors: {ratio:.1%} of our calls fail ({src})")
+        if frac > 0:
+            return _make("P3", f"our calls succeed ({src}: 0% errors) but {probes_say}: no user impact "
+                               "measured yet, watch it")
+        gaps = [u for u in (unavailable or []) if u]
+        if gaps:
+            return _make("P4", f"no user impact seen ({src}); monitoring gaps: " + ", ".join(gaps))
+        return _make("P4", f"no user impact seen: {src} shows 0% errors and the probes succeeded")
 
-    # The seed files rate limiting under P2 ("partial 429s"; 429 step is P2) even when every call
-    # is refused: the remedy is ours (less concurrency, queueing) and the limit resets. So when
-    # 429s dominate, the service/metrics "everything fails" signals do not escalate to P1.
-    rate_limited = (verdict in probes.RATE_CLASSES
-                    or (verdict == "partial" and api.get("dominant_error") in probes.RATE_CLASSES)
-                    or (verdict == probes.OK and str(svc_dep.get("last_status")) == "429"))
-
-    # P1: everything failing, seen directly or by our own service.
+    # No user-side signal: the probes decide, and the reason says so.
+    only = " (from the probes only: our service's view and metrics are not available)"
     if frac == 1.0 and verdict not in probes.RATE_CLASSES:
         return _make("P1", f"complete outage: all {api['samples']} probes of the Mistral API failed "
-                           f"({probes.MEANING.get(verdict, verdict)})")
-    if not rate_limited and (svc_status == "down" or (svc_rate is not None and float(svc_rate) >= 1.0)):
-        return _make("P1", "complete outage: every recent call from our service to Mistral failed "
-                           f"(last error: {svc_dep.get('last_error') or 'n/a'})")
-    if not rate_limited and m_ratio is not None and float(m_ratio) >= 0.99:
-        return _make("P1", f"complete outage: error ratio {float(m_ratio):.0%} in the metrics")
-
-    # P2: degraded.
+                           f"({probes.MEANING.get(verdict, verdict)})" + only)
     if frac == 1.0:
         return _make("P2", f"degraded: every probe was refused with 429 ({probes.MEANING[verdict]}); "
-                           "rate limiting is P2 in the runbook's table")
-    if rate_limited and (svc_status == "down" or (m_ratio is not None and float(m_ratio) >= 0.99)):
-        return _make("P2", "degraded: our service's calls are refused with 429 (rate limited)")
+                           "rate limiting is P2 in the runbook's table" + only)
     if frac >= DEGRADED_ERROR_FRACTION:
-        return _make("P2", f"degraded: {frac:.0%} of probes failed (mostly {api['dominant_error']})")
+        return _make("P2", f"degraded: {frac:.0%} of probes failed (mostly {api['dominant_error']})" + only)
     if api.get("slow"):
         return _make("P2", f"high latency: median {api['latency_ms_median']:.0f} ms over the "
-                           f"{api['latency_threshold_ms']:.0f} ms threshold")
-    if svc_rate is not None and float(svc_rate) >= DEGRADED_ERROR_FRACTION:
-        return _make("P2", f"degraded: our service sees {float(svc_rate):.0%} of its Mistral calls fail")
-    if m_ratio is not None and float(m_ratio) >= DEGRADED_ERROR_FRACTION:
-        return _make("P2", f"degraded: error ratio {float(m_ratio):.0%} in the metrics")
-    if m.get("p95_latency_s") is not None and m.get("latency_threshold_s") is not None \
-            and float(m["p95_latency_s"]) > float(m["latency_threshold_s"]):
-        return _make("P2", f"high latency: p95 {float(m['p95_latency_s']):.2f} s in the metrics")
-    if svc_status in ("unreachable", "invalid"):
-        return _make("P2", f"our service's health endpoint is {svc_status}: user impact unknown, "
+                           f"{api['latency_threshold_ms']:.0f} ms threshold" + only)
+    if (service or {}).get("status") in ("unreachable", "invalid"):
+        return _make("P2", f"our service's health endpoint is {service['status']}: user impact unknown, "
                            "treated as degraded until shown otherwise")
-
-    # P3: some errors.
     if frac > 0:
-        return _make("P3", f"occasional errors: {frac:.0%} of probes failed ({api['dominant_error']})")
-    if svc_rate is not None and float(svc_rate) > 0:
-        return _make("P3", f"occasional errors: our service sees {float(svc_rate):.0%} of calls fail")
-    if m_ratio is not None and float(m_ratio) > 0:
-        return _make("P3", f"occasional errors: error ratio {float(m_ratio):.1%} in the metrics")
-
-    # P4: no user impact.
+        return _make("P3", f"occasional errors: {frac:.0%} of probes failed ({api['dominant_error']})" + only)
     gaps = [u for u in (unavailable or []) if u]
     if gaps:
         return _make("P4", "no user impact seen; monitoring gaps: " + ", ".join(gaps))
-    return _make("P4", "no user impact seen: all probes succeeded and our service reports no errors")
+    return _make("P4", "no user impact seen: all probes succeeded" + only)
+
+
+LEVELS = ("P1", "P2", "P3", "P4")
+
+
+def worse(a: str | None, b: str | None) -> str | None:
+    """The more severe of two levels (P1 is the worst); None counts as unknown."""
+    known = [x for x in (a, b) if x in LEVELS]
+    return min(known, key=LEVELS.index) if known else None
+
+
+def from_impact(impact: dict[str, Any]) -> tuple[str, str] | None:
+    """The level the measured impact supports (postmortem): the share of bad calls in the episode.
+
+    Triage judges from a few seconds of evidence; the postmortem has the whole episode. All calls
+    bad is a complete outage (P1) whatever the triage could see when it ran.
+    """
+    if not impact.get("found"):
+        return None
+    bad = int(impact.get("bad_requests", impact.get("failed_requests")) or 0)
+    total = max(int(impact.get("requests") or 0), bad)
+    if total == 0:
+        return None
+    ratio = bad / total
+    span = f"{bad:,} of {total:,} calls bad over {impact.get('duration_s') or 0:.0f} s (measured)"
+    if ratio >= 0.99:
+        return "P1", f"complete outage: {span}"
+    if ratio >= DEGRADED_ERROR_FRACTION:
+        return "P2", f"degraded: {ratio:.0%} of calls bad, {span}"
+    return "P3", f"minor impact: {ratio:.0%} of calls bad, {span}"

@@ -37,14 +37,18 @@ def from_impact(impact: dict[str, Any]) -> list[dict[str, Any]]:
     if not impact.get("found"):
         return []
     src = f"{impact.get('source', 'metrics')} (detected)"
-    return [entry(impact["start"], src, "Impact started: error ratio crossed the threshold"),
-            entry(impact["peak"], src, f"Peak: {impact['peak_error_ratio']:.0%} of calls failing"),
-            entry(impact["end"], src, f"Impact ended: {impact['failed_requests']} failed calls in "
+    bad = impact.get("bad_requests", impact["failed_requests"])
+    return [entry(impact["start"], src, "Impact started: bad calls (failed, timed out or slow) crossed the threshold"),
+            entry(impact["peak"], src, f"Peak: {impact['peak_error_ratio']:.0%} of calls bad"),
+            entry(impact["end"], src, f"Impact ended: {bad} bad calls ({impact['failed_requests']} failed) in "
                                       f"{impact['duration_s']:.0f} s")]
 
 
-def from_alerts(alerts: Any, step_s: float) -> list[dict[str, Any]]:
-    """Each alert's firing spans from an `ALERTS{alertstate="firing"}` range export (time, alertname, ...)."""
+def alert_spans(alerts: Any, step_s: float) -> list[dict[str, Any]]:
+    """Each alert's firing spans from an `ALERTS{alertstate="firing"}` range export: name, severity, start, end.
+
+    `end` is when it stopped firing (last sample + one step), None when still firing at the export's end.
+    """
     import pandas as pd
 
     if alerts is None or alerts.empty or "alertname" not in alerts:
@@ -61,11 +65,27 @@ def from_alerts(alerts: Any, step_s: float) -> list[dict[str, Any]]:
                 spans.append([t, t])
         severity = str(g["severity"].iloc[0]) if "severity" in g else ""
         for first, last in spans:
-            out.append(entry(iso_z(first), "alert", f"Alert {name} firing" + (f" ({severity})" if severity else ""),
-                             kind="start"))
-            if last < frame["time"].max():
-                out.append(entry(iso_z(last + pd.Timedelta(seconds=step_s)), "alert", f"Alert {name} stopped firing",
-                                 kind="stop"))
+            end = last + pd.Timedelta(seconds=step_s) if last < frame["time"].max() else None
+            out.append({"name": str(name), "severity": severity, "start": first, "end": end})
+    return out
+
+
+def overlaps(span: dict[str, Any], start: Any, end: Any) -> bool:
+    """Whether an alert span overlaps [start, end] (None: open on that side)."""
+    return (end is None or span["start"] <= end) and (start is None or span["end"] is None or span["end"] >= start)
+
+
+def from_alerts(alerts: Any, step_s: float, within: tuple[Any, Any] | None = None) -> list[dict[str, Any]]:
+    """Alert firing spans as timeline entries; `within` keeps only spans overlapping that (start, end)."""
+    out = []
+    for span in alert_spans(alerts, step_s):
+        if within is not None and not overlaps(span, *within):
+            continue
+        sev = span["severity"]
+        out.append(entry(iso_z(span["start"]), "alert", f"Alert {span['name']} firing" + (f" ({sev})" if sev else ""),
+                         kind="start"))
+        if span["end"] is not None:
+            out.append(entry(iso_z(span["end"]), "alert", f"Alert {span['name']} stopped firing", kind="stop"))
     return out
 
 

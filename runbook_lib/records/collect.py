@@ -34,6 +34,8 @@ RANGE_QUERIES = {
     "latency_p95_s": "histogram_quantile(0.95, sum by (le) (rate(mistral_request_duration_seconds_bucket[{w}s])))",
     "latency_p99_s": "histogram_quantile(0.99, sum by (le) (rate(mistral_request_duration_seconds_bucket[{w}s])))",
     "alerts_firing": 'ALERTS{{alertstate="firing"}}',
+    # counters, like the request totals: the postmortem counts calls over the latency threshold from them
+    "request_duration_buckets": "sum by (le) (mistral_request_duration_seconds_bucket)",
 }
 # Notebooks whose records are not incident findings (they read the others).
 NOT_RECORDS = ("evidence", "postmortem")

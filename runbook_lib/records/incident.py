@@ -63,6 +63,23 @@ def edit_index(folder: str | Path) -> Iterator[dict[str, Any]]:
         write_index(folder, index)
 
 
+def set_severity(folder: str | Path, level: str, *, by: str, why: str) -> dict[str, Any]:
+    """Make `level` the incident's one severity; a change is an event in `severity_history`.
+
+    Every message and summary reads `severity` (the current level); the history says who (which
+    runbook) moved it, from what, to what, when and why. Setting the current level again is a no-op.
+    """
+    from .._time import iso_z
+
+    with edit_index(folder) as index:
+        history = index.setdefault("severity_history", [])
+        current = index.get("severity")
+        if not (current == level and history):
+            history.append({"at": iso_z(), "by": by, "from": current, "to": level, "why": why})
+            index["severity"] = level
+    return index
+
+
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """An exclusive flock on the folder itself (no lock file to clutter the record)."""

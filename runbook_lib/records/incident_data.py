@@ -23,6 +23,7 @@ from ..record import is_change, iter_records
 
 NOT_RECORDS = ("evidence", "postmortem")
 LATENCY = {"p50": "latency_p50_s", "p95": "latency_p95_s", "p99": "latency_p99_s"}
+DURATION_BUCKETS = "request_duration_buckets"  # cumulative histogram counters by le: slow calls per step
 
 
 @dataclass

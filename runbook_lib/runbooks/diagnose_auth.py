@@ -267,8 +267,10 @@ class AuthRunbook:
     # 6. communications -------------------------------------------------------------------------
     def communicate(self) -> dict[str, Any]:
         applied = any(c.get("applied") for c in self.changes)
+        level = steps.incident_severity(self.cfg, "P1", "the API rejects our key (401): every call fails",
+                                        by="diagnose_auth")
         return steps.communicate(
-            self.cfg, level="P1", status="MITIGATING" if applied else "INVESTIGATING",
+            self.cfg, level=level, status="MITIGATING" if applied else "INVESTIGATING",
             impact="Users cannot use AI features: the AI provider rejects our API key (401)",
             action=("Rotated the Mistral API key and restarting the service" if applied else
                     "Diagnosing the API key; rotation and restart prepared as a dry run"))
@@ -280,7 +282,7 @@ class AuthRunbook:
     def summary(self) -> dict[str, Any]:
         applied = [c for c in self.changes if c.get("applied")]
         line = (f"401 {self.outcome}: tested key {self.test.get('verdict') or 'untested'} "
-                f"{self.test.get('status_codes') or []}, service key "
+                f"(HTTP {display.codes(self.test.get('status_codes'))}), service key "
                 f"{ {True: 'same', False: 'different', None: 'not compared'}[self.comparison.get('same')] }; "
                 + (", ".join(c.get("action", "change") for c in applied) + " applied" if applied else "dry run"))
         value = {"line": line, "outcome": self.outcome, "changes_applied": len(applied),

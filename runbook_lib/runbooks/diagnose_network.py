@@ -95,8 +95,10 @@ class NetworkRunbook:
         self.deployment_env: dict[str, Any] = {}
         self.current_timeout_ms: int | None = None
         self.policy_verdict: str | None = None
+        self.policy_cause = ""  # the policy finding reconciled with the measurement (reconcile_policy)
         self.recommended_ms: int | None = None
         self.changes: list[dict[str, Any]] = []
+        self.severity: str | None = None  # the incident's level once communicate() has resolved it
 
     # 1. phases -------------------------------------------------------------------------------------
     def measure(self) -> dict[str, Any]:
@@ -194,7 +196,9 @@ class NetworkRunbook:
         # the verdict that matters for the real API: the public one when it was analysed
         main = next((a for a in reversed(out) if a["ok"]), None)
         self.policy_verdict = main["verdict"] if main and available else None
+        self.policy_cause, is_cause = self.reconcile_policy(self.policy_verdict)
         value = {"available": available, "analyses": out, "verdict": self.policy_verdict,
+                 "policy_cause": self.policy_cause, "policy_is_cause": is_cause,
                  "kubectl": out[0]["kubectl"] if out else ""}
         parts = []
         for a in out:
@@ -206,9 +210,32 @@ class NetworkRunbook:
             parts.append(f"**For {a['target']}**: verdict **{a['verdict']}**. {a['summary']}\n\n"
                          + display.table(("policy", "selects pods", "restricts egress", "could block", "why"), rows))
         md = (f"`{value['kubectl']}` (pods `{cfg['label_selector']}`). Targets analysed, TCP 443: "
-              + "; ".join(a["target"] for a in out) + ".\n\n" + "\n\n".join(parts))
+              + "; ".join(a["target"] for a in out) + ".\n\n" + "\n\n".join(parts)
+              + (f"\n\n**Against the measurement**: {self.policy_cause}." if self.policy_cause else ""))
         record.record("network_policies", value, markdown=md)
         return value
+
+    def reconcile_policy(self, verdict: str | None) -> tuple[str, bool | None]:
+        """A static finding is the cause only if the live measurement agrees.
+
+        A policy that *would* block egress while DNS and TCP to the API succeed from here is not what
+        breaks the calls (not enforced by the CNI, or not selecting the pods that call): saying it is
+        would send the postmortem after the wrong fix.
+        """
+        if verdict != "blocked":
+            return "", None
+        rep = self.report
+        phases = {ph.name: ph for ph in (rep.phases if rep else [])}
+        connected = bool(phases.get("tcp") and phases["tcp"].ok)
+        if connected:
+            return ("the egress NetworkPolicy would block the API, but calls get through (TCP connects): "
+                    "it is not enforced or does not select these pods; not the cause"), False
+        if rep is not None and rep.failed_phase == "tcp" and self.cause == "tcp":
+            return ("the egress NetworkPolicy would block the API and TCP connections time out, as a dropped "
+                    "egress does: consistent with the policy being the cause"), True
+        return (f"the egress NetworkPolicy would block the API; the measurement failed at "
+                f"{rep.failed_phase if rep else 'an unmeasured phase'} ({SHORT.get(self.cause, self.cause)}), "
+                "which a NetworkPolicy does not explain (it drops packets: TCP would time out)"), False
 
     # 4. raised timeout --------------------------------------------------------------------------------
     def recommend(self) -> dict[str, Any]:
@@ -252,14 +279,25 @@ class NetworkRunbook:
 
     def communicate(self) -> dict[str, Any]:
         applied = any(c["applied"] for c in self.changes)
-        p1 = self.level() == "P1"
+        failed = self.report.failed_phase if self.report else None
+        self.severity = steps.incident_severity(
+            self.cfg, self.level(), f"the {failed} phase fails: the API cannot be reached" if failed in CONNECT_PHASES
+            else "the API can be reached (connect phases pass): slow or timing out, not unreachable",
+            by="diagnose_network")
+        p1 = self.severity == "P1"
         return steps.communicate(
-            self.cfg, level=self.level(), status="MITIGATING" if applied else "INVESTIGATING",
+            self.cfg, level=self.severity, status="MITIGATING" if applied else "INVESTIGATING",
             impact=("Users cannot use AI features: the AI provider cannot be reached" if p1 else
                     "Degraded AI responses: requests to the AI provider are slow or time out"),
             action=(f"Raised the AI client timeout to {self.recommended_ms} ms" if applied else
                     f"Diagnosing the network path ({self.cause or 'all phases ok'}); "
                     "timeout change prepared as a dry run"))
+
+    def _policy_words(self) -> str:
+        cause = getattr(self, "policy_cause", "")
+        if self.policy_verdict == "blocked" and cause:
+            return "would block (not the cause: calls connect)" if "not the cause" in cause else "blocks (the cause)"
+        return self.policy_verdict or "unavailable"
 
     # 6. state after -------------------------------------------------------------------------------------
     def state_after(self) -> dict[str, Any]:
@@ -273,10 +311,11 @@ class NetworkRunbook:
                  "dry run" if last and last["diff"] else "unchanged" if last else "not prepared")
         line = (f"network: {failed + ' phase failed' if failed else 'all phases ok'}"
                 f" ({SHORT[self.cause]}), time to first byte {_fmt(self.first_byte_ms(), ' ms')}"
-                f", egress policy {self.policy_verdict or 'unavailable'}"
-                f", {self.cfg['timeout_env_var']}={self.recommended_ms} {state}, {self.level()}")
+                f", egress policy {self._policy_words()}"
+                f", {self.cfg['timeout_env_var']}={self.recommended_ms} {state}, {self.severity or self.level()}")
         value = {"line": line, "failed_phase": failed, "cause": self.cause, "policy_verdict": self.policy_verdict,
-                 "recommended_timeout_ms": self.recommended_ms, "level": self.level(),
+                 "policy_cause": getattr(self, "policy_cause", ""),
+                 "recommended_timeout_ms": self.recommended_ms, "level": self.severity or self.level(),
                  "changes_applied": len(applied), "incident_id": self.cfg["incident_id"]}
         record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")
         return value

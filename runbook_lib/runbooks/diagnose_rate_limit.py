@@ -175,9 +175,12 @@ class RateLimitRunbook:
     def communicate(self) -> dict[str, Any]:
         applied = any(c["applied"] for c in self.changes)
         n = self.recommendation.max_concurrent_requests if self.recommendation else "n/a"
+        level = steps.incident_severity(self.cfg, "P2", "rate limited (429): the runbook's table files it as P2 "
+                                        "unless every call fails", by="diagnose_rate_limit")
         return steps.communicate(
-            self.cfg, level="P2", status="MITIGATING" if applied else "INVESTIGATING",
-            impact="Some AI requests are rejected or delayed by the provider's rate limit",
+            self.cfg, level=level, status="MITIGATING" if applied else "INVESTIGATING",
+            impact=("Users cannot use AI features: every request is rejected by the provider's rate limit"
+                    if level == "P1" else "Some AI requests are rejected or delayed by the provider's rate limit"),
             action=(f"Queuing requests and lowering concurrency to {n}" if applied else
                     "Diagnosing the rate limit; mitigation prepared as a dry run"))
 

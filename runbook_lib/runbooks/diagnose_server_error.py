@@ -174,9 +174,12 @@ class ServerErrorRunbook:
         applied = any(c["applied"] for c in self.changes)
         all_failed = bool(self.api and self.api.all_failed)
         recovered = bool(self.monitor and self.monitor["recovered"])
+        level = steps.incident_severity(self.cfg, "P1" if all_failed else "P2",
+                                        "every probe got a 5xx" if all_failed else "some probes got a 5xx",
+                                        by="diagnose_server_error")
         return steps.communicate(
-            self.cfg, level="P1" if all_failed else "P2", status="MITIGATING" if applied else "INVESTIGATING",
-            impact=("Users cannot use AI features (the AI provider returns server errors)" if all_failed else
+            self.cfg, level=level, status="MITIGATING" if applied else "INVESTIGATING",
+            impact=("Users cannot use AI features (the AI provider returns server errors)" if level == "P1" else
                     "Degraded AI responses: some requests fail with provider server errors"),
             action=(("Fallback enabled (MISTRAL_FALLBACK=true)" if applied else
                      "Fallback prepared as a dry run")

@@ -15,8 +15,8 @@ from typing import Any
 from .. import display, params, record
 from ..analysis import impact as impact_mod, plots, timeline
 from ..records import incident
-from .._time import iso_z
-from ..records.incident_data import LATENCY, IncidentData, load
+from .._time import iso_z, parse
+from ..records.incident_data import DURATION_BUCKETS, LATENCY, IncidentData, load
 
 CLASS_TITLES = {"auth": "Authentication failure (401)", "rate_limit": "Rate limited (429)",
                 "provider_error": "Mistral service error (5xx)", "network": "Network / timeout",
@@ -42,7 +42,8 @@ GENERIC_ACTIONS = [("P2", "Add a runbook step or alert for what this incident sh
 
 
 def start(*, source: str, min_error_ratio: float, min_errors: int, max_gap_steps: int, incident_id: str = "",
-          postmortem_name: str = "postmortem.md") -> PostmortemRun:
+          postmortem_name: str = "postmortem.md",
+          latency_threshold_s: float = impact_mod.LATENCY_THRESHOLD_S) -> PostmortemRun:
     """Validate the parameters (the first bad one names itself) and load the incident."""
     if postmortem_name != Path(str(postmortem_name)).name or not str(postmortem_name).endswith(".md"):
         raise params.ParameterError("postmortem_name", postmortem_name, "a file name ending in .md (no folders)")
@@ -51,7 +52,8 @@ def start(*, source: str, min_error_ratio: float, min_errors: int, max_gap_steps
            "min_errors": params.positive_int("min_errors", min_errors, maximum=1_000_000),
            "max_gap_steps": _non_negative_int("max_gap_steps", max_gap_steps),
            "incident_id": params.incident_id("incident_id", incident_id) if incident_id else "",
-           "postmortem_name": postmortem_name}
+           "postmortem_name": postmortem_name,
+           "latency_threshold_s": params.timeout("latency_threshold_s", latency_threshold_s, maximum=600)}
     return PostmortemRun(cfg, load(cfg["source"], extract_to=Path.cwd() / ".bundle"))
 
 
@@ -65,7 +67,8 @@ class PostmortemRun:
     def __init__(self, cfg: dict[str, Any], data: IncidentData) -> None:
         self.cfg, self.data = cfg, data
         self.out_dir = data.folder or Path.cwd()
-        self.requests = self.errors = self.steps = None
+        self.requests = self.errors = self.steps = self.slow = None
+        self.latency_bound_s: float | None = None
         self.step_s: float | None = None
         self.source = "metrics"
         self.impact: dict[str, Any] = {"found": False}
@@ -99,9 +102,13 @@ class PostmortemRun:
             origin = pd.to_datetime(req["time"], utc=True).min()  # when Prometheus' data begins
             self.requests = impact_mod.increments(req, origin=origin)
             self.errors = impact_mod.increments(err, origin=origin)
+            self.slow, self.latency_bound_s = impact_mod.slow_increments(
+                d.frames.get(DURATION_BUCKETS), self.cfg["latency_threshold_s"], origin=origin)
             self.source = "metrics"
             how = (f"from Prometheus counter exports: increments between samples {self.step_s:g} s apart "
-                   "(counter resets handled)")
+                   "(counter resets handled)" + (f"; calls slower than {self.latency_bound_s:g} s from the duration "
+                                                 "histogram" if self.latency_bound_s else
+                                                 "; no duration histogram exported, so slow calls are not counted"))
         elif d.logs is not None:
             self.requests, self.errors, self.step_s = _from_logs(d.logs)
             self.source = "pod logs (ESTIMATE)"
@@ -112,11 +119,12 @@ class PostmortemRun:
             record.record("traffic", value, markdown="**No traffic data**: neither metrics nor pod logs were "
                           "collected, so the incident window cannot be measured. Timings below use the records only.")
             return value
-        self.steps = impact_mod.per_step(self.requests, self.errors)
-        totals = {"requests": int(self.steps["requests"].sum()), "failed": int(self.steps["errors"].sum())}
+        self.steps = impact_mod.per_step(self.requests, self.errors, self.slow)
+        totals = {"requests": int(self.steps["requests"].sum()), "failed": int(self.steps["errors"].sum()),
+                  "slow": int(self.steps["slow"].sum())}
         value = {"source": self.source, "step_s": self.step_s, **totals}
         record.record("traffic", value, markdown=f"Traffic {how}: {totals['requests']:,} calls, "
-                      f"{totals['failed']:,} failed over the window.")
+                      f"{totals['failed']:,} failed, {totals['slow']:,} slow over the window.")
         return value
 
     # -- 2. the incident window ---------------------------------------------------------------
@@ -126,16 +134,23 @@ class PostmortemRun:
             self.impact = {"found": False, "method": "no traffic data"}
         else:
             found = impact_mod.detect(self.steps, self.errors, step_s=self.step_s or 60, min_ratio=c["min_error_ratio"],
-                                      min_errors=c["min_errors"], max_gap=c["max_gap_steps"], source=self.source)
+                                      min_errors=c["min_errors"], max_gap=c["max_gap_steps"], source=self.source,
+                                      detected_at=response_start(self.data), latency_bound_s=self.latency_bound_s)
             self.impact = found.to_dict()
         i = self.impact
         md = (f"**Method**: {i['method']}.\n\n" + (display.kv_table([
-            ("start", i["start"]), ("peak", f"{i['peak']} ({i['peak_error_ratio']:.0%} of calls failing)"),
+            ("episode", i["selected_by"]),
+            ("start", i["start"]), ("peak", f"{i['peak']} ({i['peak_error_ratio']:.0%} of calls bad)"),
             ("end", i["end"]), ("duration", _human(i["duration_s"])),
-            ("failed calls in the incident", f"{i['failed_requests']:,} of {i['requests']:,}"),
+            ("bad calls in the incident (failed, timed out or slow)", f"{i['bad_requests']:,}"),
+            ("failed calls in the incident", f"{i['failed_requests']:,} of {i['requests']:,} completed"),
+            ("slow calls in the incident", f"{i['slow_requests']:,}" + (f" (over {i['latency_bound_s']:g} s)"
+                                                                        if i.get("latency_bound_s") else "")),
+            ("steps with no call completing", i["stalled_steps"]),
             ("failed calls in the whole window", f"{i['failed_in_window']:,}"),
             ("source", i["source"])], ("", "")) if i.get("found") else
-            "**No incident window found** in the data: no step reached the thresholds."))
+            "**No incident window found** in the data: " + (i.get("selected_by") or "no step reached the thresholds")
+            + "."))
         record.record("impact_window", self.impact, markdown=md)
         if self.requests is not None:
             fig = plots.traffic(self.requests, self.errors, step_s=self.step_s or 60, impact=self.impact,
@@ -163,8 +178,8 @@ class PostmortemRun:
     def timings(self) -> dict[str, Any]:
         self.times = compute_timings(self.data, self.impact, self.step_s or 60)
         t = self.times
-        rows = [(k.replace("_", " "), _human(t[k]) if t[k] is not None else "n/a", t[f"{k}_how"])
-                for k in ("time_to_detect_s", "time_to_mitigate_s", "time_to_resolve_s")]
+        rows = [(k.replace("_", " ").removesuffix(" s"), _human(t[k]) if t[k] is not None else "n/a", t[f"{k}_how"])
+                for k in ("time_to_detect_s", "time_to_first_action_s", "time_to_mitigate_s", "time_to_resolve_s")]
         record.record("timings", t, markdown=display.table(("measure", "value", "how"), rows))
         return t
 
@@ -188,7 +203,7 @@ class PostmortemRun:
     def merged_timeline(self) -> Any:
         d = self.data
         groups = [timeline.from_impact(self.impact), timeline.from_notifications(d.index.get("alerts")),
-                  timeline.from_alerts(d.frames.get("alerts_firing"), self.step_s or 60),
+                  timeline.from_alerts(d.frames.get("alerts_firing"), self.step_s or 60, within=self._span()),
                   timeline.from_changes(d.changes()),
                   timeline.from_events(d.events, since=((d.manifest or {}).get("window") or {}).get("start"))]
         groups += [timeline.from_records(nb, rs) for nb, rs in d.records.items()]
@@ -199,8 +214,53 @@ class PostmortemRun:
         record.record("timeline", value, markdown=display.table(("time (UTC)", "source", "event"), rows))
         return self.timeline
 
+    def _span(self) -> tuple[Any, Any]:
+        """This incident's span for filtering the window's alerts: impact start (or detection) to its end."""
+        import pandas as pd
+
+        i, t = self.impact, self.times
+        start = i.get("start") or t.get("detected_at")
+        end = max([x for x in (i.get("end"), self.data.index.get("finished_at")) if x], default=None)
+        step = pd.Timedelta(seconds=self.step_s or 60)
+        return (pd.Timestamp(start) - step if start else None, pd.Timestamp(end) + step if end else None)
+
     # -- 7. the postmortem document ------------------------------------------------------------------
+    def lifecycle(self) -> dict[str, Any]:
+        """The incident's severity from the whole measured impact, and its status once the impact ended.
+
+        Severity only rises here (a change is an event in the history, by "postmortem"); the status
+        becomes `resolved` (with `resolved_at` = the impact end, and `mitigated_at` when a change
+        preceded it) only when the data runs past the end, so an ongoing incident is never closed.
+        """
+        folder = self.data.folder
+        out: dict[str, Any] = {"severity": self.data.index.get("severity"), "status": self.data.index.get("status")}
+        if folder is None or not self.impact.get("found"):
+            return out
+        from ..analysis.severity import from_impact, worse
+        from ..records.incident import edit_index, set_severity
+
+        measured = from_impact(self.impact)
+        if measured and worse(out["severity"], measured[0]) != out["severity"]:
+            out["severity"] = set_severity(folder, measured[0], by="postmortem", why=measured[1])["severity"]
+        last_sample = self.steps.index.max() if self.steps is not None and not self.steps.empty else None
+        import pandas as pd
+
+        if last_sample is not None and last_sample >= pd.Timestamp(self.impact["end"]) + pd.Timedelta(
+                seconds=2 * (self.step_s or 60)):
+            with edit_index(folder) as index:
+                index["status"] = "resolved"
+                index["resolved_at"] = self.impact["end"]
+                index["mitigated_at"] = self.times.get("mitigated_at")
+                index["impact_duration_s"] = self.impact.get("duration_s")
+            out["status"] = "resolved"
+        self.data.index.update(severity=out["severity"], status=out["status"])
+        from ..records.incident import read_index
+
+        self.data.index = read_index(folder) or self.data.index
+        return out
+
     def write_postmortem(self) -> Path:
+        self.lifecycle()
         text = render_markdown(self.data, self.impact, self.times, self.timeline, self.figures)
         path = self.out_dir / self.cfg["postmortem_name"]
         tmp = path.with_name(f".{path.name}.tmp")
@@ -209,7 +269,11 @@ class PostmortemRun:
         section = {"markdown": str(path), "impact_start": self.impact.get("start"),
                    "impact_end": self.impact.get("end"), "peak": self.impact.get("peak"),
                    "duration_s": self.impact.get("duration_s"),
-                   **{k: self.times.get(k) for k in ("time_to_detect_s", "time_to_mitigate_s", "time_to_resolve_s")},
+                   **{k: self.times.get(k) for k in ("time_to_detect_s", "time_to_first_action_s", "time_to_mitigate_s",
+                                                     "time_to_resolve_s", "detected_at", "first_action_at",
+                                                     "mitigated_at")},
+                   "bad_requests": self.impact.get("bad_requests") if self.impact.get("found") else None,
+                   "slow_requests": self.impact.get("slow_requests") if self.impact.get("found") else None,
                    "failed_requests": self.impact.get("failed_requests") if self.impact.get("found") else None,
                    "failed_requests_source": self.source if self.steps is not None else None,
                    "affected_models": self.impact.get("affected_models", [])}
@@ -260,39 +324,148 @@ def error_class(data: IncidentData) -> str:
     return str(cls or "unknown")
 
 
+def _ts(value: Any) -> Any:
+    import pandas as pd
+
+    t = parse(value) if isinstance(value, str) else value
+    return None if t is None else pd.Timestamp(t)
+
+
+def response_start(data: IncidentData) -> Any:
+    """When this incident's response began (its triage, else the index's start): the anchor that
+    picks this incident's episode out of a window that may hold others."""
+    started = _ts(data.index.get("started_at"))
+    triage = [_ts(rs[0]["recorded_at"]) for nb, rs in data.records.items() if nb == "triage" and rs]
+    return min([t for t in [started, *triage] if t is not None], default=None)
+
+
+def detection(data: IncidentData, step_s: float, impact_start: Any = None) -> tuple[Any, str]:
+    """When *this* incident was detected: its first alert, else its triage starting.
+
+    Alerts count when they began firing inside this incident (from its impact start, less the
+    sampling lag, up to its response): a `rate()` alert of an earlier fault that is still firing
+    began before this impact and is not this incident's detection. Alertmanager notifications kept
+    by `runbook serve` in this incident's index are its own and count within the same bounds.
+    """
+    import pandas as pd
+
+    begun = response_start(data)
+    if begun is None:
+        return None, "nothing recorded"
+    lower = None if impact_start is None else \
+        pd.Timestamp(impact_start) - pd.Timedelta(seconds=impact_mod.DETECTION_LAG_STEPS * step_s)
+    notified = [_ts(e["time"]) for e in timeline.from_notifications(data.index.get("alerts")) if e.get("kind") == "start"]
+    firing = [sp["start"] for sp in timeline.alert_spans(data.frames.get("alerts_firing"), step_s)]
+    alerts = [t for t in [*notified, *firing] if t is not None and t <= begun and (lower is None or t >= lower)]
+    if alerts and min(alerts) <= begun:
+        return min(alerts), "the first alert of this incident firing"
+    return begun, "triage starting (no alert of this incident fired before it)"
+
+
 def compute_timings(data: IncidentData, impact: dict[str, Any], step_s: float) -> dict[str, Any]:
-    """Time to detect (first alert or triage), to mitigate (first applied change), to resolve (impact end)."""
+    """Time to detect, to the first mitigation action, to mitigate (impact ended after a change) and to resolve.
+
+    Never negative: detection seen before the first bad sample (counters are sampled every step) is
+    reported as 0 s with the reason, so `runbook report` never averages impossible values.
+    """
     import pandas as pd
 
     start = pd.Timestamp(impact["start"]) if impact.get("found") else None
-    alerts = [pd.Timestamp(e["time"]) for e in [*timeline.from_alerts(data.frames.get("alerts_firing"), step_s),
-                                                *timeline.from_notifications(data.index.get("alerts"))]
-              if e.get("kind") == "start"]
-    triage = [pd.Timestamp(rs[0]["recorded_at"]) for nb, rs in data.records.items() if nb == "triage" and rs]
-    if not triage and data.index.get("started_at"):
-        triage = [pd.Timestamp(data.index["started_at"])]
-    detected = min([*alerts, *triage], default=None)
-    detected_how = ("the first alert firing" if alerts and detected == min(alerts) else
-                    "triage starting (no alert fired before it)" if triage else "nothing recorded")
+    end = pd.Timestamp(impact["end"]) if impact.get("found") else None
+    detected, detected_how = detection(data, step_s, impact.get("start") if impact.get("found") else None)
     changes = sorted(pd.Timestamp(c["at"]) for c in data.changes() if c.get("at"))
-    mitigated = changes[0] if changes else None
+    first_action = changes[0] if changes else None
+    # Mitigated: the impact ended after a change was applied (the change may have ended it; the
+    # postmortem asks what did). A change after the impact ended did not mitigate this incident.
+    mitigated = end if first_action is not None and end is not None and first_action <= end else None
 
     def since(t: Any) -> float | None:
         return None if t is None or start is None else round((t - start).total_seconds(), 1)
 
-    out = {"impact_start": impact.get("start"), "detected_at": _iso(detected), "mitigated_at": _iso(mitigated),
-           "detected_by": "alert" if alerts and detected == min(alerts) else "triage" if triage else None,
+    ttd = since(detected)
+    ttd_how = f"{detected_how} minus the impact start"
+    if ttd is not None and ttd < 0:
+        ttd_how = (f"{detected_how} came {-ttd:g} s before the first bad sample (counters are sampled every "
+                   f"{step_s:g} s): reported as 0")
+        ttd = 0.0
+    out = {"impact_start": impact.get("start"), "detected_at": _iso(detected),
+           "detected_by": "alert" if detected_how.startswith("the first alert") else
+                          "triage" if detected is not None else None,
+           "first_action_at": _iso(first_action), "mitigated_at": _iso(mitigated),
            "resolved_at": impact.get("end"),
-           "time_to_detect_s": since(detected),
-           "time_to_detect_s_how": f"{detected_how} minus the impact start",
+           "time_to_detect_s": ttd, "time_to_detect_s_how": ttd_how,
+           "time_to_first_action_s": since(first_action),
+           "time_to_first_action_s_how": ("the first applied change minus the impact start" if changes else
+                                          "no change was applied"),
            "time_to_mitigate_s": since(mitigated),
-           "time_to_mitigate_s_how": ("the first applied change minus the impact start" if changes else
-                                      "no change was applied"),
+           "time_to_mitigate_s_how": ("the impact end minus its start: the impact ended after the first change "
+                                      f"({_iso(first_action)})" if mitigated is not None else
+                                      "no change was applied" if not changes else
+                                      "not mitigated by a change: the impact had ended before any change"
+                                      if end is not None and first_action > end else "no impact window measured"),
            "time_to_resolve_s": impact.get("duration_s") if impact.get("found") else None,
            "time_to_resolve_s_how": "the impact end minus its start (from the data)"}
     if start is None:
-        out["time_to_detect_s_how"] = out["time_to_mitigate_s_how"] = "no impact window measured"
+        for key in ("time_to_detect_s_how", "time_to_first_action_s_how", "time_to_mitigate_s_how"):
+            out[key] = "no impact window measured"
     return out
+
+
+def _diagnosis_verdict(data: IncidentData) -> tuple[str | None, dict[str, Any]]:
+    """(notebook, verdict value) of the diagnosis runbook, when one ran."""
+    found = [(nb, v) for nb, v in data.values(record.VERDICT) if nb.startswith("diagnose_") and isinstance(v, dict)]
+    return found[-1] if found else (None, {})
+
+
+def root_cause(data: IncidentData) -> str:
+    """The measured cause as one sentence (operator instructions belong in the action items)."""
+    nb, v = _diagnosis_verdict(data)
+    cls = error_class(data)
+    if nb == "diagnose_auth":
+        return (f"The Mistral API rejected the API key our service uses (HTTP 401); the diagnosis found the key "
+                f"{str(v.get('outcome') or 'unexplained').replace('_', ' ')}.")
+    if nb == "diagnose_rate_limit":
+        return (f"Our calls exceeded the workspace's rate limit (HTTP 429, {str(v.get('kind') or 'limit').replace('_', ' ')})"
+                "; the provider refused the calls over it.")
+    if nb == "diagnose_server_error":
+        return ("Mistral's API answered with server errors (HTTP 5xx) " +
+                ("while its status page reported an incident." if "provider incident" in str(v.get("line")) else
+                 "; the provider's status page did not show an incident when checked." if "no incident" in
+                 str(v.get("line")) else "; the provider's status was not readable."))
+    if nb == "diagnose_network":
+        cause = v.get("cause")
+        sentence = {
+            "dns": "The API's host name did not resolve (DNS)",
+            "tcp_refused": "Connections to the API were refused (TCP)",
+            "tcp": "Connections to the API could not be established in time (TCP)",
+            "tls": "The TLS handshake with the API failed",
+            "first_byte": "The API accepted connections but did not answer in time (first byte)",
+        }.get(str(cause), "Every network phase to the API passed when measured: the calls were slow, "
+                           "not blocked")
+        policy = v.get("policy_cause") or ""
+        return sentence + (f"; {policy}" if policy else "") + "."
+    return {"our_service": "Our service failed while the Mistral API answered normally.",
+            "resolved": "No cause was measured: the API and our service were healthy at triage."}.get(
+        cls, "_(to fill: no diagnosis runbook recorded a verdict)_")
+
+
+def _milestones(data: IncidentData, impact: dict[str, Any], timings: dict[str, Any]) -> list[tuple[str, str]]:
+    """The template's milestones with the times the records give (or what is missing)."""
+    idx = data.index
+    nb, _v = _diagnosis_verdict(data)
+    diag_at = next((r["recorded_at"] for r in data.records.get(nb or "", []) if r.get("name") == record.VERDICT),
+                   None)
+    ic = idx.get("incident_commander") or idx.get("operator")
+    return [
+        ("Impact started (measured)", impact.get("start") or "not measured"),
+        ("First alert", timings.get("detected_at") if timings.get("detected_by") == "alert" else
+         "no alert of this incident fired before triage"),
+        ("Incident declared (runbook response started)" + (f"; IC {ic}" if ic else "; IC not named"),
+         idx.get("started_at") or "not recorded"),
+        ("Root cause identified (diagnosis verdict)", diag_at or "no diagnosis ran"),
+        ("First mitigation action applied", timings.get("first_action_at") or "none applied by the runbooks"),
+        ("Service restored (impact ended)", impact.get("end") or "not measured"),
+    ]
 
 
 def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[str, Any], merged: Any,
@@ -305,49 +478,67 @@ def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[st
     date = (impact.get("start") or idx.get("started_at") or "")[:10] or "_(to fill)_"
     severity = idx.get("severity") or next((v.get("severity") for nb, v in data.values(record.VERDICT) if nb == "triage"),
                                            None) or "_(to fill)_"
-    diagnosis = idx.get("diagnosis") or next((v.get("line") for nb, v in data.values(record.VERDICT) if nb != "triage"),
-                                             None)
-    findings = _findings(data)
+    history = idx.get("severity_history") or []
+    ic = idx.get("incident_commander") or ""
     changes = data.changes()
+    bad = impact.get("bad_requests", impact.get("failed_requests"))
     lines = [f"## Incident: Mistral AI {title}",
              f"**Date:** {date}  ",
-             f"**Duration:** {_human(impact.get('duration_s')) if found else '_(to fill)_'}  ",
-             f"**Severity:** {severity}  ",
-             "**Incident Commander:** _(to fill)_  ",
+             f"**Duration of impact:** {_human(impact.get('duration_s')) if found else '_(to fill: not measured)_'}  ",
+             f"**Severity:** {severity}"
+             + (f" (history: {' -> '.join(h['to'] for h in history)})" if len(history) > 1 else "") + "  ",
+             f"**Incident Commander:** {ic or '_(to fill)_'}"
+             + (f" (runbooks run by {idx['operator']})" if idx.get("operator") and idx.get("operator") != ic else "")
+             + "  ",
              f"**Incident:** {idx.get('id') or data.source}  ",
              "", "### Summary",
-             (f"From {impact['start']} to {impact['end']} UTC, {impact['failed_requests']:,} of "
-              f"{impact['requests']:,} calls to the Mistral API failed ({', '.join(f'{k}: {v:,}' for k, v in impact['by_code'].items())}), "
-              f"peaking at {impact['peak_error_ratio']:.0%}. Triage classified it as **{title}**"
-              if found else f"Triage classified it as **{title}**; no incident window was measured in the data")
-             + (f"; the diagnosis found: {diagnosis}." if diagnosis else "."),
-             "", "### Timeline (UTC)", "| Time | Event |", "|------|-------|"]
+             (f"From {impact['start']} to {impact['end']} UTC, {bad:,} calls to the Mistral API were bad for our "
+              f"users ({impact['failed_requests']:,} failed of {impact['requests']:,} completed"
+              + (f", {impact['slow_requests']:,} slow" if impact.get("slow_requests") else "")
+              + (f"; failed by code: {', '.join(f'{k}: {v:,}' for k, v in impact['by_code'].items())}"
+                 if impact.get("by_code") else "")
+              + f"), peaking at {impact['peak_error_ratio']:.0%}. Triage classified it as **{title}**."
+              if found else f"Triage classified it as **{title}**; no impact window was measured in the data"
+              f" ({impact.get('selected_by') or impact.get('method', 'no data')}).")
+             + f" Root cause: {root_cause(data)}",
+             "", "### Milestones (UTC)", "| Milestone | Time |", "|-----------|------|"]
+    lines += [f"| {display.cell(m)} | {display.cell(t)} |" for m, t in _milestones(data, impact, timings)]
+    lines += ["", "### Timeline (UTC)", "| Time | Event |", "|------|-------|"]
     if merged is not None and not merged.empty:
         lines += [f"| {t.strftime('%H:%M:%S')} | {display.cell(f'[{s}] {e}')} |"
                   for t, s, e in zip(merged["time"], merged["source"], merged["event"], strict=True)]
-    lines += ["", "### Root Cause",
-              (f"Diagnosis: {diagnosis}" if diagnosis else "_(to fill: no diagnosis runbook recorded a verdict)_")]
-    lines += [f"- {f}" for f in findings]
+    lines += ["", "### Root Cause", root_cause(data), ""]
+    lines += [f"- {f}" for f in _findings(data)]
     lines += ["", "_(to fill: why it happened, beyond what the runbooks measured)_",
               "", "### Impact",
               "- Users affected: _(to fill: from product analytics)_",
               f"- Duration of impact: {_human(impact.get('duration_s')) if found else 'unknown'}",
-              f"- Requests failed: {impact['failed_requests']:,} (from {impact.get('source')})" if found else
-              "- Requests failed: unknown (no metrics or logs)",
+              (f"- Bad calls (failed, timed out or slower than {impact.get('latency_bound_s') or 'n/a'} s): {bad:,}"
+               f" (from {impact.get('source')})" if found else
+               "- Bad calls: unknown (" + ("no metrics or logs" if impact.get("method") == "no traffic data" else
+                                            "no impact window found in the data") + ")"),
+              f"- Requests failed: {impact['failed_requests']:,}" if found else "- Requests failed: unknown",
               f"- Affected models: {', '.join(impact.get('affected_models') or []) or 'n/a'}",
               "- Revenue impact: _(to fill, if applicable)_",
               "", "### Detection",
               "How was the incident detected?",
-              f"- [{'x' if timings.get('detected_by') == 'alert' else ' '}] Automated alerting",
-              "- [ ] Customer report", "- [ ] Internal testing",
+              f"- [{'x' if timings.get('detected_by') == 'alert' else ' '}] Automated alerting"
+              + ("" if timings.get("detected_by") == "alert" else " (no alert of this incident fired before triage)"),
+              "- [ ] Customer report _(to fill)_", "- [ ] Internal testing _(to fill)_",
               f"- Time to detect: {_human(timings.get('time_to_detect_s'))} ({timings.get('time_to_detect_s_how')})",
               "", "### Resolution"]
     if changes:
-        lines += [f"- {c.get('at')}: {c.get('action')} on {c.get('target')} by {c.get('who')}"
+        lines += [f"- {c.get('at')}: {_change_text(c)} by {c.get('who')}"
                   f" ({'verified' if c.get('verified') else 'NOT verified'}); undo: `{c.get('undo')}`" for c in changes]
     else:
         lines.append("- No change was applied by the runbooks.")
-    lines += [f"- Time to mitigate: {_human(timings.get('time_to_mitigate_s'))} "
+    lines += ["- What ended the impact: _(to fill: " + (
+                  f"did the change at {timings.get('first_action_at')} end it, or did the fault clear on its own?"
+                  if timings.get("mitigated_at") else "no change was applied before it ended; e.g. the provider "
+                  "recovered, or someone acted outside the runbooks") + ")_",
+              f"- Time to first mitigation action: {_human(timings.get('time_to_first_action_s'))} "
+              f"({timings.get('time_to_first_action_s_how')})",
+              f"- Time to mitigate: {_human(timings.get('time_to_mitigate_s'))} "
               f"({timings.get('time_to_mitigate_s_how')})",
               f"- Time to resolve: {_human(timings.get('time_to_resolve_s'))} ({timings.get('time_to_resolve_s_how')})",
               "", "### Action Items",
@@ -355,33 +546,59 @@ def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[st
     lines += [f"| {p} | {display.cell(a)} | @owner | YYYY-MM-DD | [ ] |" for p, a in action_items(data, timings)]
     lines += ["", "### Lessons Learned", "- What went well: _(to fill)_", "- What could be improved: _(to fill)_",
               "- What we got lucky with: _(to fill)_", "", "### Evidence",
-              f"- Bundle: `{data.bundle}`" + (" (seal intact)" if data.bundle and not data.seal_problems else
-                                             f" (**seal broken**: {'; '.join(data.seal_problems)})"
-                                             if data.seal_problems else ""),
+              f"- Bundle: `{_rel(data, data.bundle)}`" + (" (seal intact)" if data.bundle and not data.seal_problems else
+                                                          f" (**seal broken**: {'; '.join(data.seal_problems)})"
+                                                          if data.seal_problems else ""),
               *[f"- Figure: `{Path(f).name}`" for f in figures],
               *[f"- Not available: {m}" for m in data.missing],
-              f"- Impact detection: {impact.get('method', 'n/a')}", ""]
+              f"- Impact detection: {impact.get('method', 'n/a')}; episode: {impact.get('selected_by') or 'n/a'}", ""]
     return "\n".join(lines)
 
 
+def _rel(data: IncidentData, path: Any) -> str:
+    """A path as the reader of the incident folder needs it: relative to the folder when inside it."""
+    if not path:
+        return "none"
+    if data.folder is not None:
+        try:
+            return str(Path(path).resolve().relative_to(Path(data.folder).resolve()))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _change_text(c: dict[str, Any]) -> str:
+    """What a change set, with before and after when recorded (not only "set env on deployment/x")."""
+    diff = c.get("diff") or []
+    detail = "; ".join(f"{d.get('field')}: {d.get('before')} -> {d.get('after')}" for d in diff if isinstance(d, dict))
+    return f"{c.get('action')} on {c.get('target')}" + (f" ({detail})" if detail else "")
+
+
 def _findings(data: IncidentData) -> list[str]:
-    """The diagnosis' explanations, as they were recorded (explanation/advice/summary strings)."""
+    """What the diagnosis measured (explanations and summaries), not its advice (that is an action item)."""
     out = []
     for nb, rs in data.records.items():
-        if nb == "triage":
+        if nb == "triage" or not nb.startswith("diagnose_"):
             continue
         for r in rs:
             v = r.get("value")
             if isinstance(v, dict):
-                for key in ("explanation", "advice", "summary"):
+                for key in ("explanation", "summary"):
                     if isinstance(v.get(key), str) and v[key]:
                         out.append(f"{nb} / {r['name']}: {v[key]}")
     return out[:6]
 
 
+def _advice(data: IncidentData) -> list[str]:
+    """The diagnoses' advice strings: instructions for people, so they become action items."""
+    return [v["advice"] for nb, rs in data.records.items() if nb.startswith("diagnose_") for r in rs
+            if isinstance(v := r.get("value"), dict) and isinstance(v.get("advice"), str) and v["advice"]][:4]
+
+
 def action_items(data: IncidentData, timings: dict[str, Any]) -> list[tuple[str, str]]:
     """Seeded from the class, the changes left in place, the gaps in evidence, and slow detection."""
     items = list(ACTIONS.get(error_class(data), GENERIC_ACTIONS))
+    items += [("P2", f"From the diagnosis: {a}") for a in _advice(data)]
     for c in data.changes():
         items.append(("P2", f"Decide whether to keep or undo the mitigation '{c.get('action')}' on {c.get('target')} "
                             f"(undo: {c.get('undo')})"))

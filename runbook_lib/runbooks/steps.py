@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from . import comms
@@ -58,6 +59,34 @@ def show_change(name: str, change: Any) -> dict[str, Any]:
           + (f"\n\n**{change.finding.status}**: {change.finding.message}" if change.finding else ""))
     record.record(name, value, markdown=md)
     return value
+
+
+def incident_severity(cfg: dict[str, Any], proposed: str, why: str, *, by: str) -> str:
+    """The incident's one severity as this diagnosis sees it, recorded; returns the level to use.
+
+    In an incident folder (headless runs work in it) the current level stands unless this runbook's
+    evidence is worse: then it is raised, with the reason, in `incident.json`'s severity history.
+    Without an incident index the runbook's own assessment is the severity.
+    """
+    from ..analysis.severity import worse
+    from ..records.incident import read_index, set_severity
+
+    folder = Path.cwd()
+    index = read_index(folder)
+    current = (index or {}).get("severity")
+    level = worse(current, proposed) or proposed
+    if index is not None and (level != current or not index.get("severity_history")):
+        set_severity(folder, level, by=by, why=why)
+    held = current is not None and level == current and proposed != current
+    value = {"level": level, "proposed": proposed, "why": why, "previous": current, "by": by,
+             "source": "incident.json" if index is not None else "this runbook"}
+    md = (f"**Incident severity: {level}**. "
+          + (f"This runbook's evidence suggests {proposed} ({why}); the incident stays at {current}, "
+             "the worse level already established." if held else
+             f"Raised from {current} to {level}: {why}." if current and level != current else
+             f"{why}." if current is None else f"Confirmed: {why}."))
+    record.record("severity", value, markdown=md)
+    return level
 
 
 def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, action: str,

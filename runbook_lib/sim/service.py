@@ -30,7 +30,8 @@ from ._http import Answer, Request, Response, SimServer, utc_iso
 
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 MAX_RATE = 1000.0
-TRANSPORT_CODE = "000"  # what `curl -w %{http_code}` prints when nothing came back
+TRANSPORT_CODE = "000"
+HISTORY_MAX = 500_000  # finished calls kept as ground truth (~100 bytes each)  # what `curl -w %{http_code}` prints when nothing came back
 
 
 @dataclass
@@ -86,6 +87,8 @@ class ServiceSimulator(SimServer):
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
         self._calls: deque[Call] = deque(maxlen=self.window)
+        # Ground truth for tests: every finished call (bounded), what the runbooks' findings are checked against.
+        self._history: deque[Call] = deque(maxlen=HISTORY_MAX)
         self._by_model_code: Counter[tuple[str, str]] = Counter()
         self._sent = self._skipped = self._in_flight = 0
         self._load_stop = threading.Event()
@@ -240,6 +243,7 @@ class ServiceSimulator(SimServer):
         self._duration.labels(call.model).observe(call.latency_ms / 1000)
         with self._lock:
             self._calls.append(call)
+            self._history.append(call)
             self._by_model_code[(call.model, call.code)] += 1
         if self.log_path:
             line = {"ts": utc_iso(call.ts), "level": "error" if call.error else "info",
@@ -249,6 +253,12 @@ class ServiceSimulator(SimServer):
                 fh.write(json.dumps(line) + "\n")
 
     # -- views -------------------------------------------------------------------------------
+    def call_history(self, since: float | None = None, until: float | None = None) -> list[Call]:
+        """Every finished call (ground truth), optionally those that *ended* in [since, until) (epoch s)."""
+        with self._lock:
+            calls = list(self._history)
+        return [c for c in calls if (since is None or c.ts >= since) and (until is None or c.ts < until)]
+
     def health(self) -> dict[str, Any]:
         """The `/health` body: `.services.mistral` summarises the last `window` calls."""
         with self._lock:

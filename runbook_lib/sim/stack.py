@@ -8,6 +8,8 @@ a bound whatever state the fault left them in.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from typing import Any, Self
 
 from ._http import wait_until
@@ -38,6 +40,10 @@ class EmbeddedStack:
         self.mistral = MistralSimulator(port=mistral_port, api_keys=[api_key], mode=mode, **sim_opts)
         self.service = ServiceSimulator("http://127.0.0.1:0", api_key, port=service_port, rate=rate,
                                         log_path=log_path, **svc_opts)
+        # Ground truth: when each fault began (epoch seconds), as the tests' reference for findings.
+        self._fault_lock = threading.Lock()
+        self.fault_log: list[dict[str, Any]] = [{"at": time.time(), "mode": mode}]
+        self.refusing = False
 
     def start(self) -> Self:
         """Start the simulator, then the service pointed at its real port."""
@@ -73,8 +79,31 @@ class EmbeddedStack:
         return self.service.health_url
 
     def set_mode(self, mode: str, **opts: Any) -> None:
-        """Switch the simulator's fault (`status`, `latency_s`, `fail_fraction` as options)."""
-        self.mistral.set_mode(mode, **opts)
+        """Switch the simulator's fault (`status`, `latency_s`, `fail_fraction` as options).
+
+        Leaving the `refused` state starts the simulator's listener again on the same port.
+        """
+        with self._fault_lock:
+            if self.refusing:
+                self.mistral.start()
+                self.refusing = False
+            self.mistral.set_mode(mode, **opts)
+            self.fault_log.append({"at": time.time(), "mode": mode, **opts})
+
+    def refuse_connections(self) -> None:
+        """A network fault: the API's listener closes, so every new connection is refused (TCP RST)."""
+        with self._fault_lock:
+            self.mistral.stop()
+            self.refusing = True
+            self.fault_log.append({"at": time.time(), "mode": "refused"})
+
+    def fault_spans(self) -> list[dict[str, Any]]:
+        """Ground truth: each fault as {mode, start, end} (end None while it lasts), from `fault_log`."""
+        spans: list[dict[str, Any]] = []
+        for entry, nxt in zip(self.fault_log, [*self.fault_log[1:], None], strict=True):
+            if entry["mode"] != "ok":
+                spans.append({"mode": entry["mode"], "start": entry["at"], "end": nxt["at"] if nxt else None})
+        return spans
 
     def service_status(self) -> str:
         """Our service's current `.services.mistral.status`."""
