@@ -199,6 +199,8 @@ SHARED: dict[str, Any] = {
     "incident_id": incident_id,
     "incident_commander": text,
     "slack_webhook_env": env_var_name,
+    # the messages' affected services, comma-separated ("Chat assistant, Search")
+    "affected_features": lambda n, v: text(n, v, maximum=500, allow_empty=False),
 }
 
 

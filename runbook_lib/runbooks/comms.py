@@ -1,32 +1,75 @@
-"""Incident messages from the seed's templates, filled from what was measured.
+"""Incident messages that match the incident, and a log of every one drafted.
 
-Internal (Slack) and external (status page) texts, the next update time from the severity's
-cadence, saved as files in the run folder, and optionally posted to a Slack incoming webhook
-whose URL is read from an environment variable (the URL is a credential: never a parameter).
-A failed post is reported and the run goes on.
+The seed's two templates (internal Slack, external status page) are rendered with Jinja2 for the
+incident's error class (auth, rate_limit, provider_error, network, our_service), status
+(INVESTIGATING, MITIGATING, RESOLVED) and its one severity: a P1 401 outage tells users the AI
+features are unavailable, a P2 rate limit that some requests are delayed or rejected, network P2
+slowness that responses are slower, RESOLVED that service is restored (with the impact window when
+the postmortem measured one). A status page that says less, or something else, than what the
+record shows is the first thing a reviewer finds wrong.
+
+Templates
+    Shipped defaults live in `runbook_lib/runbooks/templates/`: `slack.md.j2` (Slack mrkdwn:
+    `*bold*`), `statuspage.md.j2` (plain text) and `phrases.j2` (what users experience per
+    severity and class, imported by both). A team overrides any of them by pointing the
+    environment variable `RUNBOOK_TEMPLATES` at a folder of same-named files; a file missing
+    there falls back to the shipped one. Templates run in a sandboxed Jinja2 environment with
+    StrictUndefined: a typo fails the run loudly, naming the template file and line. Variables:
+    `status`, `level` (P1-P4; "" when a RESOLVED index has none), `error_class`, `emoji`,
+    `impact`, `action`, `affected` (list), `workaround`, `ic`, `next_update` (HH:MM, None when
+    RESOLVED), `update_every_min`, `updated` (YYYY-MM-DD HH:MM, UTC) and `window` (None, or
+    `start`, `end`, `duration`, `between`); the filters `slack` (escape &, <, >) and `sentence`
+    (first letter upper case).
+
+Where messages go
+    Every draft is written into the incident folder (the run's working directory) under its own
+    name, `message-<UTC stamp>-<runbook>-<status>-<channel>.md`, never overwritten; the latest
+    draft per channel is also kept as `message-internal-slack.md` / `message-external-statuspage.md`
+    (what to paste now). When the folder has an `incident.json`, each draft is appended to its
+    `communications` list: at, by, channel, status, severity, text, file (relative to the
+    folder), posted, error, plus ic and affected (so the RESOLVED message can name them).
+    The Slack text is posted to the incoming webhook whose URL is in an environment variable
+    (the URL is a credential: never a parameter, never shown); a failed post is logged as the
+    entry's error and the run goes on. Status-page drafts are never posted automatically.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from .._time import iso_z, parse, utc_stamp
 from ..analysis.severity import UPDATE_EVERY_MIN
+from ..errors import RunbookError
 
 STATUSES = ("INVESTIGATING", "MITIGATING", "RESOLVED")
+LEVELS = ("P1", "P2", "P3", "P4")
+CLASSES = ("auth", "rate_limit", "provider_error", "network", "our_service")
 EMOJI = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:", "P4": ":white_circle:"}
+DEFAULT_AFFECTED = "AI-powered features"
+TEMPLATES_ENV = "RUNBOOK_TEMPLATES"
+SHIPPED_TEMPLATES = Path(__file__).with_name("templates")
+CHANNELS = {"slack": "slack.md.j2", "statuspage": "statuspage.md.j2"}
+# the latest draft per channel, under the names the records always used
+LATEST = {"slack": "message-internal-slack.md", "statuspage": "message-external-statuspage.md"}
+# which diagnosis runbook handles which error class (decision.NOTEBOOK, inverted)
+CLASS_OF_RUNBOOK = {"diagnose_auth": "auth", "diagnose_rate_limit": "rate_limit",
+                    "diagnose_server_error": "provider_error", "diagnose_network": "network"}
 
 
 @dataclass
 class Messages:
     internal: str
     external: str
-    next_update_utc: str
+    next_update_utc: str | None
+    ic: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,49 +82,256 @@ def next_update(level: str, now: datetime | None = None) -> datetime:
     return due.replace(second=0, microsecond=0) + (timedelta(minutes=1) if due.second or due.microsecond else timedelta())
 
 
-def render(*, level: str, status: str, impact: str, action: str, commander: str,
-           affected: list[str], workaround: str = "", now: datetime | None = None) -> Messages:
-    """The seed's Slack and status-page templates with every placeholder filled."""
+def features(value: str | list[str] | None) -> list[str]:
+    """`affected_features` text ("Chat, Search") as a list; empty means the generic default."""
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    return [s.strip() for s in items if s and s.strip()] or [DEFAULT_AFFECTED]
+
+
+def ic_line(commander: str = "", operator: str = "") -> str:
+    """Who leads: the named incident commander, else the operator said to be only that (not an IC)."""
+    commander, operator = (commander or "").strip(), (operator or "").strip()
+    if commander:
+        return commander if commander.startswith("@") else f"@{commander}"
+    if operator:
+        return f"{operator} (runbook operator; no incident commander named)"
+    return "(none named: set incident_commander)"
+
+
+def impact_window(start: Any, end: Any) -> dict[str, Any] | None:
+    """The measured impact as the messages state it, or None when either end is unknown."""
+    s, e = parse(str(start)) if start else None, parse(str(end)) if end else None
+    if s is None or e is None or e < s:
+        return None
+    seconds = (e - s).total_seconds()
+    duration = _human(seconds)
+    between = (f"{s:%H:%M} to {e:%H:%M} UTC on {s:%Y-%m-%d} ({duration})" if s.date() == e.date() else
+               f"{s:%Y-%m-%d %H:%M} UTC to {e:%Y-%m-%d %H:%M} UTC ({duration})")
+    return {"start": iso_z(s), "end": iso_z(e), "duration_s": seconds, "duration": duration, "between": between}
+
+
+def _human(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return f"{int(seconds)} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+# -- templates ---------------------------------------------------------------------------------------------
+def template_folders() -> list[Path]:
+    """Where templates are looked up: `$RUNBOOK_TEMPLATES` first (if set), then the shipped defaults."""
+    override = os.environ.get(TEMPLATES_ENV, "").strip()
+    if not override:
+        return [SHIPPED_TEMPLATES]
+    if not Path(override).is_dir():
+        raise RunbookError(f"${TEMPLATES_ENV} = {override!r} is not a folder (it should hold same-named "
+                           f"templates: {', '.join(sorted({*CHANNELS.values(), 'phrases.j2'}))})")
+    return [Path(override), SHIPPED_TEMPLATES]
+
+
+@lru_cache(maxsize=8)
+def _environment(folders: tuple[str, ...], present: tuple[str, ...] = ()) -> Any:
+    """One sandboxed environment per lookup path and set of override files (`present`), so compiled
+    templates are reused, an edited file is reloaded and a file added to the override folder is seen."""
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(loader=FileSystemLoader(list(folders)), undefined=StrictUndefined,
+                               autoescape=False, keep_trailing_newline=False)
+    env.filters["slack"] = slack_escape
+    env.filters["sentence"] = lambda s: str(s)[:1].upper() + str(s)[1:]
+    return env
+
+
+def slack_escape(text: Any) -> str:
+    """Slack mrkdwn's three control characters, escaped as Slack asks (&amp; &lt; &gt;)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_template(name: str, context: dict[str, Any]) -> str:
+    """One template rendered; any failure names the template file (and line) that caused it."""
+    from jinja2 import TemplateError
+
+    folders = template_folders()
+    try:
+        present = tuple(sorted(p.name for p in folders[0].glob("*.j2"))) if len(folders) > 1 else ()
+        return _environment(tuple(str(f) for f in folders), present).get_template(name).render(**context).strip()
+    except TemplateError as exc:
+        where = _template_frame(exc) or getattr(exc, "filename", None) or _origin(name, folders)
+        raise RunbookError(f"message template {where} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _origin(name: str, folders: list[Path]) -> str:
+    return next((str(f / name) for f in folders if (f / name).exists()), name)
+
+
+def _template_frame(exc: BaseException) -> str | None:
+    """The innermost template file and line in the traceback (Jinja2 maps frames to its templates)."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.endswith(".j2"):
+            found = f"{code.co_filename}, line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def render(*, level: str, status: str, impact: str, action: str, commander: str = "", operator: str = "",
+           affected: list[str] | None = None, workaround: str = "", error_class: str = "unknown",
+           window: dict[str, Any] | None = None, ic: str | None = None, now: datetime | None = None) -> Messages:
+    """The Slack and status-page texts for this class, status and severity, every placeholder filled.
+
+    `ic` (already formatted, e.g. from an earlier message) overrides `commander`/`operator`.
+    """
     if status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+    if level not in LEVELS and not (status == "RESOLVED" and not level):
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}")
     now = now or datetime.now(UTC)
-    due = next_update(level, now)
-    ic = commander if commander.startswith("@") or not commander else f"@{commander}"
-    internal = (f"{EMOJI[level]} {level} INCIDENT: Mistral AI Integration\n"
-                f"**Status**: {status}\n"
-                f"**Impact**: {impact}\n"
-                f"**Current action**: {action}\n"
-                f"**Next update**: {due:%H:%M} UTC (every {UPDATE_EVERY_MIN[level]} min for {level})\n"
-                f"**Incident commander**: {ic or '(unassigned)'}")
-    heading = "AI Feature Degradation" if status != "RESOLVED" else "AI Features Restored"
-    body = ("We're experiencing issues with our AI-powered features.\n"
-            "Some users may experience slower responses or temporary unavailability.\n\n"
-            "Our team is actively investigating and working with our AI provider to resolve this."
-            if status != "RESOLVED" else
-            "The issue affecting our AI-powered features has been resolved. Thank you for your patience.")
-    external = (f"{heading}\n\n{body}\n\nAffected services:\n" + "\n".join(f"- {a}" for a in affected)
-                + f"\n\nWorkaround: {workaround or 'none at this time'}\n\n"
-                f"Last updated: {now:%Y-%m-%d %H:%M} UTC")
-    return Messages(internal, external, due.isoformat(timespec="minutes").replace("+00:00", "Z"))
+    due = next_update(level, now) if status != "RESOLVED" else None
+    ic = ic or ic_line(commander, operator)
+    context = {"status": status, "level": level or "", "error_class": error_class if error_class in CLASSES else "unknown",
+               "emoji": EMOJI.get(level, ""), "impact": impact, "action": action, "affected": features(affected),
+               "workaround": workaround, "ic": ic, "next_update": f"{due:%H:%M}" if due else None,
+               "update_every_min": UPDATE_EVERY_MIN.get(level), "updated": f"{now:%Y-%m-%d %H:%M}", "window": window}
+    return Messages(render_template(CHANNELS["slack"], context), render_template(CHANNELS["statuspage"], context),
+                    due.isoformat(timespec="minutes").replace("+00:00", "Z") if due else None, ic)
 
 
-def save(messages: Messages, folder: str | Path) -> list[Path]:
+# -- drafting, posting and the log -------------------------------------------------------------------------
+def draft(messages: Messages, *, folder: str | Path, by: str, status: str, level: str,
+          affected: list[str] | None = None, post: dict[str, Any] | None = None,
+          now: datetime | None = None) -> list[dict[str, Any]]:
+    """Write both drafts into the incident folder and log them (with `post`, the Slack outcome); the entries.
+
+    The log (incident.json's `communications`) is appended under the index lock, so concurrent
+    runbooks in one incident both land; without an incident.json only the caller's record keeps them.
+    """
     folder = Path(folder)
-    paths = [folder / "message-internal-slack.md", folder / "message-external-statuspage.md"]
-    paths[0].write_text(messages.internal + "\n", "utf-8")
-    paths[1].write_text(messages.external + "\n", "utf-8")
-    return paths
+    now = now or datetime.now(UTC)
+    post = post or {"posted": False, "error": None}
+    entries = []
+    for channel, text in (("slack", messages.internal), ("statuspage", messages.external)):
+        path = _write_new(folder, f"message-{utc_stamp(now)}-{_safe(by)}-{status.lower()}-{channel}", text)
+        (folder / LATEST[channel]).write_text(text + "\n", "utf-8")
+        entries.append({"at": iso_z(now), "by": by, "channel": channel, "status": status, "severity": level or None,
+                        "text": text, "file": path.relative_to(folder).as_posix(),
+                        "posted": bool(post["posted"]) if channel == "slack" else False,
+                        "error": post.get("error") if channel == "slack" else None,
+                        "ic": messages.ic, "affected": features(affected)})
+    log(folder, entries)
+    return entries
+
+
+def log(folder: str | Path, entries: list[dict[str, Any]]) -> bool:
+    """Append to incident.json's `communications` (locked read-modify-write); False when there is no index."""
+    from ..records.incident import edit_index
+
+    if not has_index(folder):  # a plain `runbook run`: never create an index here
+        return False
+    with edit_index(folder) as index:
+        previous = index.get("communications")
+        index["communications"] = (previous if isinstance(previous, list) else []) + entries
+    return True
+
+
+def has_index(folder: str | Path) -> bool:
+    """Whether the folder is an incident folder (has incident.json), i.e. whether drafts are logged there."""
+    from ..records.incident import index_path
+
+    return index_path(folder).exists()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:64] or "runbook"
+
+
+def _write_new(folder: Path, stem: str, text: str) -> Path:
+    """A new file, never an existing one (two drafts in one second get -2, -3...)."""
+    for n in range(1, 1000):
+        path = folder / (f"{stem}.md" if n == 1 else f"{stem}-{n}.md")
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(text + "\n")
+            return path
+        except FileExistsError:
+            continue
+    raise RunbookError(f"too many drafts named {stem}*.md in {folder}")
 
 
 def post_to_slack(messages: Messages, webhook_env: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """POST the internal message to the webhook in `$webhook_env`; never raises, never shows the URL."""
+    """POST the internal message to the webhook in `$webhook_env`; never raises, never shows the URL.
+
+    `error` is None when posted or when no webhook is configured (a draft only), else the reason.
+    """
     url = os.environ.get(webhook_env, "").strip()
     if not url:
-        return {"posted": False, "reason": f"${webhook_env} is not set: message not posted (saved to files)"}
+        return {"posted": False, "reason": f"${webhook_env} is not set: message not posted (saved to files)",
+                "error": None}
     try:
         response = httpx.post(url, json={"text": messages.internal}, timeout=timeout_s)
     except httpx.HTTPError as exc:
-        return {"posted": False, "reason": f"webhook unreachable: {type(exc).__name__}"}
+        reason = f"webhook unreachable: {type(exc).__name__}"
+        return {"posted": False, "reason": reason, "error": reason}
     if response.status_code >= 300:
-        return {"posted": False, "reason": f"webhook answered HTTP {response.status_code}: {response.text[:100]}"}
-    return {"posted": True, "reason": f"posted (HTTP {response.status_code})"}
+        reason = f"webhook answered HTTP {response.status_code}: {response.text[:100]}"
+        return {"posted": False, "reason": reason, "error": reason}
+    return {"posted": True, "reason": f"posted (HTTP {response.status_code})", "error": None}
+
+
+def record_markdown(messages: Messages, slack: dict[str, Any], entries: list[dict[str, Any]], logged: bool) -> str:
+    """How a notebook shows what was drafted (the same for the diagnoses and the postmortem)."""
+    return (f"Internal (Slack): {slack['reason']}\n\n```\n{messages.internal}\n```\n\nExternal (status page):\n\n"
+            f"```\n{messages.external}\n```\n\nSaved: " + ", ".join(f"`{e['file']}`" for e in entries)
+            + ("; logged in `incident.json` (`communications`)." if logged else
+               " (no `incident.json` here: this record is the only log)."))
+
+
+# -- RESOLVED ------------------------------------------------------------------------------------------------
+def resolved_messages(index: dict[str, Any], *, folder: str | Path, by: str = "postmortem",
+                      commander: str = "", operator: str = "", affected: list[str] | str | None = None,
+                      webhook_env: str = "", timeout_s: float = 5.0, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Draft (and log) the RESOLVED pair from the incident index; returns the two log entries.
+
+    Class and severity come from the index; the impact window from its `postmortem` section
+    (impact_start/impact_end) when measured; the IC and affected features, unless given, from the
+    last message in its `communications` log. Posted to Slack only when `webhook_env` is given.
+    """
+    from .. import record
+
+    folder = Path(folder)
+    earlier = [e for e in index.get("communications") or [] if isinstance(e, dict)]
+    last = earlier[-1] if earlier else {}
+    pm = index.get("postmortem") if isinstance(index.get("postmortem"), dict) else {}
+    window = impact_window(pm.get("impact_start"), pm.get("impact_end"))
+    level = index.get("severity") if index.get("severity") in LEVELS else ""
+    chosen = features(affected) if affected else features(last.get("affected"))
+    measured = f"{pm['failed_requests']:,} failed calls" if isinstance(pm.get("failed_requests"), int) else ""
+    # the IC given, else the one the incident's messages named
+    ic = ic_line(commander, operator) if (commander or operator) else (str(last.get("ic") or "") or None)
+    messages = render(level=level, status="RESOLVED", impact=measured, action=_resolution(index, folder),
+                      affected=chosen, error_class=str(index.get("error_class") or "unknown"), window=window,
+                      ic=ic, now=now)
+    slack = post_to_slack(messages, webhook_env, timeout_s) if webhook_env else {
+        "posted": False, "reason": "draft only: no webhook given", "error": None}
+    entries = draft(messages, folder=folder, by=by, status="RESOLVED", level=level, affected=chosen, post=slack,
+                    now=now)
+    logged = has_index(folder)
+    record.record("communications", {**messages.to_dict(), "files": [e["file"] for e in entries], "slack": slack,
+                                     "level": level or None, "status": "RESOLVED", "error_class": index.get("error_class"),
+                                     "window": window, "logged": logged},
+                  markdown=record_markdown(messages, slack, entries, logged))
+    return entries
+
+
+def _resolution(index: dict[str, Any], folder: Path) -> str:
+    """What was done, from the index: the changes applied (with their undo kept in the index), the postmortem."""
+    changes = [c for c in index.get("changes_applied") or [] if isinstance(c, dict)]
+    done = "; ".join(f"{c.get('action') or c.get('record')}" + (f" ({c['target']})" if c.get("target") else "")
+                     for c in changes) or "no change was applied by the runbooks"
+    pm = index.get("postmortem") if isinstance(index.get("postmortem"), dict) else {}
+    if pm.get("markdown"):
+        path, base = Path(str(pm["markdown"])), folder.resolve()
+        shown = path.relative_to(base).as_posix() if path.is_absolute() and path.is_relative_to(base) else path.name
+        done += f"; postmortem: {shown}"
+    return done

@@ -22,7 +22,8 @@ from ..secrets import SecretRef, read_secret
 def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
                       metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
                       container: str, timeout_s: float, apply_changes: bool, operator: str, incident_id: str,
-                      incident_commander: str, slack_webhook_env: str) -> dict[str, Any]:
+                      incident_commander: str, slack_webhook_env: str,
+                      affected_features: str = comms.DEFAULT_AFFECTED) -> dict[str, Any]:
     """Validate the parameters every diagnosis notebook shares; the first bad one names itself."""
     flag = params.shared(apply_changes=apply_changes)  # checked first: it decides dry run or apply
     return params.shared(
@@ -30,7 +31,8 @@ def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url:
         prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
         kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
         timeout_s=timeout_s, **flag, operator=operator, incident_id=incident_id,
-        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env)
+        incident_commander=incident_commander, slack_webhook_env=slack_webhook_env,
+        affected_features=affected_features)
 
 
 def show_parameters(cfg: dict[str, Any]) -> SecretRef:
@@ -90,17 +92,31 @@ def incident_severity(cfg: dict[str, Any], proposed: str, why: str, *, by: str) 
 
 
 def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, action: str,
-                affected: list[str] | None = None, workaround: str = "") -> dict[str, Any]:
-    """Draft the seed's Slack and status-page messages, save them beside the record, post if configured."""
-    msgs = comms.render(level=level, status=status, impact=impact, action=action,
-                        commander=cfg["incident_commander"], affected=affected or ["AI-powered features"],
-                        workaround=workaround)
-    files = [str(p) for p in comms.save(msgs, ".")]
+                affected: list[str] | None = None, workaround: str = "", error_class: str | None = None,
+                by: str | None = None) -> dict[str, Any]:
+    """Draft the Slack and status-page messages for this incident, save and log them, post if configured.
+
+    The text follows the error class, `status` and `level` (the incident's one severity), so the
+    status page never says "slower responses" during an outage. `by` is the runbook (default: the
+    one that just recorded the severity); the class defaults to that runbook's, else incident.json's.
+    Drafts go into the incident folder (the run's working directory) and its `communications` log.
+    """
+    from ..records.incident import read_index
+
+    folder = Path.cwd()
+    by = by or str((record.LOCAL.get("severity") or {}).get("by") or "runbook")
+    error_class = (error_class or comms.CLASS_OF_RUNBOOK.get(by)
+                   or str((read_index(folder) or {}).get("error_class") or "unknown"))
+    chosen = comms.features(affected or cfg.get("affected_features"))
+    msgs = comms.render(level=level, status=status, impact=impact, action=action, error_class=error_class,
+                        commander=cfg.get("incident_commander", ""), operator=cfg.get("operator", ""),
+                        affected=chosen, workaround=workaround)
     post = comms.post_to_slack(msgs, cfg["slack_webhook_env"], cfg["timeout_s"])
-    value = {**msgs.to_dict(), "files": files, "slack": post, "level": level, "status": status}
-    record.record("communications", value, markdown=(
-        f"Internal (Slack): {post['reason']}\n\n```\n{msgs.internal}\n```\n\nExternal (status page):\n\n"
-        f"```\n{msgs.external}\n```\n\nSaved: {', '.join(f'`{f}`' for f in files)}"))
+    entries = comms.draft(msgs, folder=folder, by=by, status=status, level=level, affected=chosen, post=post)
+    logged = comms.has_index(folder)
+    value = {**msgs.to_dict(), "files": [e["file"] for e in entries], "slack": post, "level": level,
+             "status": status, "error_class": error_class, "affected": chosen, "by": by, "logged": logged}
+    record.record("communications", value, markdown=comms.record_markdown(msgs, post, entries, logged))
     return value
 
 
