@@ -12,6 +12,7 @@ from typing import Any
 
 from . import KERNEL_NAME, __version__
 from .errors import RunbookError
+from .paths import default_output_root
 
 DEMO_MODES = ("ok", "auth_failure", "rate_limited", "capacity_exceeded", "server_error", "slow", "hang", "flaky")
 
@@ -161,9 +162,9 @@ def cmd_incident_notebook(args: argparse.Namespace) -> int:
 
 
 def _incident_id_of(folder: Path) -> str:
-    from .records.incident import read_index
-    from .params import incident_id
     from .errors import ParameterError
+    from .params import incident_id
+    from .records.incident import read_index
 
     try:
         return incident_id("incident_id", str((read_index(folder) or {}).get("id") or ""))
@@ -262,8 +263,8 @@ def _embedded_kubeconfig(kube: Any) -> Path:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     """The whole embedded stack in the foreground, on the notebooks' default ports."""
+    from ._signals import wait_for_stop_signal
     from .demo import ensure_key, full_stack
-    from .sim._http import wait_for_stop_signal
 
     if not os.environ.get(args.api_key_env):
         print(f"note: ${args.api_key_env} is not set, so the simulator uses a throwaway key and runs from other "
@@ -310,50 +311,99 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runbook", description=__doc__)
-    p.add_argument("--version", action="version", version=f"mistral-runbooks {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------------------------------------- parser
+# Options several subcommands share are declared once, each in an `add_help=False` parent parser;
+# a subcommand passes only what differs for it (help text, default).
 
-    run = sub.add_parser("run", help="execute a runbook notebook headless into outputs/")
+
+def _option(*flags: str, **spec: Any) -> argparse.ArgumentParser:
+    """A parent parser holding one shared option."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*flags, **spec)
+    return parent
+
+
+def _params_option(param_help: str, raw_help: str | None = None) -> argparse.ArgumentParser:
+    """-p NAME VALUE (typed like papermill) and -r NAME VALUE (kept as text): notebook parameters."""
+    parent = _option("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help=param_help)
+    parent.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"), help=raw_help)
+    return parent
+
+
+def _output_dir_option(what: str | None = None) -> argparse.ArgumentParser:
+    """--output-dir: `$RUNBOOK_OUTPUTS` when set (the notebooks honour it too), else ./outputs."""
+    return _option("--output-dir", default=default_output_root(),
+                   help=f"{what} (default: %(default)s)" if what else None)
+
+
+def _incident_id_option(text: str | None = None) -> argparse.ArgumentParser:
+    return _option("--incident-id", help=text)
+
+
+def _cell_timeout_option() -> argparse.ArgumentParser:
+    return _option("--cell-timeout", type=int, default=300, help="seconds per cell (default: 300)")
+
+
+def _run_timeout_option(default: float | None, text: str) -> argparse.ArgumentParser:
+    return _option("--run-timeout", type=float, default=default, help=text)
+
+
+def _quiet_option(text: str | None = None) -> argparse.ArgumentParser:
+    return _option("-q", "--quiet", action="store_true", help=text)
+
+
+def _apply_changes_option(text: str) -> argparse.ArgumentParser:
+    return _option("--apply-changes", action="store_true", help=text)
+
+
+def _json_option(text: str | None = None) -> argparse.ArgumentParser:
+    return _option("--json", action="store_true", help=text)
+
+
+def _mode_option(default: str, text: str | None = None) -> argparse.ArgumentParser:
+    return _option("--mode", choices=DEMO_MODES, default=default, help=text)
+
+
+def _rate_option(default: float, text: str | None = None) -> argparse.ArgumentParser:
+    return _option("--rate", type=float, default=default, help=text)
+
+
+def _add_run_commands(sub: Any) -> None:
+    """`run` one notebook, `respond` (triage, then its diagnosis)."""
+    run = sub.add_parser("run", help="execute a runbook notebook headless into outputs/", parents=[
+        _params_option("parameter (typed like papermill: numbers, True/False, else text)",
+                       "parameter kept as a string"),
+        _incident_id_option("names the record folder (default: INC-<UTC timestamp>)"),
+        _output_dir_option("where record folders go"), _cell_timeout_option(),
+        _run_timeout_option(None, "seconds for the whole run; at the deadline the kernel is killed and the run is "
+                                  "recorded as timed_out (default: 900, or the notebook's monitor_max_s + 300 when "
+                                  "longer)"),
+        _quiet_option("no progress bar")])
     run.add_argument("notebook", help="notebook name without .ipynb, e.g. triage")
-    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="parameter (typed like papermill: numbers, True/False, else text)")
-    run.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="parameter kept as a string")
-    run.add_argument("--incident-id", help="names the record folder (default: INC-<UTC timestamp>)")
-    run.add_argument("--output-dir", default="outputs", help="where record folders go (default: outputs)")
-    run.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell (default: 300)")
-    run.add_argument("--run-timeout", type=float, default=None,
-                     help="seconds for the whole run; at the deadline the kernel is killed and the run is recorded "
-                          "as timed_out (default: 900, or the notebook's monitor_max_s + 300 when longer)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 
-    respond = sub.add_parser("respond", help="triage, then the diagnosis it points to, in one incident folder")
-    respond.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                         help="parameter for the notebooks that declare it")
-    respond.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"))
-    respond.add_argument("--incident-id")
-    respond.add_argument("--apply-changes", action="store_true",
-                         help="approve the diagnosis notebook's mitigation (default: dry run)")
-    respond.add_argument("--output-dir", default="outputs")
+    respond = sub.add_parser("respond", help="triage, then the diagnosis it points to, in one incident folder",
+                             parents=[_params_option("parameter for the notebooks that declare it"),
+                                      _incident_id_option(),
+                                      _apply_changes_option("approve the diagnosis notebook's mitigation "
+                                                            "(default: dry run)"),
+                                      _output_dir_option(), _quiet_option()])
     respond.add_argument("--record-dir", help="an existing incident folder to run into (used by `runbook serve`)")
-    respond.add_argument("-q", "--quiet", action="store_true")
     respond.set_defaults(func=cmd_respond)
 
-    srv = sub.add_parser("serve", help="receive Alertmanager webhooks and run `respond` for each firing Mistral alert")
+
+def _add_serve_command(sub: Any) -> None:
+    srv = sub.add_parser("serve", help="receive Alertmanager webhooks and run `respond` for each firing Mistral alert",
+                         parents=[_params_option("parameter passed to every respond run (e.g. mistral_url, "
+                                                 "prometheus_url)"),
+                                  _output_dir_option("where incident folders go"),
+                                  _run_timeout_option(1800.0, "seconds per respond run (default: 1800)")])
     srv.add_argument("--listen", default="127.0.0.1:9095", metavar="HOST:PORT",
                      help="address to listen on (default: 127.0.0.1:9095)")
-    srv.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="parameter passed to every respond run (e.g. mistral_url, prometheus_url)")
-    srv.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"))
-    srv.add_argument("--output-dir", default="outputs", help="where incident folders go (default: outputs)")
     srv.add_argument("--state-dir", help="spool and fingerprint map (default: <output-dir>/.serve)")
     srv.add_argument("--workers", type=int, default=2, help="respond runs at once (default: 2)")
     srv.add_argument("--queue-max", type=int, default=100, help="accepted jobs waiting at most (default: 100)")
     srv.add_argument("--max-bytes", type=int, default=1024 * 1024, help="largest webhook body (default: 1 MiB)")
-    srv.add_argument("--run-timeout", type=float, default=1800.0, help="seconds per respond run (default: 1800)")
     srv.add_argument("--token-env", default="RUNBOOK_SERVE_TOKEN",
                      help="env var holding the shared secret; when set, webhooks need "
                           "`Authorization: Bearer <it>` (or basic auth with it as password)")
@@ -362,68 +412,76 @@ def build_parser() -> argparse.ArgumentParser:
                           "an incident is firing joins it (one fault fires several rules)")
     srv.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="embedded stack + injected fault + headless triage")
-    demo.add_argument("--mode", choices=DEMO_MODES, default="rate_limited", help="fault to inject")
-    demo.add_argument("--rate", type=float, default=10.0, help="our service's background requests/s")
+
+def _add_local_commands(sub: Any) -> None:
+    """The embedded stack: `demo`, `stack` and `lab`."""
+    demo = sub.add_parser("demo", help="embedded stack + injected fault + headless triage", parents=[
+        _mode_option("rate_limited", "fault to inject"), _rate_option(10.0, "our service's background requests/s"),
+        _apply_changes_option("with --full: apply mitigations (to the emulator)"), _incident_id_option(),
+        _output_dir_option(), _quiet_option()])
     demo.add_argument("--settle", type=float, default=10.0, help="max seconds to wait for the fault to show")
     demo.add_argument("--no-prometheus", action="store_true", help="run without the local Prometheus")
     demo.add_argument("--full", action="store_true", help="the whole cycle: respond, recovery, evidence, postmortem")
-    demo.add_argument("--apply-changes", action="store_true", help="with --full: apply mitigations (to the emulator)")
-    demo.add_argument("--incident-id")
-    demo.add_argument("--output-dir", default="outputs")
-    demo.add_argument("-q", "--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    stack = sub.add_parser("stack", help="run the Mistral simulator and our service in the foreground")
-    stack.add_argument("--mode", choices=DEMO_MODES, default="ok")
-    stack.add_argument("--rate", type=float, default=5.0)
+    stack = sub.add_parser("stack", help="run the Mistral simulator and our service in the foreground",
+                           parents=[_mode_option("ok"), _rate_option(5.0)])
     stack.add_argument("--api-key-env", default="MISTRAL_API_KEY")
     stack.set_defaults(func=cmd_stack)
 
-    lab = sub.add_parser("lab", help="embedded stack + JupyterLab on 127.0.0.1")
+    lab = sub.add_parser("lab", help="embedded stack + JupyterLab on 127.0.0.1", parents=[_mode_option("ok")])
     lab.add_argument("--port", type=int, default=8888)
-    lab.add_argument("--mode", choices=DEMO_MODES, default="ok")
     lab.set_defaults(func=cmd_lab)
 
+
+def _add_incident_notebook_commands(sub: Any) -> None:
+    """`evidence` and `postmortem`: a runbook run into an existing incident's folder."""
     for name, text in (("evidence", "collect the incident's evidence bundle into its folder (notebooks/evidence)"),
                        ("postmortem", "analyse the incident and prefill postmortem.md (notebooks/postmortem)")):
-        nb = sub.add_parser(name, help=text)
+        nb = sub.add_parser(name, help=text, parents=[
+            _params_option(f"a parameter of notebooks/{name}.ipynb"), _output_dir_option("where incident folders are"),
+            _cell_timeout_option(), _quiet_option()])
         nb.add_argument("incident", help="incident id, folder name or path (see `runbook list`)")
-        nb.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        help=f"a parameter of notebooks/{name}.ipynb")
-        nb.add_argument("-r", "--raw-param", nargs=2, action="append", metavar=("NAME", "VALUE"))
-        nb.add_argument("--output-dir", default="outputs", help="where incident folders are (default: outputs)")
-        nb.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell (default: 300)")
-        nb.add_argument("-q", "--quiet", action="store_true")
         nb.set_defaults(func=cmd_incident_notebook)
 
-    lst = sub.add_parser("list", help="the incident archive, newest first")
+
+def _add_archive_commands(sub: Any) -> None:
+    """Reading the archive: `list`, `show`, `report`, `verify`."""
+    lst = sub.add_parser("list", help="the incident archive, newest first",
+                         parents=[_json_option("machine-readable output"), _output_dir_option("the archive")])
     lst.add_argument("--status", help="running, triaged, diagnosed, failed (incidents); succeeded, timed_out (runs)")
     lst.add_argument("--severity", help="P1..P4")
     lst.add_argument("--class", dest="error_class", help="auth, rate_limit, provider_error, network, ...")
     lst.add_argument("--since", help="only incidents started at or after this ISO date (UTC), e.g. 2026-11-01")
     lst.add_argument("--limit", type=int, help="at most N incidents (the newest)")
-    lst.add_argument("--json", action="store_true", help="machine-readable output")
-    lst.add_argument("--output-dir", default="outputs", help="the archive (default: outputs)")
     lst.set_defaults(func=cmd_list)
 
-    show = sub.add_parser("show", help="one incident in full: notebooks, changes and undo commands, evidence")
+    show = sub.add_parser("show", help="one incident in full: notebooks, changes and undo commands, evidence",
+                          parents=[_json_option(), _output_dir_option()])
     show.add_argument("ref", help="incident id (newest folder wins), folder name, or path")
-    show.add_argument("--json", action="store_true")
-    show.add_argument("--output-dir", default="outputs")
     show.set_defaults(func=cmd_show)
 
-    rep = sub.add_parser("report", help="incidents per class/severity and MTTD/MTTR per day, with a PNG")
+    rep = sub.add_parser("report", help="incidents per class/severity and MTTD/MTTR per day, with a PNG",
+                         parents=[_json_option(), _output_dir_option()])
     rep.add_argument("--plot", help="PNG to write (default: <output-dir>/report.png)")
-    rep.add_argument("--json", action="store_true")
-    rep.add_argument("--output-dir", default="outputs")
     rep.set_defaults(func=cmd_report)
 
-    ver = sub.add_parser("verify", help="check an evidence bundle against its manifest (exit 1 if altered)")
+    ver = sub.add_parser("verify", help="check an evidence bundle against its manifest (exit 1 if altered)",
+                         parents=[_output_dir_option()])
     ver.add_argument("bundle", help="bundle folder, its .tar.gz, or an incident (id/folder/path) with evidence")
-    ver.add_argument("--output-dir", default="outputs")
     ver.set_defaults(func=cmd_verify)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `runbook` command line; `sim` and `service` are listed here but parsed by their own CLIs."""
+    p = argparse.ArgumentParser(prog="runbook", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mistral-runbooks {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run_commands(sub)
+    _add_serve_command(sub)
+    _add_local_commands(sub)
+    _add_incident_notebook_commands(sub)
+    _add_archive_commands(sub)
     sub.add_parser("sim", help="Mistral API simulator alone (see `runbook sim --help`)", add_help=False)
     sub.add_parser("service", help="'our service' simulator alone (see `runbook service --help`)",
                    add_help=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.records import archive, bundle, report, verify
 from runbook_lib.errors import ParameterError, RunbookError
-from runbook_lib.run.execute import RunResult
+from runbook_lib.records import archive, bundle, report, verify
 from runbook_lib.records.format import format_detail, human_duration
 from runbook_lib.records.incident import write_index
+from runbook_lib.run.execute import RunResult
 
 BIN = Path(sys.executable).parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,8 +46,11 @@ def _run(root: Path, stamp: str, incident_id: str, *, status: str = "succeeded",
     return folder
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "runbook"), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`runbook ARGS` in `cwd`; $RUNBOOK_OUTPUTS only when `env` sets it (else --output-dir means ./outputs)."""
+    full = {k: v for k, v in os.environ.items() if k != "RUNBOOK_OUTPUTS"} | (env or {})
+    return subprocess.run([str(BIN / "runbook"), *args], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=60)
 
 
 CHANGE = {"record": "change_env", "action": "set env", "target": "deployment/mistral-service",
@@ -389,6 +393,23 @@ def test_cli_list_table_footer_json_and_option_errors(root, tmp_path):
         assert res.returncode == 2 and option in res.stderr, (option, res.stderr)
     empty = _cli("list", "--output-dir", str(tmp_path / "none"), cwd=tmp_path)
     assert empty.returncode == 0 and "no incidents recorded" in empty.stdout
+
+
+def test_cli_output_dir_defaults_to_runbook_outputs_like_the_notebooks(root, tmp_path):
+    elsewhere = tmp_path / "elsewhere"  # no ./outputs here: only $RUNBOOK_OUTPUTS can point at the archive
+    elsewhere.mkdir()
+    res = _cli("list", cwd=elsewhere, env={"RUNBOOK_OUTPUTS": str(root)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == "4 incident(s)"
+    shown = _cli("list", "--help", cwd=elsewhere, env={"RUNBOOK_OUTPUTS": str(root)}).stdout
+    assert f"(default:{root})" in "".join(shown.split())  # argparse wraps (and breaks) a long path
+    res = _cli("show", "INC-7", cwd=elsewhere, env={"RUNBOOK_OUTPUTS": str(root)})
+    assert res.returncode == 0 and "INC-7  (incident)" in res.stdout, res.stderr
+    empty = tmp_path / "empty"
+    res = _cli("list", "--output-dir", str(empty), cwd=elsewhere, env={"RUNBOOK_OUTPUTS": str(root)})
+    assert res.returncode == 0 and f"no incidents recorded under {empty}" in res.stdout  # the flag still wins
+    res = _cli("list", cwd=elsewhere)
+    assert "no incidents recorded under outputs" in res.stdout  # unset: ./outputs, as before
 
 
 def test_cli_show_and_unknown_ref(root, tmp_path):
