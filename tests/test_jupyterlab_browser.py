@@ -182,10 +182,10 @@ def test_triage_runs_and_reads_well_in_jupyterlab(cluster_stack, api_key, tmp_pa
         assert verdict.is_visible(), explain("verdict line not visible")
         line = verdict.inner_text().strip()
         assert re.fullmatch(r"P[1-4] [a-z ]+ -> \w+", line), explain(f"verdict line {line!r}")
-        assert line == "P2 rate limited -> diagnose_rate_limit", explain(f"verdict for a 429 fault: {line!r}")
+        assert line == "P1 rate limited -> diagnose_rate_limit", explain(f"verdict for a 429 fault: {line!r}")
         severity = page.locator(".jp-OutputArea-output h2", has_text=re.compile(r"^P[1-4]: "))
         assert severity.count() == 1 and severity.first.is_visible(), explain("severity heading (h2) not rendered")
-        assert severity.first.inner_text().startswith("P2: "), explain("severity heading")
+        assert severity.first.inner_text().startswith("P1: "), explain("severity heading")
 
         # Markdown cells: every heading of the notebook rendered as a heading element.
         for level, texts in headings.items():

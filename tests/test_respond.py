@@ -51,7 +51,7 @@ def test_rate_limited_incident_runs_triage_then_rate_limit_diagnosis(cluster_sta
     assert (folder / "diagnose_rate_limit.ipynb").exists()
     assert json.loads((folder / "incident.json").read_text()) == index
     assert index["changes_applied"] == []
-    _assert_dry_run_only(st, read_records(index["notebooks"][1]["path"]))
+    _assert_dry_run_only(st, read_records(Path(index["folder"]) / index["notebooks"][1]["path"]))
 
 
 def test_resolved_stops_after_triage(cluster_stack, tmp_path):
@@ -109,7 +109,7 @@ def test_each_fault_mode_is_followed_to_its_runbook(cluster_stack, tmp_path, api
     assert [n["name"] for n in index["notebooks"]] == ["triage", notebook], index
     assert index["notebooks"] and all(n["status"] == "succeeded" for n in index["notebooks"]), index["notebooks"]
     assert index["error_class"] == error_class
-    rec = read_records(index["notebooks"][1]["path"])
+    rec = read_records(Path(index["folder"]) / index["notebooks"][1]["path"])
     record_name, fragment = finding
     assert fragment in json.dumps(rec[record_name]), rec[record_name]
     _assert_dry_run_only(st, rec)

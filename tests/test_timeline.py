@@ -39,10 +39,10 @@ def test_merge_orders_records_changes_and_impact():
               "end": "2026-11-23T10:00:40Z", "peak_error_ratio": 1.0, "failed_requests": 12, "duration_s": 40}
     merged = timeline.merge(timeline.from_records("triage", records), timeline.from_changes(changes),
                             timeline.from_impact(impact))
-    assert list(merged["event"]) == ["Impact started: error ratio crossed the threshold",
-                                     "Peak: 100% of calls failing", "triage runbook started",
+    assert list(merged["event"]) == ["Impact started: bad calls (failed, timed out or slow) crossed the threshold",
+                                     "Peak: 100% of calls bad", "triage runbook started",
                                      "triage: verdict: P1 x -> y", "CHANGE by bob: set env on deployment/app",
-                                     "Impact ended: 12 failed calls in 40 s"]
+                                     "Impact ended: 12 bad calls (12 failed) in 40 s"]
     assert merged.loc[merged["source"] == "change", "undo"].item() == "kubectl set env deployment/app X-"
 
 

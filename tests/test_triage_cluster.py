@@ -26,7 +26,7 @@ def test_step4_groups_recent_errors_and_sends_no_write(cluster_stack, run_triage
     assert "logs" in logs["kubectl"] and "-l 'app in (mistral-service)'" in logs["kubectl"]  # the default, shell-quoted
     assert st.kube.requests, "the emulator saw no request at all"
     assert st.kube.writes() == []
-    assert rec["verdict"]["line"].startswith("P2 rate limited")
+    assert rec["verdict"]["line"].startswith("P1 rate limited")  # our service down on 429s
 
 
 @pytest.mark.parametrize("user,status,words", [

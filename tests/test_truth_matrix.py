@@ -154,12 +154,84 @@ def test_truth_matrix(series, api_key, tmp_path, require_prometheus):
         # each message states the incident's severity as it stood when it was drafted
         check(sev["messages"] != [] and all(level == level_at(history, at) for _, level, at in sev["messages"]),
               f"messages {sev['messages']} vs history {history}")
+        log = index.get("communications") or []
+        check(bool(log) and all(e["severity"] == level_at(history, e["at"]) for e in log),
+              f"communications log severities {[(e['by'], e['status'], e['severity']) for e in log]} vs {history}")
+        check(any(e["status"] == "RESOLVED" and e["severity"] == sev["index"] for e in log),
+              "no RESOLVED message at the incident's severity")
+        check(index.get("status") == "resolved" and index.get("resolved_at") == imp["end"],
+              f"status {index.get('status')} resolved_at {index.get('resolved_at')} vs impact end {imp['end']}")
+        problems.extend(f"{mode}: {p}" for p in _entry_point_problems(folder, index))
         check(history[0]["by"] == "triage" and [h["to"] for h in history] == sorted(
             [h["to"] for h in history], reverse=True), f"severity only rises during a response: {history}")
         check(f"**Severity:** {sev['index']}" in sev["postmortem"], "postmortem severity differs from the index")
     for row in rows:  # printed in the end-of-run summary (conftest), found vs truth
         add_totals("truth", **json.loads(json.dumps(row, default=str)))
+    _moved_archive_still_checks_itself(done[0]["folder"], tmp_path / "moved")
     print(f"\ntruth matrix series {series} (windows in s from the fault's start; fault lasted >= {IMPACT_S:g} s):")
     for row in rows:
         print("  " + json.dumps(row, default=str))
     assert not problems, "\n".join(problems)
+
+
+def _moved_archive_still_checks_itself(original: Path, elsewhere: Path) -> None:
+    """A copied incident folder points inside itself, and `verify` checks the copy it is given."""
+    import shutil
+    import subprocess
+    import sys
+
+    runbook = str(Path(sys.executable).parent / "runbook")
+    copy = elsewhere / original.name
+    shutil.copytree(original, copy)
+    for name in ("incident.json", "postmortem.md"):
+        assert str(original) not in (copy / name).read_text(), f"{name} holds an absolute path of the original"
+    index = read_index(copy) or {}
+    assert index["evidence"]["bundle"] and not Path(index["evidence"]["bundle"]).is_absolute()
+    ok = subprocess.run([runbook, "verify", str(copy), "--output-dir", str(elsewhere)], capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert str(copy) in ok.stdout and str(original) not in ok.stdout, ok.stdout
+    bundle_dir = copy / index["evidence"]["bundle"]
+    victim = next(p for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name != "manifest.json")
+    victim.write_text(victim.read_text(errors="replace") + "\ntampered\n")
+    bad = subprocess.run([runbook, "verify", str(copy), "--output-dir", str(elsewhere)], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 1 and victim.name in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+    good = subprocess.run([runbook, "verify", str(original), "--output-dir", str(original.parent)],
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stdout + good.stderr  # the original is untouched and still verifies
+    shown = subprocess.run([runbook, "show", str(copy), "--json", "--output-dir", str(elsewhere)], capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    paths = [nb["path"] for nb in detail["notebooks"]] + [nb["html"] for nb in detail["notebooks"] if nb.get("html")]
+    assert paths and all(p.startswith(str(copy)) for p in paths), paths
+    assert str(original) not in shown.stdout
+
+
+def _entry_point_problems(folder: Path, index: dict[str, Any]) -> list[str]:
+    """index.html links every record; each record opens with its banner; run.json says which code made it."""
+    import hashlib
+
+    problems = []
+    page = (folder / "index.html").read_text() if (folder / "index.html").exists() else ""
+    notebooks_dir = Path(__file__).resolve().parent.parent / "notebooks"
+    for run_json in sorted(folder.glob("*.run.json")):
+        run = json.loads(run_json.read_text())
+        name = run["notebook"]
+        if f'href="{name}.html"' not in page:
+            problems.append(f"index.html does not link {name}.html")
+        nb = json.loads((folder / f"{name}.ipynb").read_text())
+        first = "".join(nb["cells"][0]["source"])
+        if "runbook-banner" not in nb["cells"][0].get("metadata", {}).get("tags", []) or \
+                f"Incident {index['id']}" not in first or run["status"].upper() not in first:
+            problems.append(f"{name}.ipynb does not open with its banner: {first[:120]!r}")
+        prov = run.get("provenance") or {}
+        want = hashlib.sha256((notebooks_dir / f"{name}.ipynb").read_bytes()).hexdigest()
+        if prov.get("notebook_sha256") != want or not prov.get("version") or not prov.get("host"):
+            problems.append(f"{name}.run.json provenance {prov}")
+        if str(folder) in json.dumps(run.get("provenance")):
+            problems.append(f"{name}.run.json provenance holds a local path")
+    if not page or f"Incident {index['id']}" not in page or "postmortem.md" not in page:
+        problems.append("index.html missing or without the incident and its postmortem")
+    return problems

@@ -286,10 +286,14 @@ class ClusterClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def kubectl(self, *args: str) -> str:
-        """The equivalent kubectl command, with this cluster's --kubeconfig and --context."""
+    def kubectl(self, *args: str, portable: bool = False) -> str:
+        """The equivalent kubectl command, with this cluster's --kubeconfig and --context.
+
+        `portable`: without --kubeconfig (a path on this machine), for commands kept in the record
+        and run later by someone else, e.g. an undo: the context and namespace name the target.
+        """
         parts = ["kubectl"]
-        if self.kubeconfig:
+        if self.kubeconfig and not portable:
             parts += ["--kubeconfig", self.kubeconfig]
         if self.context and not self.in_cluster:
             parts += ["--context", self.context]

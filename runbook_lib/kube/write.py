@@ -287,9 +287,9 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
         params.text("container", container, allow_empty=False)
     change = Change("set env", f"deployment/{name} -n {namespace}", "", at=iso_z(), who=_who(cluster, operator))
 
-    def base(cname: str, mapping: dict[str, str | None]) -> str:
+    def base(cname: str, mapping: dict[str, str | None], portable: bool = False) -> str:
         return cluster.kubectl("set", "env", f"deployment/{name}", "-n", namespace, "-c", cname,
-                               *[_env_arg(k, v) for k, v in mapping.items()])
+                               *[_env_arg(k, v) for k, v in mapping.items()], portable=portable)
 
     change.kubectl = base(container or "<container>", clean)
 
@@ -330,7 +330,7 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
             change.verified = None
             return
         change.inverse = inverse
-        change.undo = base(cname, inverse)
+        change.undo = base(cname, inverse, portable=True)
         body = {"spec": {"template": {"spec": {"containers": [{"name": cname, "env": env_patch}]}}}}
         dry = _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=change.kubectl)
         change.diff = _template_diff(_tspec(dep), _tspec(dry))
@@ -393,9 +393,9 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
                 old_desc = "not valid base64/UTF-8"
         change.undo = ("restore the previous key " + (f"({old_desc}) " if old_desc else "")
                        + "from your secret manager into $OLD_MISTRAL_API_KEY, then: "
-                       + cluster.kubectl("create", "secret", "generic", secret, "-n", namespace)
+                       + cluster.kubectl("create", "secret", "generic", secret, "-n", namespace, portable=True)
                        + f' --from-literal={shlex.quote(key)}="$OLD_MISTRAL_API_KEY" --dry-run=client -o yaml | '
-                       + apply_cmd)
+                       + cluster.kubectl("apply", "-f", "-", portable=True))
         if old_desc == new_desc:
             change.dry_run_ok, change.note = True, "nothing to change: the Secret already holds this key"
             return
@@ -436,7 +436,7 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
         change.revision_before = _revision(dep)
         if change.revision_before:
             change.undo = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
-                                          f"--to-revision={change.revision_before}")
+                                          f"--to-revision={change.revision_before}", portable=True)
         stamp = change.at
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         dry = _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=cmd)
@@ -512,7 +512,7 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
         target = _strip_hash(_tspec(rs))
         if change.revision_before:
             change.undo = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
-                                          f"--to-revision={change.revision_before}")
+                                          f"--to-revision={change.revision_before}", portable=True)
         if _strip_hash(_tspec(dep)) == target:
             change.dry_run_ok, change.note = True, f"skipped: the current template already matches revision {want}"
             return

@@ -30,7 +30,9 @@ SEVERITIES = ("P1", "P2", "P3", "P4")
 # The decision branches (decision.py; not imported: it pulls in probes and httpx, ~80 ms).
 CLASSES = ("auth", "rate_limit", "provider_error", "network", "our_service", "resolved")
 # respond's incident statuses, then a plain run's (execute.py).
-STATUSES = ("running", "triaged", "diagnosed", "failed", "succeeded", "timed_out")
+# an incident's lifecycle (running -> triaged/diagnosed -> mitigated/resolved) and a plain run's outcome
+STATUSES = ("queued", "running", "triaged", "diagnosed", "mitigated", "resolved", "interactive", "failed",
+            "succeeded", "timed_out")
 RUN_SUFFIX = ".run.json"
 _STAMP = re.compile(r"^(\d{8}T\d{6}Z)-(.+)$")
 
@@ -281,10 +283,15 @@ def find(root: str | Path, ref: str | Path) -> Path:
 
 def local_path(recorded: object, folder: Path, suffix: str | None = None,
                name: str | None = None) -> tuple[str, bool]:
-    """A recorded file path, or its namesake in `folder` when the archive was moved; and whether it exists."""
+    """A recorded file path resolved inside `folder`, and whether it exists.
+
+    Paths are relative to the incident folder; an absolute one (older records) is looked up by its
+    name inside `folder`, never at its old location: a copied or moved archive is checked as given.
+    """
     options = []
     if isinstance(recorded, str) and recorded:
-        options += [Path(recorded), folder / Path(recorded).name]
+        rec = Path(recorded)
+        options += [folder / Path(recorded).name] if rec.is_absolute() else [folder / rec, folder / rec.name]
     elif name and suffix:
         options.append(folder / f"{name}{suffix}")
     for path in options:

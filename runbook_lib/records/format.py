@@ -16,11 +16,11 @@ from ._values import as_dict, as_list, as_number
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def human_duration(seconds: object) -> str:
-    """31s, 1m05s, 2h03m; '-' when unknown."""
+def human_duration(seconds: object, missing: str = "-") -> str:
+    """31s, 1m05s, 2h03m; `missing` when unknown (or negative: no duration is)."""
     s = as_number(seconds)
     if s is None or s < 0:
-        return "-"
+        return missing
     s = round(s)
     if s < 60:
         return f"{s}s"
@@ -46,10 +46,11 @@ def _clean(value: object) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """`runbook list`'s aligned table (START in UTC, to the minute)."""
-    header = ("ID", "START (UTC)", "SEV", "CLASS", "STATUS", "DURATION", "CHANGES", "FOLDER")
+    # IMPACT is how long users were hurt (measured by the postmortem); RUN is how long the runbooks ran
+    header = ("ID", "START (UTC)", "SEV", "CLASS", "STATUS", "IMPACT", "RUN", "CHANGES", "FOLDER")
     lines = [header] + [(_clean(r["id"]), _minute(r["start"]), _clean(r["severity"]), _clean(r["error_class"]),
-                         _clean(r["status"]), human_duration(r["duration_s"]), str(r["changes"]), _clean(r["name"]))
-                        for r in rows]
+                         _clean(r["status"]), human_duration(r.get("impact_s")), human_duration(r["duration_s"]),
+                         str(r["changes"]), _clean(r["name"])) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join("  ".join([c.ljust(w) for c, w in zip(line, widths)] + [line[-1]]).rstrip() for line in lines)
 

@@ -58,7 +58,7 @@ def edit_index(folder: str | Path) -> Iterator[dict[str, Any]]:
     """The index to change in place, written back on exit, all under the lock `update_index` uses."""
     folder = Path(folder)
     with _locked(folder):
-        index = read_index(folder) or {"id": folder.name, "folder": str(folder)}
+        index = read_index(folder) or {"id": folder.name, "folder": "."}  # paths relative to the folder
         yield index
         write_index(folder, index)
 

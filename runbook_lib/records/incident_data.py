@@ -113,8 +113,10 @@ def load(source: str, *, extract_to: str | Path | None = None) -> IncidentData:
 def _bundle_of(folder: Path) -> Path | None:
     index = incident.read_index(folder) or {}
     named = (index.get("evidence") or {}).get("bundle")
-    if named and (Path(named) / bundle.MANIFEST).exists():
-        return Path(named)
+    if named:  # relative to the folder (an absolute one from older records: its name in this folder)
+        candidate = folder / (Path(named).name if Path(named).is_absolute() else named)
+        if (candidate / bundle.MANIFEST).exists():
+            return candidate
     found = sorted(p for p in folder.glob("evidence-*") if (p / bundle.MANIFEST).exists())
     return found[-1] if found else None
 

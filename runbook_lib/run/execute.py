@@ -29,6 +29,7 @@ from typing import Any
 from .. import KERNEL_NAME, params
 from .._time import iso_z as _iso, utc_stamp
 from ..errors import ParameterError, UnknownParameter
+from ..records import index_page, provenance
 from ..record import read_records
 from .catalog import declared_parameters, resolve_notebook
 from .catalog import available_notebooks  # noqa: F401  re-exported for callers
@@ -124,6 +125,7 @@ class RunResult:
     error: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     run_timeout_s: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)  # which code and runbook made this record
 
     @property
     def ok(self) -> bool:
@@ -227,15 +229,18 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     finished = datetime.now(UTC)
     result = RunResult(name, status, str(record_dir), str(out_nb), None, _iso(started), _iso(finished),
                        round(time.perf_counter() - t0, 3), str(incident_id), error=error,
-                       parameters=parameters, run_timeout_s=bound)
+                       parameters=parameters, run_timeout_s=bound,
+                       provenance=provenance.of_run(source, parameters))
     if out_nb.exists():
         result.verdict = _finalise_notebook(out_nb, result)
         if html:
             result.html_path = str(_write_html(out_nb))
     (record_dir / f"{name}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
+    index_page.write(record_dir)  # the folder's entry point, rewritten after every run
     return result
 
 
+BANNER_TAG = "runbook-banner"  # the first cell of every executed record (index_page.banner_markdown)
 _NOTEBOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -268,8 +273,9 @@ def record_rejected_run(name: object, parameters: dict[str, Any], error: Excepti
     message = f"{type(error).__name__}: {error}" if not isinstance(error, ParameterError) else str(error)
     result = RunResult(stem, FAILED, str(record_dir), "", None, now, now, 0.0,
                        _safe_folder_id(incident_id), error=f"rejected before the run started: {message}",
-                       parameters=safe)
+                       parameters=safe, provenance=provenance.of_run(None, safe))
     (record_dir / f"{stem}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
+    index_page.write(record_dir)
     return result
 
 
@@ -289,7 +295,14 @@ def _finalise_notebook(path: Path, result: RunResult) -> dict[str, Any] | None:
         _mark_interrupted(nb, result)
     nb.metadata["runbook"] = {"status": result.status, "error": result.error, "incident_id": result.incident_id,
                               "notebook": result.notebook, "started_at": result.started_at,
-                              "finished_at": result.finished_at, "verdict": verdict}
+                              "finished_at": result.finished_at, "verdict": verdict,
+                              "provenance": result.provenance}
+    banner = nbformat.v4.new_markdown_cell(index_page.banner_markdown(
+        incident_id=result.incident_id, notebook=result.notebook, status=result.status,
+        started_at=result.started_at, finished_at=result.finished_at,
+        operator=str(result.parameters.get("operator") or "") or None, provenance=result.provenance,
+        error=result.error), metadata={"tags": [BANNER_TAG]})
+    nb.cells.insert(0, banner)
     nbformat.write(nb, path)
     return verdict
 

@@ -14,7 +14,8 @@ from typing import Any
 from .. import params
 from .._time import iso_z
 from ..errors import ParameterError
-from ..record import read_records
+from ..record import applied_changes, read_records
+from ..records import index_page, provenance
 from ..records.incident import set_severity, update_index
 from .catalog import available_notebooks, declared_parameters
 from .execute import RunResult, new_record_dir, run_notebook
@@ -41,7 +42,12 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
         folder = new_record_dir(Path(output_root), parameters["incident_id"])
     # Only the sections respond owns are written (update_index): what others add meanwhile (the
     # alerts `runbook serve` appends while this runs) is kept.
-    index: dict[str, Any] = {"id": str(parameters["incident_id"]), "folder": str(folder),
+    # Paths in incident.json are relative to the incident folder ("." is the folder itself), so the
+    # archive can be copied or moved and still point inside itself.
+    index: dict[str, Any] = {"id": str(parameters["incident_id"]), "folder": ".",
+                             "operator": parameters.get("operator") or None,
+                             "incident_commander": parameters.get("incident_commander") or None,
+                             "provenance": provenance.code(),
                              "started_at": iso_z(), "finished_at": None, "status": "running",
                              "severity": None, "error_class": None, "verdict": None, "notebooks": [],
                              "changes_applied": []}
@@ -67,8 +73,10 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
         records = read_records(diag.notebook_path) if Path(diag.notebook_path).exists() else {}
         index["changes_applied"] = [
             {"record": name, "action": v.get("action"), "target": v.get("target"), "at": v.get("at"),
-             "who": v.get("who"), "undo": v.get("undo"), "verified": v.get("verified")}
-            for name, v in records.items() if name.startswith("change") and isinstance(v, dict) and v.get("applied")]
+             "who": v.get("who"), "undo": v.get("undo"), "verified": v.get("verified"),
+             "set": [{"field": d.get("field"), "before": d.get("before"), "after": d.get("after")}
+                     for d in v.get("diff") or [] if isinstance(d, dict)]}
+            for name, v in applied_changes(records).items()]
         if diag.verdict and diag.verdict.get("line"):
             index["diagnosis"] = diag.verdict["line"]
 
@@ -77,10 +85,14 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     index.pop("severity", None)
     index.update(finished_at=iso_z(), status="failed" if failed else
                  ("diagnosed" if next_notebook else "triaged"))
-    return update_index(folder, **index)
+    final = update_index(folder, **index)
+    index_page.write(folder)  # severity, class and status changed after the last run wrote it
+    return {**final, "folder": str(folder)}  # the caller gets the real path
 
 
 def _add(index: dict[str, Any], result: RunResult) -> None:
-    index["notebooks"].append({"name": result.notebook, "status": result.status, "path": result.notebook_path,
-                               "html": result.html_path, "verdict": (result.verdict or {}).get("line"),
+    index["notebooks"].append({"name": result.notebook, "status": result.status,
+                               "path": Path(result.notebook_path).name if result.notebook_path else None,
+                               "html": Path(result.html_path).name if result.html_path else None,
+                               "verdict": (result.verdict or {}).get("line"),
                                "error": result.error, "duration_s": result.duration_s})

@@ -270,7 +270,7 @@ class AuthRunbook:
         level = steps.incident_severity(self.cfg, "P1", "the API rejects our key (401): every call fails",
                                         by="diagnose_auth")
         return steps.communicate(
-            self.cfg, level=level, status="MITIGATING" if applied else "INVESTIGATING",
+            self.cfg, by="diagnose_auth", level=level, status="MITIGATING" if applied else "INVESTIGATING",
             impact="Users cannot use AI features: the AI provider rejects our API key (401)",
             action=("Rotated the Mistral API key and restarting the service" if applied else
                     "Diagnosing the API key; rotation and restart prepared as a dry run"))

@@ -286,7 +286,7 @@ class NetworkRunbook:
             by="diagnose_network")
         p1 = self.severity == "P1"
         return steps.communicate(
-            self.cfg, level=self.severity, status="MITIGATING" if applied else "INVESTIGATING",
+            self.cfg, by="diagnose_network", level=self.severity, status="MITIGATING" if applied else "INVESTIGATING",
             impact=("Users cannot use AI features: the AI provider cannot be reached" if p1 else
                     "Degraded AI responses: requests to the AI provider are slow or time out"),
             action=(f"Raised the AI client timeout to {self.recommended_ms} ms" if applied else

@@ -178,7 +178,7 @@ class RateLimitRunbook:
         level = steps.incident_severity(self.cfg, "P2", "rate limited (429): the runbook's table files it as P2 "
                                         "unless every call fails", by="diagnose_rate_limit")
         return steps.communicate(
-            self.cfg, level=level, status="MITIGATING" if applied else "INVESTIGATING",
+            self.cfg, by="diagnose_rate_limit", level=level, status="MITIGATING" if applied else "INVESTIGATING",
             impact=("Users cannot use AI features: every request is rejected by the provider's rate limit"
                     if level == "P1" else "Some AI requests are rejected or delayed by the provider's rate limit"),
             action=(f"Queuing requests and lowering concurrency to {n}" if applied else

@@ -178,7 +178,7 @@ class ServerErrorRunbook:
                                         "every probe got a 5xx" if all_failed else "some probes got a 5xx",
                                         by="diagnose_server_error")
         return steps.communicate(
-            self.cfg, level=level, status="MITIGATING" if applied else "INVESTIGATING",
+            self.cfg, by="diagnose_server_error", level=level, status="MITIGATING" if applied else "INVESTIGATING",
             impact=("Users cannot use AI features (the AI provider returns server errors)" if level == "P1" else
                     "Degraded AI responses: some requests fail with provider server errors"),
             action=(("Fallback enabled (MISTRAL_FALLBACK=true)" if applied else

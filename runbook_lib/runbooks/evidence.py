@@ -131,8 +131,11 @@ class EvidenceRun:
                  "\n\nEvery source was collected."))
         record.record("evidence", value, markdown=md)
         if self.folder is not None and self.index is not None:
-            incident.update_index(self.folder, evidence={k: value[k] for k in (
-                "bundle", "archive", "files", "missing", "window", "collected_at")})
+            # relative to the incident folder (the bundle is written inside it): the archive can move
+            incident.update_index(self.folder, evidence={
+                **{k: value[k] for k in ("files", "missing", "window", "collected_at")},
+                "bundle": _relative(self.bundle_path, self.folder),
+                "archive": _relative(Path(value["archive"]), self.folder)})
         return value
 
     def verify(self) -> list[str]:
@@ -155,3 +158,11 @@ class EvidenceRun:
         record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`\n\nNext: the postmortem runbook "
                       "(`runbook postmortem <incident>`) analyses this bundle.")
         return value
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """`path` relative to the incident folder when inside it (always, for a bundle), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(folder).resolve()))
+    except ValueError:
+        return str(path)

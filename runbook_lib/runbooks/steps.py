@@ -135,5 +135,5 @@ def state_after(cfg: dict[str, Any], secret: SecretRef, samples: int = 3) -> dic
     value = {"api_verdict": api.verdict, "api_counts": api.counts, "service_status": svc.status if svc else None,
              "checked_in_s": round(time.perf_counter() - t0, 2)}
     record.record("state_after", value, markdown=(
-        f"Mistral API now: **{api.verdict}** ({api.counts}); our service: **{value['service_status'] or 'n/a'}**."))
+        f"Mistral API now: **{api.verdict}** ({display.counts(api.counts)}); our service: **{value['service_status'] or 'n/a'}**."))
     return value

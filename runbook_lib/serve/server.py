@@ -356,7 +356,7 @@ class AlertServer(HttpServer):
                                            alert=alert.name, opened_at=_now(), joined=True)
                 return entry, "joined"
             incident_id, folder = self._new_folder(job)
-            write_index(folder, {"id": incident_id, "folder": str(folder), "status": "queued",
+            write_index(folder, {"id": incident_id, "folder": ".", "status": "queued",
                                  "source": "alertmanager",
                                  "alert": {"name": alert.name, "fingerprint": alert.fingerprint,
                                            "error_class": alert.error_class, "runbook": alert.runbook,
