@@ -19,7 +19,7 @@ from typing import Any
 from .. import params
 from .._time import epoch, iso_z
 from ..redact import scrub
-from ..sources.logstats import parse as parse_line
+from ..sources import loglines
 from ._client import KubeFailure, KubeFinding, KubeResult
 from .read import ClusterReads
 
@@ -39,9 +39,10 @@ ERROR_CLASS_LABELS = {
 
 # -- error lines ---------------------------------------------------------------------------------------
 _ERROR_LEVELS = frozenset({"error", "err", "fatal", "critical", "crit", "panic", "alert", "emerg", "emergency", "severe"})
-_LEVEL_KEYS = ("level", "lvl", "severity", "levelname", "log.level")
-_MSG_KEYS = ("msg", "message", "error", "err", "event", "exception")
-_CODE_KEYS = ("code", "status", "status_code", "http_status", "statusCode")
+# Field names: our service's (`loglines`) first, then what other loggers use.
+_LEVEL_KEYS = (loglines.LEVEL, "lvl", "severity", "levelname", "log.level")
+_MSG_KEYS = (loglines.MSG, "message", "error", "err", "event", "exception")
+_CODE_KEYS = (loglines.CODE, "status", "status_code", "http_status", "statusCode")
 _CODE_IN_TEXT = re.compile(r"(?i)(?:failed|status(?:_code)?|http|code|error|returned)[\s:=\"']*\b([1-5]\d\d|000)\b")
 _CODE_HTTP_LOG = re.compile(r"HTTP/\d(?:\.\d)?\"\s+([1-5]\d\d)\b")
 _TIMEOUT_WORDS = ("timeout", "timed out", "deadline exceeded")
@@ -49,7 +50,7 @@ _CONNECTION_WORDS = ("connecterror", "connection refused", "connection reset", "
                      "connection closed", "network is unreachable", "name resolution", "name or service not known",
                      "nodename nor servname", "no route to host", "ssl", "certificate", "remoteprotocolerror",
                      "broken pipe", "eof occurred", "upstream connect error", "dns", "getaddrinfo", "network error")
-_TS_KEYS = ("ts", "time", "timestamp", "@timestamp")
+_TS_KEYS = (loglines.TS, "time", "timestamp", "@timestamp")
 
 
 def _first(entry: dict[str, Any], keys: Iterable[str]) -> Any:
@@ -64,11 +65,13 @@ def classify_error(text: str, code: Any = None) -> str:
     timeout, connection or other. An HTTP code, when known, decides first; then words.
 
     A 429 is `capacity_exceeded` when it says capacity (Mistral's "Service tier capacity exceeded",
-    which our service logs by its type `invalid_request_error`), else `rate_limited`.
+    which our service logs by its type `invalid_request_error`), else `rate_limited`. `code` counts
+    when it is a status code by `loglines.http_code` (three ASCII digits: the test the error rate's
+    `loglines.is_error` builds on); otherwise (e.g. "2xx") a code is looked for in the words.
     """
     t = (text or "").lower()
-    c = str(code).strip() if code not in (None, "") else ""
-    if not re.fullmatch(r"\d{3}", c):
+    c = loglines.http_code(str(code).strip()) if code not in (None, "") else None
+    if c is None:  # not a status code (e.g. "2xx"): look for one in the words
         m = _CODE_IN_TEXT.search(text or "") or _CODE_HTTP_LOG.search(text or "")
         c = m.group(1) if m else ""
     if c == "429" or "rate limit" in t or "rate_limit" in t or "too many requests" in t or "capacity" in t:
@@ -90,7 +93,7 @@ def classify_error(text: str, code: Any = None) -> str:
 
 def _line_facts(line: str) -> tuple[str, Any, str | None, dict[str, Any] | None]:
     """(message, code, level, json entry) of one raw line."""
-    entry = parse_line(line)
+    entry = loglines.parse(line)
     if entry is None:
         return line.strip(), None, None, None
     msg = _first(entry, _MSG_KEYS)
@@ -177,7 +180,7 @@ def _error_entries(text: str, pod: str, container: str, prev: bool,
             ts = epoch(str(_first(entry, _TS_KEYS) or ""))
         entries.append({"ts": None if ts is None else iso_z(ts), "_t": ts or 0.0, "pod": pod, "container": container,
                         "previous": prev, "level": level, "code": None if code is None else str(code),
-                        "model": entry.get("model") if entry else None, "msg": scrub(msg)[:500],
+                        "model": entry.get(loglines.MODEL) if entry else None, "msg": scrub(msg)[:500],
                         "error_class": classify_error(msg, code), "line": scrub(line)[:500]})
     return scanned, entries
 

@@ -12,9 +12,10 @@ tried first, it is quicker) while capturing `ts`, `model` and `code`. Any line i
 (nested values, escapes in the three fields, another timestamp form, `null` code, plain text,
 truncation) takes the `json.loads` path, so the counts equal a plain `json.loads` reading.
 
-What a line counts as (both paths): a JSON object whose `code` is not null is a request; `model`
-is `str(model or "?")`, `code` is `str(code)`, an error is any code other than three ASCII digits
-starting with 2. `ts` must be a string `datetime.fromisoformat` accepts (naive = UTC); it is
+What a line counts as (both paths) is `loglines`' schema and rule, shared with triage's
+`logstats`: a JSON object whose `code` is not null is a request; `model` is `str(model or "?")`,
+`code` is `str(code)`, an error is any code other than three ASCII digits starting with 2 ("2xx"
+as text is an error). `ts` must be a string `_time.parse` accepts (ISO 8601; naive = UTC); it is
 floored to whole seconds and then to `freq_s`. Everything else is skipped, by reason: `not_json`
 (plain text, blank, malformed, not an object), `no_code` (other log records), `bad_ts`.
 """
@@ -28,9 +29,12 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from .._time import parse as parse_time
+from . import loglines
+from .loglines import is_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,21 +50,26 @@ _STR = rb'"' + _C + rb'*+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})' + _C + rb'*+)*+"'
 _NUM = rb"-?(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?(?:[eE][-+]?[0-9]++)?"
 _VALUE = rb"(?:" + _STR + rb"|" + _NUM + rb"|true|false|null|NaN|-?Infinity)"  # json.loads takes NaN/Infinity
 _COLON = _WS + rb":" + _WS
+_K_TS, _K_MODEL, _K_CODE = (re.escape(k.encode()) for k in (loglines.TS, loglines.MODEL, loglines.CODE))
 _TS = rb'"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.[0-9]++)?(Z|[+-][0-9]{2}:[0-9]{2})"'
 # ts: seconds and offset captured (the fraction cannot move a whole-second floor); `model` and `code`
 # captured with their quotes so an empty string differs from an absent key; `code` may be a plain int.
-_MEMBER = (rb'"(?:ts"' + _COLON + _TS +
-           rb'|model"' + _COLON + rb'("' + _C + rb'*+")'
-           rb'|code"' + _COLON + rb'("' + _C + rb'*+"|0|[1-9][0-9]{0,15})'
-           rb'|(?!(?:ts|model|code)")' + _C + rb'*+"' + _COLON + _VALUE + rb")")
+_MEMBER = (rb'"(?:' + _K_TS + rb'"' + _COLON + _TS
+           + rb"|" + _K_MODEL + rb'"' + _COLON + rb'("' + _C + rb'*+")'
+           + rb"|" + _K_CODE + rb'"' + _COLON + rb'("' + _C + rb'*+"|0|[1-9][0-9]{0,15})'
+           + rb"|(?!(?:" + _K_TS + rb"|" + _K_MODEL + rb"|" + _K_CODE + rb')")' + _C + rb'*+"' + _COLON + _VALUE
+           + rb")")
 # Members separated by commas, no trailing comma; a repeated capture keeps its last value, as
 # json.loads keeps the last of duplicate keys.
 _OBJECT = _WS + rb"\{" + _WS + rb"(?:" + _MEMBER + _WS + rb'(?:,' + _WS + rb'(?=")|(?=\})))*+\}' + _WS
-# Our service's own line (`sim/service.py` `_record`: json.dumps, keys in this order), tried first:
-# one fixed sequence validates ~1.5x faster than the any-order loop above. Same captures.
-_SERVICE = (rb'\{"ts": ' + _TS + rb', "level": ' + _STR + rb', "msg": ' + _STR + rb', "model": ("' + _C
-            + rb'*+"), "code": ("' + _C + rb'*+"), "latency_ms": ' + _NUM + rb', "correlation_id": (?:' + _STR
-            + rb'|null)\}')
+# Our service's own line (`loglines.FIELDS`, in the order `json.dumps` writes them), tried first:
+# one fixed sequence validates ~1.5x faster than the any-order loop above. Same captures (ts, model,
+# code: FIELDS has them in that order).
+_SERVICE_VALUES = {loglines.TS: _TS, loglines.LEVEL: _STR, loglines.MSG: _STR, loglines.MODEL: rb'("' + _C + rb'*+")',
+                   loglines.CODE: rb'("' + _C + rb'*+")', loglines.LATENCY_MS: _NUM,
+                   loglines.CORRELATION_ID: rb"(?:" + _STR + rb"|null)"}
+_SERVICE = (rb"\{" + rb", ".join(rb'"' + re.escape(k.encode()) + rb'": ' + _SERVICE_VALUES[k] for k in loglines.FIELDS)
+            + rb"\}")
 # Lines neither pattern vouches for are captured whole, for json.loads.
 _LINE_RX = re.compile(rb"^(?:" + _SERVICE + rb"|" + _OBJECT + rb"|(.+))$", re.MULTILINE)
 
@@ -85,21 +94,17 @@ class LogAggregate:
     skipped_by: dict[str, int] = field(default_factory=dict)
 
 
-def is_error(code: str) -> bool:
-    """Not a 2xx: 4xx/5xx answers, `000` (no response) and anything unrecognised."""
-    return not (len(code) == 3 and code[0] == "2" and code.isascii() and code.isdigit())
-
-
 def ts_epoch(value: Any) -> int | None:
-    """Whole seconds since the epoch of a log `ts` (ISO 8601 string, naive = UTC), or None."""
-    if not isinstance(value, str):
+    """Whole seconds since the epoch of a log `ts` (ISO 8601 string, naive = UTC), or None.
+
+    Read by `_time.parse`, the project's one ISO reader, so a time the records accept counts here
+    too. It costs ~2 us a call more than a bare `datetime.fromisoformat`: nothing measurable on
+    benchmarks/evidence.py (the regex path calls this once per distinct minute), ~25% more CPU
+    on a file where every line takes the json.loads path.
+    """
+    dt = parse_time(value)
+    if dt is None:
         return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
     try:
         return int(dt.replace(microsecond=0).timestamp())
     except (OverflowError, ValueError):
@@ -169,7 +174,7 @@ class _Counts:
                 if minute is None or second > 59:
                     self.skipped["bad_ts"] += n
                 else:
-                    self.add(minute + second, self._str(model) or "?", self._str(code), n)
+                    self.add(minute + second, self._str(model) or loglines.UNKNOWN_MODEL, self._str(code), n)
         self.skipped["not_json"] += lines - matched  # empty lines: no match at all, and json.loads fails
 
     def _slow(self, raw: bytes, n: int) -> None:
@@ -181,15 +186,15 @@ class _Counts:
         if not isinstance(obj, dict):
             self.skipped["not_json"] += n
             return
-        code = obj.get("code")
-        if code is None:
+        seen = loglines.request(obj)
+        if seen is None:
             self.skipped["no_code"] += n
             return
-        epoch = ts_epoch(obj.get("ts"))
+        epoch = ts_epoch(obj.get(loglines.TS))
         if epoch is None:
             self.skipped["bad_ts"] += n
             return
-        self.add(epoch, str(obj.get("model") or "?"), str(code), n)
+        self.add(epoch, *seen, n)
 
     def result(self, source: str) -> LogAggregate:
         import pandas as pd

@@ -4,29 +4,18 @@ The seed's error table says "Metrics unavailable (Prometheus down) -> fall back 
 service logs one JSON line per Mistral call (`model`, `code`, `latency_ms`); counting those over
 the window gives an estimate of the same figures step 3 reads from Prometheus. It is labelled an
 estimate: log lines can be sampled, dropped or cut by `--since`/`--tail`.
+
+What a request and an error are comes from `loglines` (the same rule as the postmortem's `logagg`).
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
+from .loglines import is_error, parse, request
 
-def parse(line: str) -> dict[str, Any] | None:
-    """A JSON log line as a dict, or None for plain text."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _is_error(code: str) -> bool:
-    return not (len(code) == 3 and code.startswith("2"))
+__all__ = ["estimate_error_rate", "parse"]
 
 
 def _entry(line: str | dict[str, Any]) -> dict[str, Any] | None:
@@ -41,11 +30,12 @@ def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float
     per_model: dict[str, dict[str, float]] = defaultdict(lambda: {"requests": 0, "errors": 0})
     for line in lines:
         entry = _entry(line)
-        if not entry or entry.get("code") is None:
+        seen = request(entry) if entry else None
+        if seen is None:
             continue
-        model = str(entry.get("model") or "?")
+        model, code = seen
         per_model[model]["requests"] += 1
-        if _is_error(str(entry["code"])):
+        if is_error(code):
             per_model[model]["errors"] += 1
     requests = sum(v["requests"] for v in per_model.values())
     errors = sum(v["errors"] for v in per_model.values())
