@@ -177,7 +177,9 @@ def test_firing_dedup_append_and_resolved(stack, tmp_path):
         index = _wait_index(folder, lambda i: i.get("alert_state") == "resolved", 20)
         assert index["resolved"]["at"] == "2026-11-23T10:05:00Z" and index["resolved"]["by"] == "alertmanager"
         assert [a["status"] for a in index["alerts"]] == ["firing", "firing", "resolved"]
-        assert index["status"] == "diagnosed"  # the outcome of the response is kept
+        # the lifecycle follows the alert: resolved, at the alert's end; the response's outcome stays readable
+        assert index["status"] == "resolved" and index["resolved_at"] == "2026-11-23T10:05:00Z", index
+        assert index["diagnosis"] and [n["status"] for n in index["notebooks"]] == ["succeeded", "succeeded"]
         # a resolved alert for a fingerprint never seen changes nothing
         assert _post(srv.url, payload(alert("bbbb2222", status="resolved"))).status_code == 200
         metrics_text = lambda: httpx.get(f"{srv.url}/metrics").text  # noqa: E731

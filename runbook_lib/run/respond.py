@@ -86,6 +86,9 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     index.update(finished_at=iso_z(), status="failed" if failed else
                  ("diagnosed" if next_notebook else "triaged"))
     final = update_index(folder, **index)
+    if final.get("alert_state") == "resolved" and final.get("status") != "failed":  # its alerts ended meanwhile
+        final = update_index(folder, status="resolved",
+                             resolved_at=final.get("resolved_at") or (final.get("resolved") or {}).get("at"))
     index_page.write(folder)  # severity, class and status changed after the last run wrote it
     return {**final, "folder": str(folder)}  # the caller gets the real path
 

@@ -336,9 +336,15 @@ class AlertServer(HttpServer):
             self.log(f"{entry['id']}: {alert.name} resolved at {_resolved_at(alert)}; still firing: "
                      f"{', '.join(still)}")
             return
-        update_index(entry["folder"], alert_state=RESOLVED,
-                     resolved={"at": _resolved_at(alert), "notified_at": job.received_at, "by": "alertmanager",
-                               "alert": alert.name, "fingerprint": alert.fingerprint})
+        with edit_index(entry["folder"]) as index:
+            index["alert_state"] = RESOLVED
+            index["resolved"] = {"at": _resolved_at(alert), "notified_at": job.received_at, "by": "alertmanager",
+                                 "alert": alert.name, "fingerprint": alert.fingerprint}
+            # the incident's lifecycle follows: resolved, unless its response is still running (respond
+            # then ends it as resolved itself when it sees alert_state)
+            if index.get("status") not in ("queued", "running"):
+                index["status"] = "resolved"
+                index.setdefault("resolved_at", _resolved_at(alert))
         self.incidents.set(alert.fingerprint, state=RESOLVED, resolved_at=_resolved_at(alert))
         self.metrics.alerts.labels(alert.status, "resolved").inc()
         self.log(f"{entry['id']}: {alert.name} resolved at {_resolved_at(alert)}; incident marked resolved")
