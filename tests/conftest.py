@@ -1,4 +1,5 @@
-"""Shared fixtures: a throwaway API key, the embedded stack on free ports, and a triage runner.
+"""Shared fixtures: a throwaway API key, the embedded stack on free ports, a runbook runner, and
+the policy for the real servers the tests need.
 
 Servers bind port 0 so xdist workers never collide; each test gets its own simulators (they
 start in milliseconds), so a fault injected by one test cannot leak into another.
@@ -6,8 +7,10 @@ start in milliseconds), so a fault injected by one test cannot leak into another
 
 from __future__ import annotations
 
+import functools
+import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,27 +68,65 @@ def cluster_stack(api_key: str, tmp_path: Path) -> Iterator[Any]:
         yield s
 
 
+def _require_binary(name: str) -> str:
+    from runbook_lib.sim.prometheus import find_binary
+
+    path = find_binary(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed: the test command must install it (scripts/ensure-test-servers.sh)")
+        pytest.skip(f"{name} not installed (make test installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def require_binary() -> Callable[[str], str]:
+    """`require_binary(name)`: the path of a real server's binary (prometheus, promtool, ...).
+
+    Missing, the test is skipped on a developer's machine but FAILS under CI (any non-empty $CI):
+    there the test command installs them, so a skip would hide a broken set-up. Session-scoped so
+    module-scoped fixtures can use it too.
+    """
+    return _require_binary
+
+
 @pytest.fixture
-def run_triage(tmp_path: Path):
-    """Run notebooks/triage.ipynb headless into tmp_path/outputs and return the RunResult."""
+def run_runbook(tmp_path: Path) -> Callable[..., Any]:
+    """`run_runbook(name, stack=None, **parameters)`: run notebooks/<name>.ipynb headless into
+    tmp_path/outputs and return the RunResult.
+
+    Defaults, each passed only where the notebook declares that parameter: the stack's URLs (and its
+    status feed), from `cluster_stack` its "ok" kubeconfig, no Prometheus, 2 s per call, incident
+    id "test". `parameters` override them and are passed as given, declared or not.
+    """
+    from runbook_lib.run.catalog import declared_parameters
     from runbook_lib.run.execute import run_notebook
 
-    def _run(stack: Any = None, **parameters: Any):
-        base: dict[str, Any] = {"prometheus_url": "", "timeout_s": 2.0, "incident_id": "test"}
+    def run(name: str, stack: Any = None, /, **parameters: Any) -> Any:
+        defaults: dict[str, Any] = {"prometheus_url": "", "timeout_s": 2.0, "incident_id": "test"}
         if stack is not None:
-            base.update(mistral_url=stack.mistral_url, service_health_url=stack.service_health_url)
-        base.update(parameters)
-        return run_notebook("triage", base, output_root=tmp_path / "outputs", progress=False,
+            defaults.update(mistral_url=stack.mistral_url, service_health_url=stack.service_health_url,
+                            status_feed_url=f"{stack.mistral_url}/feed.rss")
+            if getattr(stack, "kubeconfig", None):
+                defaults["kubeconfig"] = stack.kubeconfig["ok"]
+        declared = declared_parameters(name)
+        base = {k: v for k, v in defaults.items() if k in declared}
+        return run_notebook(name, {**base, **parameters}, output_root=tmp_path / "outputs", progress=False,
                             cell_timeout_s=60)
 
-    return _run
+    return run
+
+
+@pytest.fixture
+def run_triage(run_runbook: Callable[..., Any]) -> Callable[..., Any]:
+    """`run_triage(stack=None, **parameters)`: `run_runbook("triage", ...)`."""
+    return functools.partial(run_runbook, "triage")
 
 
 # ---- the fault and abuse matrix's totals (tests/test_matrix.py), printed at the end of the run ----
 # The controller makes a folder and names it in the environment before xdist starts its workers
 # (they inherit it); each matrix test appends JSON lines there; the summary adds them up.
 def pytest_configure(config: pytest.Config) -> None:
-    import os
     import tempfile
 
     if not hasattr(config, "workerinput"):  # the controller, or a run without xdist

@@ -9,7 +9,6 @@ The expressions, labels and annotations are the shipped ones (promtool checks th
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -31,15 +30,11 @@ TOKEN = "am-webhook-" + "7f3c9a1e5b2d4c6f"
 
 
 @pytest.fixture
-def servers_required():
+def servers_required(require_binary):
     from runbook_lib.sim.alertmanager import BINARY
-    from runbook_lib.sim.prometheus import find_binary
 
-    missing = [b for b in ("prometheus", BINARY) if find_binary(b) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{', '.join(missing)} not installed: the test command must install them")
-        pytest.skip(f"{', '.join(missing)} not installed (make test installs them)")
+    for binary in ("prometheus", BINARY):
+        require_binary(binary)
 
 
 def fast_rules(dest: Path) -> Path:
@@ -126,8 +121,9 @@ def test_fault_fires_alert_serve_records_incident_then_resolves(api_key, stack, 
             assert done["status"] == "diagnosed"  # the response's outcome stays as it was
 
             # anything else the fault fired (a latency alert) joined it or got its own incident, resolved too
-            assert wait_until(lambda: all(i.get("alert_state") == "resolved" and i.get("status") != "running"
-                                          for i in _incidents(outputs)), 120, 0.5), _incidents(outputs)
+            assert wait_until(lambda: _incidents(outputs) and all(
+                i.get("alert_state") == "resolved" and i.get("status") != "running" for i in _incidents(outputs)),
+                120, 0.5), _incidents(outputs)
             everything = _incidents(outputs)
             fingerprints = [fp for i in everything for fp in {a["fingerprint"] for a in i["alerts"]}]
             assert len(fingerprints) == len(set(fingerprints)), "an alert belongs to one incident"

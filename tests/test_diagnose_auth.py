@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.run.execute import run_notebook
 from runbook_lib.record import read_records
 from runbook_lib.secrets import fingerprint
 
@@ -18,13 +17,6 @@ pytestmark = pytest.mark.notebook
 @pytest.fixture(autouse=True)
 def _no_new_key(monkeypatch):
     monkeypatch.delenv("NEW_MISTRAL_API_KEY", raising=False)
-
-
-def _run(st, tmp_path, **extra):
-    base = {"mistral_url": st.mistral_url, "service_health_url": st.service_health_url, "prometheus_url": "",
-            "kubeconfig": st.kubeconfig["ok"], "timeout_s": 2.0, "incident_id": "auth-test"}
-    return run_notebook("diagnose_auth", {**base, **extra}, output_root=tmp_path / "out", progress=False,
-                        cell_timeout_s=60)
 
 
 def _secret_value(kube):
@@ -43,11 +35,11 @@ def _revoke_old_key_accept(st, new_key):
     st.mistral.set_api_keys([new_key])
 
 
-def test_dry_run_diagnoses_revoked_key_and_changes_nothing(cluster_stack, tmp_path, api_key):
+def test_dry_run_diagnoses_revoked_key_and_changes_nothing(cluster_stack, api_key, run_runbook):
     st = cluster_stack
     st.set_mode("auth_failure")
     rev = _revision(st.kube)
-    result = _run(st, tmp_path)
+    result = run_runbook("diagnose_auth", st)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
     assert rec["key_under_test"] == {"env_var": "MISTRAL_API_KEY", "present": True, "length": len(api_key),
@@ -69,14 +61,13 @@ def test_dry_run_diagnoses_revoked_key_and_changes_nothing(cluster_stack, tmp_pa
     assert line.startswith("401 key_rejected") and "dry run" in line
 
 
-def test_approved_rotation_applies_new_key_restarts_and_leaks_nothing(cluster_stack, tmp_path, api_key,
-                                                                       monkeypatch):
+def test_approved_rotation_applies_new_key_restarts_and_leaks_nothing(cluster_stack, api_key, monkeypatch, run_runbook):
     st = cluster_stack
     new_key = "sim-" + secrets.token_urlsafe(24)
     monkeypatch.setenv("NEW_MISTRAL_API_KEY", new_key)
     _revoke_old_key_accept(st, new_key)
     rev = _revision(st.kube)
-    result = _run(st, tmp_path, apply_changes=True, operator="alice")
+    result = run_runbook("diagnose_auth", st, apply_changes=True, operator="alice")
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
     assert rec["key_comparison"]["outcome"] == "key_rejected"
@@ -105,24 +96,24 @@ def test_approved_rotation_applies_new_key_restarts_and_leaks_nothing(cluster_st
         assert not leaked, f"{p.name} holds a piece of a key"
 
 
-def test_new_key_that_does_not_work_is_not_rotated_in(cluster_stack, tmp_path, api_key, monkeypatch):
+def test_new_key_that_does_not_work_is_not_rotated_in(cluster_stack, api_key, monkeypatch, run_runbook):
     st = cluster_stack
     st.set_mode("auth_failure")
     monkeypatch.setenv("NEW_MISTRAL_API_KEY", "sim-" + secrets.token_urlsafe(24))
     rev = _revision(st.kube)
-    rec = read_records(_run(st, tmp_path, apply_changes=True).notebook_path)
+    rec = read_records(run_runbook("diagnose_auth", st, apply_changes=True).notebook_path)
     rot, restart = rec["change_rotate_secret"], rec["change_rollout_restart"]
     assert rec["new_key_test"]["status_code"] == 401 and not rot["applied"] and "Not applied" in rot["note"]
     assert not restart["applied"] and "Not applied" in restart["note"]
     assert _secret_value(st.kube) == api_key and _revision(st.kube) == rev
 
 
-def test_forbidden_user_gets_escalate_and_a_verdict(cluster_stack, tmp_path, monkeypatch):
+def test_forbidden_user_gets_escalate_and_a_verdict(cluster_stack, tmp_path, monkeypatch, run_runbook):
     st = cluster_stack
     st.set_mode("auth_failure")
     monkeypatch.setenv("NEW_MISTRAL_API_KEY", "sim-" + secrets.token_urlsafe(24))
     viewer = str(st.kube.write_kubeconfig(tmp_path / "kubeconfig-viewer", user="viewer"))
-    result = _run(st, tmp_path, kubeconfig=viewer)
+    result = run_runbook("diagnose_auth", st, kubeconfig=viewer)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
     assert rec["service_key_source"]["source"] == "secret"  # the viewer reads the deployment

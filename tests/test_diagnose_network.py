@@ -7,28 +7,20 @@ from pathlib import Path
 import pytest
 
 from runbook_lib.runbooks.diagnose_network import recommend_timeout_ms
-from runbook_lib.run.execute import run_notebook
 from runbook_lib.record import read_records
 
 pytestmark = pytest.mark.notebook
-
-
-def _run(st, tmp_path, **extra):
-    base = {"mistral_url": st.mistral_url, "service_health_url": st.service_health_url, "prometheus_url": "",
-            "kubeconfig": st.kubeconfig["ok"], "timeout_s": 2.0, "incident_id": "net-test"}
-    return run_notebook("diagnose_network", {**base, **extra}, output_root=tmp_path / "out", progress=False,
-                        cell_timeout_s=60)
 
 
 def _phases(rec):
     return {p["name"]: p for p in rec["network_phases"]["phases"]}
 
 
-def test_hang_fails_first_byte_within_bound_and_changes_nothing(cluster_stack, tmp_path):
+def test_hang_fails_first_byte_within_bound_and_changes_nothing(cluster_stack, run_runbook):
     st = cluster_stack
     st.set_mode("hang")
     before = st.kube.container_env()
-    result = _run(st, tmp_path, timeout_s=1.0, new_timeout_ms=60000)
+    result = run_runbook("diagnose_network", st, timeout_s=1.0, new_timeout_ms=60000)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
     phases = _phases(rec)
@@ -54,10 +46,10 @@ def test_hang_fails_first_byte_within_bound_and_changes_nothing(cluster_stack, t
     assert result.duration_s < 20
 
 
-def test_closed_port_fails_tcp_with_refused_and_is_p1(cluster_stack, tmp_path, dead_port):
+def test_closed_port_fails_tcp_with_refused_and_is_p1(cluster_stack, dead_port, run_runbook):
     st = cluster_stack
-    rec = read_records(_run(st, tmp_path, mistral_url=f"http://127.0.0.1:{dead_port}", timeout_s=1.0,
-                            service_health_url="").notebook_path)
+    rec = read_records(run_runbook("diagnose_network", st, mistral_url=f"http://127.0.0.1:{dead_port}",
+                                   timeout_s=1.0, service_health_url="").notebook_path)
     phases = _phases(rec)
     assert phases["dns"]["ok"] and not phases["tcp"]["ok"] and "first_byte" not in phases
     assert "refused" in phases["tcp"]["detail"].lower() and rec["network_phases"]["cause"] == "tcp_refused"
@@ -65,11 +57,12 @@ def test_closed_port_fails_tcp_with_refused_and_is_p1(cluster_stack, tmp_path, d
     assert rec["verdict"]["line"].startswith("network: tcp phase failed (connection refused)")
 
 
-def test_slow_api_measured_and_approved_timeout_applied(cluster_stack, tmp_path):
+def test_slow_api_measured_and_approved_timeout_applied(cluster_stack, run_runbook):
     st = cluster_stack
     st.set_mode("slow", latency_s=0.5)
     before = st.kube.container_env()
-    rec = read_records(_run(st, tmp_path, apply_changes=True, operator="alice", new_timeout_ms=45000).notebook_path)
+    rec = read_records(run_runbook("diagnose_network", st, apply_changes=True, operator="alice",
+                                   new_timeout_ms=45000).notebook_path)
     net = rec["network_phases"]
     assert net["failed_phase"] is None and 450 <= net["time_to_first_byte_ms"] <= 1500
     assert 450 <= _phases(rec)["first_byte"]["ms"] <= 1500
@@ -88,11 +81,11 @@ def test_slow_api_measured_and_approved_timeout_applied(cluster_stack, tmp_path)
     assert "applied" in rec["verdict"]["line"] and rec["communications"]["status"] == "MITIGATING"
 
 
-def test_unreachable_cluster_still_reaches_a_verdict(cluster_stack, tmp_path, dead_port):
+def test_unreachable_cluster_still_reaches_a_verdict(cluster_stack, tmp_path, dead_port, run_runbook):
     st = cluster_stack
     dead = tmp_path / "kubeconfig-dead"
     dead.write_text(Path(st.kubeconfig["ok"]).read_text().replace(st.kube.url, f"http://127.0.0.1:{dead_port}"))
-    result = _run(st, tmp_path, kubeconfig=str(dead), timeout_s=1.0)
+    result = run_runbook("diagnose_network", st, kubeconfig=str(dead), timeout_s=1.0)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
     pols = rec["network_policies"]

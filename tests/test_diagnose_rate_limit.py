@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -12,19 +13,20 @@ from runbook_lib.record import read_records
 pytestmark = pytest.mark.notebook
 
 
-def _run(st, tmp_path, **extra):
-    base = {"mistral_url": st.mistral_url, "service_health_url": st.service_health_url, "prometheus_url": "",
-            "kubeconfig": st.kubeconfig["ok"], "sample_requests": 3, "sample_interval_s": 0.1, "timeout_s": 2.0,
-            "incident_id": "rl-test"}
-    return run_notebook("diagnose_rate_limit", {**base, **extra}, output_root=tmp_path / "out", progress=False,
-                        cell_timeout_s=60)
+QUICK = {"sample_requests": 3, "sample_interval_s": 0.1}  # a short sampling step
 
 
-def test_dry_run_diagnoses_request_limit_and_changes_nothing(cluster_stack, tmp_path):
+@pytest.fixture
+def run(run_runbook):
+    """`run(stack, **parameters)`: diagnose_rate_limit with QUICK sampling (parameters override it)."""
+    return functools.partial(run_runbook, "diagnose_rate_limit", **QUICK)
+
+
+def test_dry_run_diagnoses_request_limit_and_changes_nothing(cluster_stack, run):
     st = cluster_stack
     st.set_mode("rate_limited")
     before = st.kube.container_env()
-    result = _run(st, tmp_path)
+    result = run(st)
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
     assert rec["limit_kind"]["kind"] == "request_limit"
@@ -39,19 +41,18 @@ def test_dry_run_diagnoses_request_limit_and_changes_nothing(cluster_stack, tmp_
     assert rec["verdict"]["line"].startswith("429 request_limit") and "dry run" in rec["verdict"]["line"]
 
 
-def test_capacity_is_told_apart_from_our_limit(cluster_stack, tmp_path):
+def test_capacity_is_told_apart_from_our_limit(cluster_stack, run):
     cluster_stack.set_mode("capacity_exceeded")
-    rec = read_records(_run(cluster_stack, tmp_path).notebook_path)
+    rec = read_records(run(cluster_stack).notebook_path)
     assert rec["limit_kind"]["kind"] == "capacity_exceeded"
     assert "capacity" in rec["limit_kind"]["explanation"]
 
 
-def test_approved_change_is_applied_recorded_and_undoable(cluster_stack, tmp_path):
+def test_approved_change_is_applied_recorded_and_undoable(cluster_stack, run):
     st = cluster_stack
     st.set_mode("rate_limited")
     before = st.kube.container_env()
-    rec = read_records(_run(st, tmp_path, apply_changes=True, operator="alice",
-                            max_concurrent_requests=3).notebook_path)
+    rec = read_records(run(st, apply_changes=True, operator="alice", max_concurrent_requests=3).notebook_path)
     change = rec["change_rate_limit_env"]
     assert change["applied"] and change["verified"] and change["who"] == "alice" and change["at"]
     after = st.kube.container_env()
@@ -69,7 +70,7 @@ def test_bad_approval_parameter_fails_first_cell(tmp_path):
     assert result.status == "failed" and "'apply_changes'" in (result.error or "")
 
 
-def test_recorded_undo_restores_the_cluster(cluster_stack, tmp_path):
+def test_recorded_undo_restores_the_cluster(cluster_stack, run):
     """Apply through the notebook, then apply the recorded inverse: the env is as before."""
     from runbook_lib import kube
     from runbook_lib.kube import write as remediate
@@ -77,8 +78,8 @@ def test_recorded_undo_restores_the_cluster(cluster_stack, tmp_path):
     st = cluster_stack
     st.set_mode("rate_limited")
     before = st.kube.container_env()
-    change = read_records(_run(st, tmp_path, apply_changes=True, operator="alice",
-                               max_concurrent_requests=2).notebook_path)["change_rate_limit_env"]
+    change = read_records(run(st, apply_changes=True, operator="alice",
+                              max_concurrent_requests=2).notebook_path)["change_rate_limit_env"]
     assert st.kube.container_env() != before
     with kube.connect(st.kubeconfig["ok"], "", 5.0) as cluster:
         undo = remediate.plan_env(cluster, "default", "mistral-service", change["inverse"], "app",

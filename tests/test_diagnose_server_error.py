@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -15,20 +16,20 @@ pytestmark = pytest.mark.notebook
 MAX_S = 3.0
 
 
-def _run(st, tmp_path, **extra):
-    base = {"mistral_url": st.mistral_url, "service_health_url": st.service_health_url, "prometheus_url": "",
-            "status_feed_url": f"{st.mistral_url}/feed.rss", "kubeconfig": st.kubeconfig["ok"],
-            "timeout_s": 2.0, "probe_samples": 3, "monitor_interval_s": 0.2, "monitor_max_s": MAX_S,
-            "healthy_needed": 2, "incident_id": "se-test"}
-    return run_notebook("diagnose_server_error", {**base, **extra}, output_root=tmp_path / "out", progress=False,
-                        cell_timeout_s=60)
+QUICK = {"probe_samples": 3, "monitor_interval_s": 0.2, "monitor_max_s": MAX_S, "healthy_needed": 2}
 
 
-def test_dry_run_503_sees_incident_changes_nothing_and_gives_up_in_bound(cluster_stack, tmp_path):
+@pytest.fixture
+def run(run_runbook):
+    """`run(stack, **parameters)`: diagnose_server_error with QUICK probing and monitor (parameters override it)."""
+    return functools.partial(run_runbook, "diagnose_server_error", **QUICK)
+
+
+def test_dry_run_503_sees_incident_changes_nothing_and_gives_up_in_bound(cluster_stack, run):
     st = cluster_stack
     st.set_mode("server_error", status=503)
     before = st.kube.container_env()
-    result = _run(st, tmp_path, prometheus_url="http://127.0.0.1:1")  # nothing listens: "unavailable"
+    result = run(st, prometheus_url="http://127.0.0.1:1")  # nothing listens: "unavailable"
     assert result.ok, result.error
     rec = read_records(result.notebook_path)
     now = rec["error_mix_now"]
@@ -55,7 +56,7 @@ def test_dry_run_503_sees_incident_changes_nothing_and_gives_up_in_bound(cluster
     assert "not recovered" in line
 
 
-def test_monitor_records_recovery_after_n_healthy(cluster_stack, tmp_path):
+def test_monitor_records_recovery_after_n_healthy(cluster_stack, run):
     st = cluster_stack
     st.set_mode("server_error", status=503)
     stop = threading.Event()
@@ -72,7 +73,7 @@ def test_monitor_records_recovery_after_n_healthy(cluster_stack, tmp_path):
     watcher = threading.Thread(target=recover_after_first_monitor_probe, daemon=True)
     watcher.start()
     try:
-        rec = read_records(_run(st, tmp_path, probe_samples=2).notebook_path)
+        rec = read_records(run(st, probe_samples=2).notebook_path)
     finally:
         stop.set()
         watcher.join(5)
@@ -83,11 +84,11 @@ def test_monitor_records_recovery_after_n_healthy(cluster_stack, tmp_path):
     assert rec["verdict"]["recovered"] and rec["verdict"]["line"].endswith("; recovered")
 
 
-def test_approved_fallback_is_applied_recorded_and_undoable(cluster_stack, tmp_path):
+def test_approved_fallback_is_applied_recorded_and_undoable(cluster_stack, run):
     st = cluster_stack
     st.set_mode("server_error", status=500)
     before = st.kube.container_env()
-    rec = read_records(_run(st, tmp_path, apply_changes=True, operator="alice", monitor_max_s=0.5).notebook_path)
+    rec = read_records(run(st, apply_changes=True, operator="alice", monitor_max_s=0.5).notebook_path)
     change = rec["change_fallback_env"]
     assert change["applied"] and change["verified"] and change["who"] == "alice" and change["at"]
     after = st.kube.container_env()
@@ -99,10 +100,10 @@ def test_approved_fallback_is_applied_recorded_and_undoable(cluster_stack, tmp_p
     assert "fallback applied" in rec["verdict"]["line"] and "HTTP 500" in rec["verdict"]["line"]
 
 
-def test_html_record_has_the_monitor_figure_and_no_traceback(cluster_stack, tmp_path):
+def test_html_record_has_the_monitor_figure_and_no_traceback(cluster_stack, run):
     st = cluster_stack
     st.set_mode("flaky", fail_fraction=1.0)
-    result = _run(st, tmp_path, monitor_max_s=0.6)
+    result = run(st, monitor_max_s=0.6)
     assert result.ok, result.error
     html = Path(result.html_path).read_text("utf-8")
     assert html.count("<img") >= 1 and "data:image/png;base64" in html

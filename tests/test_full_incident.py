@@ -52,18 +52,10 @@ def _all_text(folder: Path) -> str:
     return "\n".join(parts)
 
 
-@pytest.fixture
-def prom_required():
-    from runbook_lib.sim.prometheus import find_binary
-
-    if find_binary("prometheus") is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed: the test command must install it")
-        pytest.skip("prometheus not installed (make test installs it)")
-
-
-def test_full_incident_fault_to_postmortem(api_key, tmp_path, prom_required):
+def test_full_incident_fault_to_postmortem(api_key, tmp_path, require_binary):
     from runbook_lib.demo import full_stack
+
+    require_binary("prometheus")
 
     with full_stack(api_key, rate=10.0) as (st, kube, prom):
         assert prom is not None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import os
 import re
 import secrets
 import signal
@@ -32,7 +31,6 @@ from matrix_support import (BIN, RECORD_FILES, ROOT, SEVERITIES, add_totals, cha
                             leaks_in, read_json, retarget, snapshot, validation_cell_index, wait_until)
 from runbook_lib.record import read_records
 from runbook_lib.sim.mistral import MODES
-from runbook_lib.sim.prometheus import find_binary
 
 pytestmark = pytest.mark.notebook
 
@@ -56,15 +54,6 @@ EXPECTED = {
 assert set(EXPECTED) == set(MODES), "a simulator mode is missing from the matrix"
 
 
-def _require_prometheus() -> str:
-    path = find_binary("prometheus")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed: the test command must install it (scripts/ensure-test-servers.sh)")
-        pytest.skip("prometheus not installed (make test installs it)")
-    return path
-
-
 @pytest.fixture(scope="module")
 def matrix_key() -> Any:
     """One key for the module, in the environment the kernels inherit; no ambient cluster."""
@@ -76,11 +65,11 @@ def matrix_key() -> Any:
 
 
 @pytest.fixture(scope="module")
-def prometheus() -> Any:
+def prometheus(require_binary: Any) -> Any:
     """One real Prometheus for the module, re-pointed at each mode's service (see `retarget`)."""
     from runbook_lib.sim.prometheus import LocalPrometheus
 
-    _require_prometheus()
+    require_binary("prometheus")
     with socket.socket() as s:  # a placeholder target until the first mode's service exists
         s.bind(("127.0.0.1", 0))
         placeholder = f"127.0.0.1:{s.getsockname()[1]}"
@@ -456,7 +445,8 @@ def test_kernel_killed_mid_run_fails_promptly_and_keeps_the_partial_record(stack
     assert nb["metadata"]["runbook"]["status"] == "failed" and nb["metadata"]["papermill"]["exception"] is True
     assert failed_cells(nb) == [collect], "the interrupted cell must be the one marked failed"
     assert any(o["output_type"] == "error" for o in nb["cells"][collect]["outputs"])
-    assert all(c["metadata"]["papermill"]["status"] == "pending" for c in nb["cells"][collect + 1:])
+    after = nb["cells"][collect + 1:]
+    assert after and all(c["metadata"]["papermill"]["status"] == "pending" for c in after)
     assert (folder / "triage.html").is_file()
     assert not leaks_in(folder, api_key)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from runbook_lib.sources import metrics
 from runbook_lib.errors import RunbookError, SourceUnavailable
 from runbook_lib.record import read_records
-from runbook_lib.sim.prometheus import LocalPrometheus, find_binary
+from runbook_lib.sim.prometheus import LocalPrometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -21,19 +20,10 @@ RATE = 10.0  # our service's background requests/s, split over its two models
 pytestmark = pytest.mark.xdist_group("prometheus")
 
 
-def _require(binary: str) -> str:
-    path = find_binary(binary)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{binary} is not installed: the test command must install it (scripts/ensure-test-servers.sh)")
-        pytest.skip(f"{binary} not installed (make test installs it)")
-    return path
-
-
 @pytest.mark.parametrize("args", [["check", "config", "prometheus.yml"], ["check", "rules", "mistral-rules.yml"],
                                   ["test", "rules", "mistral-rules.test.yml"]], ids=lambda a: " ".join(a[:2]))
-def test_promtool_accepts_shipped_config_and_rules(args):
-    out = subprocess.run([_require("promtool"), *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60)
+def test_promtool_accepts_shipped_config_and_rules(args, require_binary):
+    out = subprocess.run([require_binary("promtool"), *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout + out.stderr
 
@@ -50,12 +40,12 @@ def test_every_alert_names_an_existing_or_planned_notebook():
 
 
 @pytest.fixture(scope="module")
-def prom_stack():
+def prom_stack(require_binary):
     import secrets
 
     from runbook_lib.sim.stack import EmbeddedStack
 
-    _require("prometheus")
+    require_binary("prometheus")
     key = "sim-" + secrets.token_urlsafe(24)
     with EmbeddedStack(api_key=key, rate=RATE) as stack:
         host_port = stack.service.url.split("://", 1)[1]
