@@ -49,7 +49,7 @@ NOISE = [
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from runbook_lib import logagg
+from runbook_lib.sources import logagg
 agg = logagg.aggregate(sys.argv[1])
 t1 = time.perf_counter()
 counts = {f"{b:%Y-%m-%dT%H:%M}\t{m}\t{c}": int(r)

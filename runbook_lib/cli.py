@@ -80,7 +80,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
     index = respond(parameters, output_root=args.output_dir, progress=not args.quiet, folder=args.record_dir)
     for nb in index["notebooks"]:
         print(f"{nb['name']}: {nb['verdict'] or nb['status'] + ' (' + str(nb['error']) + ')'}")
-        print(f"  record: {nb['path']}")
+        print(f"  record: {Path(index['folder']) / nb['path'] if nb.get('path') else 'none'}")
     print(f"incident: {index['folder']}/incident.json ({index['status']}, "
           f"{len(index['changes_applied'])} change(s) applied)")
     return 1 if index["status"] == "failed" else 0
@@ -133,9 +133,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for nb in index.get("notebooks", []):
             print(f"{nb['name']}: {nb['verdict'] or nb['status']}")
         pm, ev = index.get("postmortem") or {}, index.get("evidence") or {}
-        print(f"evidence:   {ev.get('archive', 'not collected')}")
-        print(f"postmortem: {pm.get('markdown', 'not written')}")
-        print(f"incident:   {index.get('folder')}  (runbook show {index.get('id')})")
+        folder = Path(index.get("folder") or ".")  # the index's own paths are relative to this folder
+        print(f"evidence:   {folder / ev['archive'] if ev.get('archive') else 'not collected'}")
+        print(f"postmortem: {folder / pm['markdown'] if pm.get('markdown') else 'not written'}")
+        print(f"incident:   {folder}  (runbook show {index.get('id')}; start at {folder / 'index.html'})")
         ok = index.get("status") != "failed" and bool(pm) and bool(ev)
         return 0 if ok else 1
     result = run_demo(args.mode, rate=args.rate, settle_s=args.settle, output_root=args.output_dir,

@@ -161,6 +161,7 @@ def run_incident_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_
                          "prometheus_url": prom.url if prom else "", "metrics_window": "10s",
                          "kubeconfig": kubeconfig, "incident_id": incident_id, "operator": "make demo",
                          "timeout_s": 3.0, "apply_changes": apply_changes, "monitor_max_s": 2.0,
+                         "status_feed_url": f"{stack.mistral_url}/feed.rss",  # the simulator's status page
                          "monitor_interval_s": 0.5},
                         output_root=output_root, progress=progress)
         folder = Path(index["folder"]).resolve()

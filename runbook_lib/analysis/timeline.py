@@ -19,7 +19,9 @@ _RECORD_EVENTS = {
     "mistral_api": lambda nb, v: "{}: Mistral API probed: {}".format(
         nb, ", ".join(f"{n} {k}" for k, n in (v.get("counts") or {}).items()) or "no answer"),
     "service_health": lambda nb, v: (f"{nb}: our service health: {v.get('status')}" if v.get("status") else None),
-    "severity": lambda nb, v: f"{nb}: severity {v.get('level')}: {v.get('reason') or 'see record'}",
+    "severity": lambda nb, v: f"{nb}: severity {v.get('level')}: {v.get('reason') or v.get('why') or 'see record'}"
+                              + (f" (incident already {v['previous']})" if v.get("previous") and
+                                 v.get("previous") == v.get("level") and v.get("proposed") != v.get("level") else ""),
     VERDICT: lambda nb, v: f"{nb}: verdict: {v.get('line')}" if v.get("line") else None,
     "communications": lambda nb, v: f"{nb}: {v.get('level', '')} {v.get('status', '')} message drafted; Slack: "
                                     f"{(v.get('slack') or {}).get('reason', 'n/a')}",

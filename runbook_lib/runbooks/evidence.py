@@ -152,7 +152,8 @@ class EvidenceRun:
     def summary(self) -> dict[str, Any]:
         assert self.manifest is not None, "collect() first"
         files, missing = len(self.manifest["files"]), len(self.manifest["missing"])
-        line = (f"EVIDENCE: {files} files, {missing} source(s) missing -> {self.bundle_path}.tar.gz"
+        # the bundle's name, not this machine's path: the verdict line travels with the archive
+        line = (f"EVIDENCE: {files} files, {missing} source(s) missing -> {Path(self.bundle_path).name}.tar.gz"
                 + ("" if not missing else " (see Missing sources)"))
         value = {"line": line, "bundle": str(self.bundle_path), "files": files, "missing": missing}
         record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`\n\nNext: the postmortem runbook "

@@ -63,10 +63,11 @@ def root_cause(data: IncidentData) -> str:
         return (f"Our calls exceeded the workspace's rate limit (HTTP 429, {str(v.get('kind') or 'limit').replace('_', ' ')})"
                 "; the provider refused the calls over it.")
     if nb == "diagnose_server_error":
-        return ("Mistral's API answered with server errors (HTTP 5xx) " +
-                ("while its status page reported an incident." if "provider incident" in str(v.get("line")) else
-                 "; the provider's status page did not show an incident when checked." if "no incident" in
-                 str(v.get("line")) else "; the provider's status was not readable."))
+        provider = str(v.get("provider") or "")
+        return ("Mistral's API answered with server errors (HTTP 5xx)" +
+                (" while its status page reported an incident." if provider == "incident" else
+                 "; the provider's status page did not show an incident when checked." if provider == "no incident"
+                 else "; the provider's status page could not be read, so whether Mistral acknowledged it is unknown."))
     if nb == "diagnose_network":
         cause = v.get("cause")
         sentence = {
@@ -95,7 +96,9 @@ def _milestones(data: IncidentData, impact: dict[str, Any], timings: dict[str, A
         ("Impact started (measured)", impact.get("start") or "not measured"),
         ("First alert", timings.get("detected_at") if timings.get("detected_by") == "alert" else
          "no alert of this incident fired before triage"),
-        ("Incident declared (runbook response started)" + (f"; IC {ic}" if ic else "; IC not named"),
+        ("Incident declared (runbook response started)" + (
+            f"; IC {idx['incident_commander']}" if idx.get("incident_commander") else
+            f"; IC not named (runbooks run by {ic})" if ic else "; IC not named"),
          idx.get("started_at") or "not recorded"),
         ("Root cause identified (diagnosis verdict)", diag_at or "no diagnosis ran"),
         ("First mitigation action applied", timings.get("first_action_at") or "none applied by the runbooks"),
@@ -162,21 +165,8 @@ def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[st
               "- [ ] Customer report _(to fill)_", "- [ ] Internal testing _(to fill)_",
               f"- Time to detect: {human(timings.get('time_to_detect_s'))} ({timings.get('time_to_detect_s_how')})",
               "", "### Resolution"]
-    if changes:
-        lines += [f"- {c.get('at')}: {_change_text(c)} by {c.get('who')}"
-                  f" ({'verified' if c.get('verified') else 'NOT verified'}); undo: `{c.get('undo')}`" for c in changes]
-    else:
-        lines.append("- No change was applied by the runbooks.")
-    lines += ["- What ended the impact: _(to fill: " + (
-                  f"did the change at {timings.get('first_action_at')} end it, or did the fault clear on its own?"
-                  if timings.get("mitigated_at") else "no change was applied before it ended; e.g. the provider "
-                  "recovered, or someone acted outside the runbooks") + ")_",
-              f"- Time to first mitigation action: {human(timings.get('time_to_first_action_s'))} "
-              f"({timings.get('time_to_first_action_s_how')})",
-              f"- Time to mitigate: {human(timings.get('time_to_mitigate_s'))} "
-              f"({timings.get('time_to_mitigate_s_how')})",
-              f"- Time to resolve: {human(timings.get('time_to_resolve_s'))} ({timings.get('time_to_resolve_s_how')})",
-              "", "### Action Items",
+    lines += _resolution(changes, timings)
+    lines += ["", "### Action Items",
               "| Priority | Action | Owner | Due Date | Status |", "|----------|--------|-------|----------|--------|"]
     lines += [f"| {p} | {display.cell(a)} | @owner | YYYY-MM-DD | [ ] |" for p, a in action_items(data, timings)]
     lines += ["", "### Lessons Learned", "- What went well: _(to fill)_", "- What could be improved: _(to fill)_",
@@ -188,6 +178,22 @@ def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[st
               *[f"- Not available: {m}" for m in data.missing],
               f"- Impact detection: {impact.get('method', 'n/a')}; episode: {impact.get('selected_by') or 'n/a'}", ""]
     return "\n".join(lines)
+
+
+def _resolution(changes: list[dict[str, Any]], timings: dict[str, Any]) -> list[str]:
+    """The Resolution section: each change with what it set and its undo; what ended the impact; the times."""
+    lines = ([f"- {c.get('at')}: {_change_text(c)} by {c.get('who')}"
+              f" ({'verified' if c.get('verified') else 'NOT verified'}); undo: `{c.get('undo')}`" for c in changes]
+             or ["- No change was applied by the runbooks."])
+    return lines + [
+        "- What ended the impact: _(to fill: " + (
+            f"did the change at {timings.get('first_action_at')} end it, or did the fault clear on its own?"
+            if timings.get("mitigated_at") else "no change was applied before it ended; e.g. the provider "
+            "recovered, or someone acted outside the runbooks") + ")_",
+        f"- Time to first mitigation action: {human(timings.get('time_to_first_action_s'))} "
+        f"({timings.get('time_to_first_action_s_how')})",
+        f"- Time to mitigate: {human(timings.get('time_to_mitigate_s'))} ({timings.get('time_to_mitigate_s_how')})",
+        f"- Time to resolve: {human(timings.get('time_to_resolve_s'))} ({timings.get('time_to_resolve_s_how')})"]
 
 
 def _rel(data: IncidentData, path: Any) -> str:
