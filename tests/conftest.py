@@ -146,6 +146,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("fault and abuse matrix")
         for line in format_totals(totals):
             terminalreporter.write_line(line)
+    from truth_support import format_truth
+
+    truth = format_truth(folder)
+    if truth:
+        terminalreporter.section("truth matrix: each incident's record vs the simulators' ground truth")
+        for line in truth:
+            terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

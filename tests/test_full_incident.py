@@ -103,7 +103,9 @@ def test_full_incident_fault_to_postmortem(api_key, tmp_path, require_binary):
     events = [e["event"] for e in rec["timeline"]]
     assert any(e.startswith("CHANGE by alice: set env") for e in events)
     assert 0 <= timings["time_to_detect_s"] <= timings["time_to_mitigate_s"] <= imp["duration_s"] + 1
-    assert timings["mitigated_at"] == change["at"]
+    # the first action is the change; mitigated = the impact ended after it (the postmortem asks what ended it)
+    assert timings["first_action_at"] == change["at"] and timings["mitigated_at"] == imp["end"]
+    assert timings["time_to_first_action_s"] <= timings["time_to_mitigate_s"]
     md = (folder / "postmortem.md").read_text()
     assert md.startswith("## Incident: Mistral AI Mistral service error (5xx)")
     assert f"Requests failed: {imp['failed_requests']:,}" in md and "CHANGE by alice" in md

@@ -362,7 +362,7 @@ def test_ten_concurrent_cli_runs_get_distinct_complete_records(stack, api_key, t
               and Path(tmp_path, run["record_dir"]).resolve() == folder.resolve()
               and Path(tmp_path, run["notebook_path"]).resolve().parent == folder.resolve()
               and nb.get("metadata", {}).get("runbook", {}).get("status") == "succeeded"
-              and (run.get("verdict") or {}).get("line", "").startswith("P2 rate limited"))
+              and (run.get("verdict") or {}).get("line", "").startswith("P1 rate limited"))
         for p in folder.iterdir():
             ino = p.stat().st_ino
             if ino in inodes:

@@ -36,18 +36,6 @@ SERIES = {"a": ("auth_failure", "rate_limited", "server_error", "hang"),
 MODE_OPTS = {"server_error": {"status": 503}, "slow": {"latency_s": 3.0}, "flaky": {"fail_fraction": 0.5}}
 
 
-@pytest.fixture
-def require_prometheus() -> None:
-    import os
-
-    from runbook_lib.sim.prometheus import find_binary
-
-    if find_binary("prometheus") is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed: the test command must install it")
-        pytest.skip("prometheus not installed (make test installs it)")
-
-
 def _inject(stack: Any, mode: str) -> None:
     if mode == "refused":
         stack.refuse_connections()
@@ -91,9 +79,10 @@ def _severities(folder: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("series", sorted(SERIES))
-def test_truth_matrix(series, api_key, tmp_path, require_prometheus):
+def test_truth_matrix(series, api_key, tmp_path, require_binary):
     from runbook_lib.demo import full_stack
 
+    require_binary("prometheus")
     modes = SERIES[series]
     out = tmp_path / "outputs"
     done = []

@@ -58,3 +58,26 @@ def level_at(history: list[dict[str, Any]], when: str) -> str | None:
         if event["at"] <= when:
             level = event["to"]
     return level
+
+
+def format_truth(folder: str) -> list[str]:
+    """The truth matrix rows written by tests/test_truth_matrix.py (kind "truth"), as a table."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "matrix-totals.jsonl"
+    rows = [r for r in (json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip())
+            if r.get("kind") == "truth"] if path.exists() else []
+    if not rows:
+        return []
+    out = [f"{'fault':<18}{'class':<15}{'sev':<5}{'bad calls found/truth':<23}{'window found (s)':<18}"
+           f"{'window truth (s)':<18}{'TTD s':<7}codes"]
+    for r in rows:
+        found = r.get("found_window") or ["-", "-"]
+        truth = r.get("truth_window") or ["-", "-"]
+        out.append(f"{r['mode']:<18}{str(r.get('class')):<15}{str(r.get('severity')):<5}"
+                   f"{str(r.get('found_bad')) + ' / ' + str(r.get('truth_bad')):<23}"
+                   f"{str(found[0]) + '..' + str(found[1]):<18}{str(truth[0]) + '..' + str(truth[1]):<18}"
+                   f"{str(r.get('ttd_s')):<7}{r.get('codes')}")
+    out.append("windows in seconds from the fault's start; truth: first bad call's start .. last bad call's end")
+    return out
