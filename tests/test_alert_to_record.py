@@ -118,7 +118,9 @@ def test_fault_fires_alert_serve_records_incident_then_resolves(api_key, stack, 
             assert done["alerts"][-1]["status"] == "resolved" and done["resolved"]["by"] == "alertmanager"
             ended = {a["fingerprint"] for a in done["alerts"] if a["status"] == "resolved"}
             assert ended == {a["fingerprint"] for a in done["alerts"]}, "resolved only when all its alerts are"
-            assert done["status"] == "diagnosed"  # the response's outcome stays as it was
+            # the lifecycle follows the alert: resolved, with the time; the response's outcome stays readable
+            assert done["status"] == "resolved" and done["resolved_at"], done
+            assert done["diagnosis"] and [n["status"] for n in done["notebooks"]] == ["succeeded", "succeeded"], done
 
             # anything else the fault fired (a latency alert) joined it or got its own incident, resolved too
             assert wait_until(lambda: _incidents(outputs) and all(
