@@ -116,7 +116,7 @@ def test_full_incident_fault_to_postmortem(api_key, tmp_path, require_binary):
         assert (folder / name).stat().st_size > 1000, name
 
     # the bundle alone (copied away from its incident) gives the same analysis
-    archive = Path(read_index(folder)["evidence"]["archive"])
+    archive = folder / read_index(folder)["evidence"]["archive"]  # the index holds it relative to the folder
     alone = tmp_path / "elsewhere"
     alone.mkdir()
     shutil.copy(archive, alone)
