@@ -103,7 +103,7 @@ class ServerErrorRunbook:
         record.record("error_mix_history", value, markdown=(
             f"Error mix over the last 30 min (`{ERRORS_BY_CODE}`, step {step_s:g} s), latest values:\n\n"
             + display.table(("code", "errors/s"), sorted(value["last"].items()))))
-        _plot_error_mix(frame)
+        _plot_error_mix(frame, end - HISTORY_S, end)
         return value
 
     # 2. provider status ------------------------------------------------------------------------
@@ -211,44 +211,34 @@ class ServerErrorRunbook:
 
 
 def _show_figure(fig: Any) -> None:
-    """Show a matplotlib figure inline as a PNG (kernel) and close it; outside a kernel just close it."""
+    """Show a figure inline as a PNG when running in a kernel.
+
+    The figures are built on matplotlib's object API (no pyplot state), so nothing is left to close
+    and nothing is shown twice by the inline backend.
+    """
     import io
 
-    import matplotlib.pyplot as plt
+    if record.ipython() is not None:
+        from IPython.display import Image, display
 
-    try:
-        if record.ipython() is not None:
-            from IPython.display import Image, display
-
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-            display(Image(data=buf.getvalue(), format="png"))
-    finally:
-        plt.close(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        display(Image(data=buf.getvalue(), format="png"))
 
 
-def _plot_error_mix(frame: Any) -> None:
-    import matplotlib.pyplot as plt
+def _plot_error_mix(frame: Any, start: float, end: float) -> Any:
+    """The 5xx mix over the queried window [start, end] (epoch seconds), shown inline."""
+    from ..analysis import plots
 
-    fig, ax = plt.subplots(figsize=(8, 3))
-    for code, grp in frame.groupby("code"):
-        ax.plot(grp["time"], grp["value"], label=f"HTTP {code}")
-    ax.set_title("Mistral API errors per second by status code (last 30 min)")
-    ax.set_ylabel("errors/s")
-    ax.legend(loc="upper left")
-    fig.autofmt_xdate()
+    fig = plots.error_mix(frame, start=start, end=end)
     _show_figure(fig)
+    return fig
 
 
-def _plot_monitor(samples: list[dict[str, Any]]) -> None:
-    import matplotlib.pyplot as plt
+def _plot_monitor(samples: list[dict[str, Any]]) -> Any:
+    """The recovery watch at the probes' own UTC times (each sample carries `at`), shown inline."""
+    from ..analysis import plots
 
-    t = [s["t_s"] for s in samples]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4), sharex=True)
-    top.step(t, [s["status_code"] or 0 for s in samples], where="post", marker="o")
-    top.set_ylabel("HTTP status (0 = none)")
-    top.set_title("Recovery monitor: GET /v1/models")
-    bottom.plot(t, [s["latency_ms"] for s in samples], marker="o", color="tab:orange")
-    bottom.set_ylabel("latency ms")
-    bottom.set_xlabel("seconds since start")
+    fig = plots.recovery_monitor(samples)
     _show_figure(fig)
+    return fig
