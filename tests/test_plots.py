@@ -15,9 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from matplotlib.dates import DateFormatter, date2num, num2date
+from matplotlib.dates import DateFormatter, num2date
+from matplotlib.ticker import MaxNLocator
 
 from runbook_lib.analysis import plots
+from runbook_lib.records import report
 from runbook_lib.runbooks import diagnose_server_error
 
 END = datetime(2026, 12, 4, 18, 30, tzinfo=UTC)
@@ -202,7 +204,45 @@ def test_recovery_monitor_times_from_the_start_when_samples_have_none():
     assert render(fig)
 
 
-# -- 4. deterministic and small --------------------------------------------------------------------
+# -- 4. `runbook report` ---------------------------------------------------------------------------
+
+def hand_report(incidents: list[tuple[str, str, str]]) -> dict:
+    """report()'s shape from (day, class, severity) rows, each with a postmortem."""
+    frame = pd.DataFrame(incidents, columns=["day", "class", "severity"])
+    counts = pd.crosstab(frame["class"], frame["severity"])
+    counts.index.name, counts.columns.name = "class", "severity"
+    timing = pd.DataFrame({"incidents": frame.groupby("day").size()})
+    timing["postmortems"] = timing["incidents"]
+    for col, minutes in (("median_ttd_s", 2), ("median_ttm_s", 10), ("median_ttr_s", 30)):
+        timing[col] = [minutes * 60.0] * len(timing)
+    timing.index.name = "day"
+    return {"counts": counts, "timing": timing, "incidents": len(frame), "without_postmortem": 0}
+
+
+@pytest.mark.parametrize("incidents", [
+    [("2026-11-23", "auth", "P1")],
+    [("2026-11-23", "auth", "P1"), ("2026-11-23", "auth", "P2")],
+    [("2026-11-23", "auth", "P1"), ("2026-11-23", "rate_limit", "P2"), ("2026-11-25", "provider_error", "P1")],
+], ids=["one", "two-same-day", "three-two-days"])
+def test_report_counts_whole_incidents_over_the_days_reported(incidents, tmp_path):
+    rep = hand_report(incidents)
+    png = report.plot_report(rep, tmp_path / "report.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = report.report_figure(rep)
+    left, right = fig.axes[:2]
+    assert isinstance(left.yaxis.get_major_locator(), MaxNLocator)
+    ticks = [t for t in left.get_yticks() if left.get_ylim()[0] <= t <= left.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    days = sorted({datetime.strptime(d, "%Y-%m-%d").replace(tzinfo=UTC) for d, _, _ in incidents})
+    lo, hi = xlim_utc(right)
+    assert lo == days[0] - timedelta(hours=12) and hi == days[-1] + timedelta(hours=12)
+    formatter = right.xaxis.get_major_formatter()
+    assert isinstance(formatter, DateFormatter) and formatter.fmt == "%Y-%m-%d" and formatter.tz == UTC
+    assert tick_labels(right) == [d.strftime("%Y-%m-%d") for d in
+                                  (days[0] + timedelta(days=i) for i in range((days[-1] - days[0]).days + 1))]
+
+
+# -- 5. deterministic and small --------------------------------------------------------------------
 
 def test_figures_are_deterministic_and_small():
     frame = pd.DataFrame({"time": [pd.Timestamp(END)], "value": [1.0], "code": ["503"]})

@@ -6,7 +6,7 @@ module (as the CLI does for every command) costs nothing, and `runbook list` nev
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,22 @@ def report(root: str | Path) -> dict[str, Any]:
 
 def plot_report(rep: dict[str, Any], path: str | Path) -> Path:
     """A PNG: incidents per class stacked by severity, and the median times per day (minutes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report_figure(rep).savefig(path, format="png", dpi=100)
+    return path
+
+
+def report_figure(rep: dict[str, Any]) -> Any:
+    """The report's figure, unsaved (tests read its axes).
+
+    Counts get integer ticks (half an incident means nothing) and the days axis spans the days in
+    the report, so one day of data is one day wide, not matplotlib's four-year default.
+    """
     # not pyplot: no global backend switch inside a notebook
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -61,31 +74,44 @@ def plot_report(rep: dict[str, Any], path: str | Path) -> Path:
         left.legend(title="severity", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
     else:
         left.text(0.5, 0.5, "no incidents", ha="center", va="center", transform=left.transAxes)
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     left.set(title="Incidents per class and severity", xlabel="class", ylabel="incidents")
-    plotted = False
+    days: set[datetime] = set()
     for col, label in (("median_ttd_s", "time to detect"), ("median_ttm_s", "time to mitigate"),
                        ("median_ttr_s", "time to resolve")):
         series = timing[col].dropna() if col in timing else []
         if len(series):
-            days = [datetime.strptime(d, "%Y-%m-%d") for d in series.index]
-            right.plot(days, [v / 60 for v in series], marker="o", markersize=3, label=label)
-            plotted = True
-    if plotted:
-        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-
-        locator = AutoDateLocator()
-        right.xaxis.set_major_locator(locator)
-        right.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+            x = [_day(d) for d in series.index]
+            right.plot(x, [v / 60 for v in series], marker="o", markersize=4, label=label)
+            days.update(x)
+    if days:
+        _days_axis(right, min(days), max(days))
+        right.set_ylim(bottom=0)
         right.legend()
     else:
         right.text(0.5, 0.5, "no postmortem timings", ha="center", va="center", transform=right.transAxes)
     right.set(title="Median times per day (postmortems only)", xlabel="day (UTC)", ylabel="minutes")
-    right.annotate(f"{rep.get('without_postmortem', 0)} incident(s) without a postmortem: not in the medians",
-                   (0, -0.2), xycoords="axes fraction", fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    # a figure label, not an annotation: the layout makes room for it below the tick labels
+    fig.supxlabel(f"{rep.get('without_postmortem', 0)} incident(s) without a postmortem: not in the medians",
+                  fontsize=8, x=0.75)
+    return fig
+
+
+def _day(text: str) -> datetime:
+    """A report day (`2026-11-23`, UTC) as midnight UTC."""
+    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+
+
+def _days_axis(ax: Any, first: datetime, last: datetime) -> None:
+    """One tick per day (fewer when many), half a day of margin each side: a single day stays a day."""
+    from matplotlib.dates import DateFormatter, DayLocator, date2num
+
+    span_days = (last - first).days + 1
+    ax.xaxis.set_major_locator(DayLocator(interval=max(1, -(-span_days // 7)), tz=UTC))
+    ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d", tz=UTC))
+    ax.set_xlim(date2num(first - timedelta(hours=12)), date2num(last + timedelta(hours=12)))
+    if span_days > 3:
+        ax.tick_params(axis="x", labelrotation=30)
 
 
 def report_json(rep: dict[str, Any]) -> dict[str, Any]:
