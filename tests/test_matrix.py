@@ -433,7 +433,7 @@ def test_kernel_killed_mid_run_fails_promptly_and_keeps_the_partial_record(stack
     folder = running[0]
     run = read_json(folder / "triage.run.json")
     nb = read_json(folder / "triage.ipynb")
-    collect = next(i for i, c in enumerate(nb["cells"]) if "run.collect()" in "".join(c["source"]))
+    collect = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "run.collect()" in "".join(c["source"]))
     ok = (proc.returncode == 1 and took < 10 and "kernel died" in err.lower() and run["status"] == "failed"
           and "kernel died" in run["error"].lower() and nb["metadata"]["runbook"]["status"] == "failed"
           and failed_cells(nb) == [collect] and (folder / "triage.html").is_file())
@@ -477,7 +477,7 @@ def test_run_timeout_kills_the_kernel_and_records_timed_out(stack, api_key, tmp_
     assert bound <= run["duration_s"] <= bound + 3, run["duration_s"]
     assert took < bound + 30, took  # kernel start, the deadline, the HTML record
     assert nb["metadata"]["runbook"]["status"] == "timed_out"
-    collect = next(i for i, c in enumerate(nb["cells"]) if "run.collect()" in "".join(c["source"]))
+    collect = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "run.collect()" in "".join(c["source"]))
     assert failed_cells(nb) == [collect]
     assert (folder / "triage.html").is_file()
     assert not stray, "the killed kernel is still running"

@@ -49,7 +49,8 @@ def test_rate_limited_incident_runs_triage_then_rate_limit_diagnosis(cluster_sta
     folder = Path(index["folder"])
     assert folder.name.endswith("-INC-42") and (folder / "triage.ipynb").exists()
     assert (folder / "diagnose_rate_limit.ipynb").exists()
-    assert json.loads((folder / "incident.json").read_text()) == index
+    # the file holds paths relative to the folder ("."); respond hands its caller the real folder
+    assert json.loads((folder / "incident.json").read_text()) == {**index, "folder": "."}
     assert index["changes_applied"] == []
     _assert_dry_run_only(st, read_records(Path(index["folder"]) / index["notebooks"][1]["path"]))
 

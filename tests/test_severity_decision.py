@@ -107,8 +107,21 @@ def test_failing_probes_with_healthy_calls_are_not_an_outage():
     s = severity.classify(api(probes.TIMEOUT, 1.0), healthy_but_slow)
     assert s.level == "P2" and "high latency" in s.reason and "3.10 s" in s.reason
     fast = {"status": "ok", "mistral": {**healthy_but_slow["mistral"], "p95_latency_ms": 120.0}}
-    s = severity.classify(api(probes.TIMEOUT, 1.0), fast)
+    # the probes' own key is refused while our service's calls succeed: not an outage for users
+    s = severity.classify(api(probes.AUTH_FAILURE, 1.0), fast)
     assert s.level == "P3" and "our calls succeed" in s.reason
+    # every probe hangs while our service's last *completed* calls look fine: its view lags, calls hang
+    s = severity.classify(api(probes.TIMEOUT, 1.0), fast)
+    assert s.level == "P1" and "calls hang" in s.reason
+
+
+def test_measured_impact_levels():
+    outage = {"found": True, "bad_requests": 100, "failed_requests": 100, "requests": 100, "duration_s": 20}
+    assert severity.from_impact(outage)[0] == "P1"
+    slow = {**outage, "failed_requests": 0}          # every call answered, slowly: high latency, P2
+    assert severity.from_impact(slow)[0] == "P2"
+    minor = {**outage, "bad_requests": 10, "failed_requests": 10}
+    assert severity.from_impact(minor)[0] == "P3" and severity.from_impact({"found": False}) is None
 
 
 def test_worse_orders_levels():

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.notebook
 CASES = [
     ("ok", {}, {}, "ok", "P4", "resolved", {"ok"}),
     ("auth_failure", {}, {}, "auth_failure", "P1", "auth", {"down"}),
-    ("rate_limited", {}, {}, "rate_limited", "P2", "rate_limit", {"down"}),
-    ("capacity_exceeded", {}, {}, "capacity_exceeded", "P2", "rate_limit", {"down"}),
+    # our service down on 429s: a complete outage for users, P1 (rate limiting seen only by probes is P2)
+    ("rate_limited", {}, {}, "rate_limited", "P1", "rate_limit", {"down"}),
+    ("capacity_exceeded", {}, {}, "capacity_exceeded", "P1", "rate_limit", {"down"}),
     ("server_error", {"status": 500}, {}, "server_error", "P1", "provider_error", {"down"}),
     ("server_error", {"status": 502}, {}, "server_error", "P1", "provider_error", {"down"}),
     ("server_error", {"status": 503}, {}, "server_error", "P1", "provider_error", {"down"}),

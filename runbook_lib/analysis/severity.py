@@ -99,6 +99,14 @@ def classify(api: dict[str, Any], service: dict[str, Any] | None = None,
             return _make("P2", f"degraded: {ratio:.0%} of our calls to Mistral fail ({src})")
         if p95 is not None and limit is not None and p95 > limit:
             return _make("P2", f"high latency: our calls' p95 is {p95:.2f} s, over the {limit:g} s threshold ({src})")
+        if verdict == probes.TIMEOUT and frac == 1.0:
+            # Our service's view covers calls that completed; calls hanging now are not in it yet.
+            return _make("P1", f"calls hang: all {api['samples']} probes got no answer in time, while our service's "
+                               f"last completed calls look fine ({src}: {ratio:.0%} errors): calls started since "
+                               "have not returned")
+        if api.get("slow"):
+            return _make("P2", f"high latency: the probes' median {api['latency_ms_median']:.0f} ms is over the "
+                               f"{api['latency_threshold_ms']:.0f} ms threshold ({src} does not show it yet)")
         if ratio > 0:
             return _make("P3", f"occasional errors: {ratio:.1%} of our calls fail ({src})")
         if frac > 0:
@@ -151,13 +159,14 @@ def from_impact(impact: dict[str, Any]) -> tuple[str, str] | None:
     if not impact.get("found"):
         return None
     bad = int(impact.get("bad_requests", impact.get("failed_requests")) or 0)
+    failed = int(impact.get("failed_requests") or 0)
     total = max(int(impact.get("requests") or 0), bad)
     if total == 0:
         return None
-    ratio = bad / total
-    span = f"{bad:,} of {total:,} calls bad over {impact.get('duration_s') or 0:.0f} s (measured)"
-    if ratio >= 0.99:
+    span = f"{bad:,} of {total:,} calls bad ({failed:,} failed) over {impact.get('duration_s') or 0:.0f} s (measured)"
+    # the table: P1 = requests failing; slow but answered calls are "high latency", P2
+    if failed / total >= 0.99:
         return "P1", f"complete outage: {span}"
-    if ratio >= DEGRADED_ERROR_FRACTION:
-        return "P2", f"degraded: {ratio:.0%} of calls bad, {span}"
-    return "P3", f"minor impact: {ratio:.0%} of calls bad, {span}"
+    if bad / total >= DEGRADED_ERROR_FRACTION:
+        return "P2", f"degraded: {bad / total:.0%} of calls bad, {span}"
+    return "P3", f"minor impact: {bad / total:.0%} of calls bad, {span}"

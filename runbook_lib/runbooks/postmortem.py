@@ -149,7 +149,8 @@ class PostmortemRun:
                                        for k, f in have.items()}}
         record.record("latency", value, markdown="Latency percentiles over the window (from the duration "
                       "histogram). Highest: " + ", ".join(f"{k} {value[f'{k}_max_s']} s" for k in have) + ".")
-        fig = plots.latency(have, impact=self.impact, changes=self.data.changes())
+        fig = plots.latency(have, impact=self.impact, changes=self.data.changes(),
+                            threshold_s=self.latency_bound_s or self.cfg["latency_threshold_s"])
         self.figures.append(str(plots.save_and_show(fig, self.out_dir / "postmortem-latency.png")))
         return value
 

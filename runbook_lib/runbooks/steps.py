@@ -19,20 +19,26 @@ from .._async import run_sync
 from ..secrets import SecretRef, read_secret
 
 
-def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str,
-                      metrics_window: str, kubeconfig: str, kube_context: str, namespace: str, deployment: str,
-                      container: str, timeout_s: float, apply_changes: bool, operator: str, incident_id: str,
-                      incident_commander: str, slack_webhook_env: str,
-                      affected_features: str = comms.DEFAULT_AFFECTED) -> dict[str, Any]:
-    """Validate the parameters every diagnosis notebook shares; the first bad one names itself."""
+def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url: str, kubeconfig: str,
+                      kube_context: str, namespace: str, deployment: str, container: str, timeout_s: float,
+                      apply_changes: bool, operator: str, incident_id: str, incident_commander: str,
+                      slack_webhook_env: str, affected_features: str = comms.DEFAULT_AFFECTED,
+                      prometheus_url: str | None = None, metrics_window: str | None = None) -> dict[str, Any]:
+    """Validate the parameters every diagnosis notebook shares; the first bad one names itself.
+
+    `prometheus_url`/`metrics_window` only for the runbooks that read Prometheus (rate limit, 5xx):
+    a notebook declares only the parameters it uses.
+    """
     flag = params.shared(apply_changes=apply_changes)  # checked first: it decides dry run or apply
-    return params.shared(
+    cfg = params.shared(
         mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
-        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
-        kube_context=kube_context, namespace=namespace, deployment=deployment, container=container,
-        timeout_s=timeout_s, **flag, operator=operator, incident_id=incident_id,
+        kubeconfig=kubeconfig, kube_context=kube_context, namespace=namespace, deployment=deployment,
+        container=container, timeout_s=timeout_s, **flag, operator=operator, incident_id=incident_id,
         incident_commander=incident_commander, slack_webhook_env=slack_webhook_env,
         affected_features=affected_features)
+    metrics = {k: v for k, v in (("prometheus_url", prometheus_url), ("metrics_window", metrics_window))
+               if v is not None}
+    return {**cfg, **params.shared(**metrics)}
 
 
 def show_parameters(cfg: dict[str, Any]) -> SecretRef:

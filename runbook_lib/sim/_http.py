@@ -10,7 +10,6 @@ connection, so a stopped simulator answers "connection refused" even to pooled k
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import threading
 import time
@@ -22,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from .._signals import wait_for_stop_signal  # noqa: F401  one definition; the simulators re-export it
+
 MAX_BODY_BYTES = 10 * 1024 * 1024
 IDLE_KEEPALIVE_S = 60.0  # an idle keep-alive connection is closed after this (bounds handler threads)
 
@@ -30,24 +31,6 @@ def utc_iso(ts: float | None = None) -> str:
     """ISO-8601 UTC with milliseconds and a `Z`, the format every record in the project uses."""
     dt = datetime.fromtimestamp(time.time() if ts is None else ts, UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def wait_for_stop_signal(max_s: float | None = None) -> None:
-    """Block until SIGINT/SIGTERM (or `max_s`), then restore the previous handlers.
-
-    Every foreground server here (`runbook sim|service|stack`, the cluster emulator) ends this way,
-    so Ctrl-C and a supervisor's SIGTERM both lead to a clean, bounded stop.
-    """
-    stop = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    try:
-        stop.wait(max_s)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> bool:
