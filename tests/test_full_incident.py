@@ -82,6 +82,8 @@ def test_full_incident_fault_to_postmortem(api_key, tmp_path, require_binary):
                           output_root=tmp_path, progress=False, record_dir=folder)
     assert ev.ok, ev.error
     assert index["error_class"] == "provider_error" and len(index["changes_applied"]) == 1
+    # the fallback was applied but calls kept failing (the fault is the provider's): not "mitigated"
+    assert index["status"] == "diagnosed" and "mitigated_at" not in index, index
 
     out = subprocess.run([str(BIN / "runbook"), "postmortem", "INC-500", "--output-dir", str(tmp_path / "outputs"),
                           "-q"], capture_output=True, text=True, timeout=180)

@@ -81,16 +81,31 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
             index["diagnosis"] = diag.verdict["line"]
 
     failed = [n for n in index["notebooks"] if n["status"] != "succeeded"]
+    mitigated = _mitigated_at(index, records if next_notebook else {})
     # severity and its history belong to set_severity (triage, then any diagnosis that raised it)
     index.pop("severity", None)
-    index.update(finished_at=iso_z(), status="failed" if failed else
+    index.update(finished_at=iso_z(), status="failed" if failed else "mitigated" if mitigated else
                  ("diagnosed" if next_notebook else "triaged"))
+    if mitigated:
+        index["mitigated_at"] = mitigated
     final = update_index(folder, **index)
     if final.get("alert_state") == "resolved" and final.get("status") != "failed":  # its alerts ended meanwhile
         final = update_index(folder, status="resolved",
                              resolved_at=final.get("resolved_at") or (final.get("resolved") or {}).get("at"))
     index_page.write(folder)  # severity, class and status changed after the last run wrote it
     return {**final, "folder": str(folder)}  # the caller gets the real path
+
+
+def _mitigated_at(index: dict[str, Any], records: dict[str, Any]) -> str | None:
+    """When a change applied by the diagnosis was followed by our service answering normally again.
+
+    Only then is the incident "mitigated" (the postmortem later measures when the impact really
+    ended); a change after which calls still fail leaves it "diagnosed".
+    """
+    after = records.get("state_after") if isinstance(records.get("state_after"), dict) else {}
+    if index.get("changes_applied") and after.get("service_status") == "ok" and after.get("api_verdict") == "ok":
+        return iso_z()
+    return None
 
 
 def _add(index: dict[str, Any], result: RunResult) -> None:
