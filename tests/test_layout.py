@@ -443,3 +443,38 @@ def test_checks_catch_a_bad_tree(tmp_path: Path) -> None:
     assert oversized(t, {"bad/records/archive.py"}) == ["bad/records/big.py: 601 lines (limit 600)"]
     assert stale_pending(t, {"bad/records/archive.py", "bad/serve/alerts.py", "bad/errors.py", "bad/gone.py"}) == [
         "bad/errors.py: within 600 lines and no private names shared", "bad/gone.py: no such module"]
+
+
+# ---- (e) no function over MAX_FUNCTION_LINES outside sim/ ---------------------------------------------------------
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(root: Path, package: str) -> list[str]:
+    """Functions (and methods) outside sim/ longer than MAX_FUNCTION_LINES lines, as `path:line name (n lines)`."""
+    out = []
+    base = root / package
+    for path in sorted(base.rglob("*.py")):
+        rel = path.relative_to(root)
+        if SIM in path.relative_to(base).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    out.append(f"{rel}:{node.lineno} {node.name} ({n} lines, limit {MAX_FUNCTION_LINES})")
+    return out
+
+
+def test_no_function_over_the_length_limit() -> None:
+    assert long_functions(ROOT, PACKAGE) == []
+
+
+def test_the_length_check_can_fail(tmp_path: Path) -> None:
+    body = "def long():\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "    return x\n"
+    for rel in ("bad/records/slow.py", "bad/sim/free.py", "bad/ok.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "bad" / "records" / "slow.py").write_text(body)
+    (tmp_path / "bad" / "sim" / "free.py").write_text(body)  # the simulators have no limit
+    (tmp_path / "bad" / "ok.py").write_text("def short():\n    return 1\n")
+    assert long_functions(tmp_path, "bad") == [f"bad/records/slow.py:1 long ({MAX_FUNCTION_LINES + 2} lines, "
+                                              f"limit {MAX_FUNCTION_LINES})"]
