@@ -294,7 +294,7 @@ class NetworkRunbook:
                     "timeout change prepared as a dry run"))
 
     def _policy_words(self) -> str:
-        cause = getattr(self, "policy_cause", "")
+        cause = self.policy_cause
         if self.policy_verdict == "blocked" and cause:
             return "would block (not the cause: calls connect)" if "not the cause" in cause else "blocks (the cause)"
         return self.policy_verdict or "unavailable"
@@ -314,7 +314,7 @@ class NetworkRunbook:
                 f", egress policy {self._policy_words()}"
                 f", {self.cfg['timeout_env_var']}={self.recommended_ms} {state}, {self.severity or self.level()}")
         value = {"line": line, "failed_phase": failed, "cause": self.cause, "policy_verdict": self.policy_verdict,
-                 "policy_cause": getattr(self, "policy_cause", ""),
+                 "policy_cause": self.policy_cause,
                  "recommended_timeout_ms": self.recommended_ms, "level": self.severity or self.level(),
                  "changes_applied": len(applied), "incident_id": self.cfg["incident_id"]}
         record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")
