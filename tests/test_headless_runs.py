@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +121,30 @@ def test_api_key_never_lands_in_the_record(stack, run_triage, api_key, mode):
         leaked = [p for p in pieces if p in text]
         assert not leaked, f"{name} contains 8-character pieces of the key: {leaked}"
     assert read_records(result.notebook_path)["api_key"]["length"] == len(api_key)
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:  # the listing's own descriptor, already closed
+            pass
+    return count
+
+
+def test_a_run_from_a_worker_thread_leaves_no_sockets_open(tmp_path):
+    """`runbook serve` runs notebooks from pool threads: nbclient's per-thread event loop must not
+    outlive the run (it held two sockets per thread until garbage collection)."""
+    seen: dict[str, Any] = {}
+
+    def work() -> None:
+        before = _open_sockets()
+        result = execute.run_notebook("triage", {"timeout_s": -1}, output_root=tmp_path, progress=False, html=False)
+        seen.update(status=result.status, opened=_open_sockets() - before)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(120)
+    assert seen.get("status") == "failed"  # the bad parameter ran the kernel, then failed the first cell
+    assert seen["opened"] == 0, f"{seen['opened']} sockets stayed open in the worker thread after its run"

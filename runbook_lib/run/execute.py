@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import KERNEL_NAME, params
+from .._async import closing_thread_loop
 from .._time import iso_z as _iso, utc_stamp
 from ..errors import ParameterError, UnknownParameter
 from ..records import index_page, provenance
@@ -205,11 +206,12 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     try:
         # The kernel's cwd is the record folder, given through nbclient's `resources` rather than
         # papermill's `cwd` (which chdirs this whole process: unsafe with runs in other threads).
-        pm.execute_notebook(str(source), str(out_nb), parameters=parameters, kernel_name=kernel_name,
-                            progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
-                            request_save_on_cell_execute=True,
-                            resources={"metadata": {"path": str(Path(record_dir).resolve())}},
-                            kernel_manager_class=watchdog.kernel_manager_class())
+        with closing_thread_loop():
+            pm.execute_notebook(str(source), str(out_nb), parameters=parameters, kernel_name=kernel_name,
+                                progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
+                                request_save_on_cell_execute=True,
+                                resources={"metadata": {"path": str(Path(record_dir).resolve())}},
+                                kernel_manager_class=watchdog.kernel_manager_class())
     except pm.PapermillExecutionError as exc:
         status, error = FAILED, f"{exc.ename}: {_first_line(exc.evalue)}"
     except Exception as exc:  # noqa: BLE001 - kernel death, cell timeout, missing kernel: all recorded
