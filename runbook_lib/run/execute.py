@@ -32,6 +32,7 @@ from .._time import iso_z as _iso, utc_stamp
 from ..errors import ParameterError, UnknownParameter
 from ..records import index_page, provenance
 from ..record import read_records
+from ..secrets import check_no_secret_values, secret_env_values, secret_held
 from .catalog import declared_parameters, resolve_notebook
 from .catalog import available_notebooks  # noqa: F401  re-exported for callers
 from .watchdog import RunWatchdog
@@ -51,40 +52,11 @@ def default_run_timeout(parameters: dict[str, Any] | None = None) -> float:
     return DEFAULT_RUN_TIMEOUT_S
 
 
-# Env vars whose values must never become parameters (papermill records every parameter).
-_SECRET_ENV_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
-_SECRET_ENV_PARAMS = ("api_key_env", "new_key_env", "slack_webhook_env")
-_MIN_SECRET_LEN = 8
-
-
-def _secret_env_values(parameters: dict[str, Any]) -> dict[str, str]:
-    """env name -> value for the variables a run must never see in its parameters."""
-    names = {n for n in os.environ if _SECRET_ENV_NAME.search(n)}
-    names.update({"MISTRAL_API_KEY", "NEW_MISTRAL_API_KEY", "SLACK_WEBHOOK_URL"})
-    names.update(v for k in _SECRET_ENV_PARAMS if isinstance(v := parameters.get(k), str) and v)
-    return {n: v for n in names if len(v := os.environ.get(n, "")) >= _MIN_SECRET_LEN}
-
-
-def _texts(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [t for k, v in value.items() for t in _texts(k) + _texts(v)]
-    if isinstance(value, (list, tuple, set)):
-        return [t for v in value for t in _texts(v)]
-    return []
-
-
-def check_no_secret_values(parameters: dict[str, Any]) -> None:
-    """A parameter holding the key (or another secret env value) is refused before papermill records it."""
-    secrets = _secret_env_values(parameters)
-    for name, value in parameters.items():
-        for env, secret in secrets.items():
-            if any(secret in text for text in _texts(value)):
-                raise ParameterError(name, f"<hidden: holds the value of ${env}>",
-                                     f"no secret values in parameters (papermill writes every parameter into the "
-                                     f"record): put the secret in an environment variable and pass its NAME, "
-                                     f"e.g. api_key_env={env}")
+# Set by `papermill --inject-output-path` in a raw papermill run; `runbook run` keeps drafts beside
+# its record by running the kernel there, so a value given here could only steer files elsewhere.
+RESERVED_PARAMETERS = {"PAPERMILL_OUTPUT_PATH": "nothing: `runbook` runs the kernel in the record folder, so "
+                                               "drafts land beside the record; this parameter is for raw "
+                                               "`papermill --inject-output-path` runs only"}
 
 
 def check_run_timeout(value: object, name: str = "run_timeout_s") -> float:
@@ -106,6 +78,9 @@ def check_run_request(name: str, parameters: dict[str, Any], *, strict_names: bo
         if unknown:
             raise UnknownParameter(unknown[0], name, sorted(declared))
     check_no_secret_values(parameters)
+    reserved = sorted(set(parameters) & set(RESERVED_PARAMETERS))
+    if reserved:
+        raise ParameterError(reserved[0], parameters[reserved[0]], RESERVED_PARAMETERS[reserved[0]])
     params.timeout(flag_names[0], cell_timeout_s, maximum=MAX_RUN_TIMEOUT_S)
     return check_run_timeout(default_run_timeout(parameters) if run_timeout_s is None else run_timeout_s,
                              flag_names[1])
@@ -262,12 +237,12 @@ def record_rejected_run(name: object, parameters: dict[str, Any], error: Excepti
         declared = declared_parameters(str(name))
     except ParameterError:
         declared = set()
-    secrets = _secret_env_values(parameters)
+    secrets = secret_env_values(parameters)
     safe: dict[str, Any] = {}
     for key, value in parameters.items():
         if key not in declared:
             safe[key] = "<not recorded: not a parameter of this notebook>"
-        elif any(s and s in t for s in secrets.values() for t in _texts(value)):
+        elif secret_held(value, secrets) is not None:
             safe[key] = "<not recorded: holds a secret's value>"
         else:
             safe[key] = value

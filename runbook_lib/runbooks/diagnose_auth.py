@@ -19,7 +19,7 @@ from ..sources import probes
 from . import steps
 from .._async import run_sync
 from ..kube import scrub
-from ..secrets import SecretRef, fingerprint, read_secret
+from ..secrets import SecretRef, fingerprint, read_secret, refuses_secret_parameters
 
 CONSOLE = "https://console.mistral.ai/api-keys"
 TEST_SAMPLES = 3
@@ -53,6 +53,7 @@ CODESTRAL = ("A **Codestral** key (from the Codestral section of the console) on
              "the workspace the service should bill.")
 
 
+@refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, new_key_env: str, secret_name: str, secret_key: str, key_env_in_deployment: str,
           **common: Any) -> AuthRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""

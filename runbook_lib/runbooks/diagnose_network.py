@@ -18,7 +18,7 @@ from .. import display, params, record
 from ..sources import netdiag
 from . import steps
 from .._async import run_sync
-from ..secrets import SecretRef
+from ..secrets import SecretRef, refuses_secret_parameters
 
 MIN_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 300_000
@@ -44,6 +44,7 @@ SHORT = {"dns": "resolver", "tcp_refused": "connection refused", "tcp": "egress/
          "tls": "TLS interception", "first_byte": "slow or hung API", None: "network ok"}
 
 
+@refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, label_selector: str, new_timeout_ms: int, timeout_env_var: str, **common: Any) -> NetworkRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
     cfg = steps.common_parameters(**common)  # the parameters every diagnosis notebook shares

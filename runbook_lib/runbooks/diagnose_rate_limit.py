@@ -17,11 +17,12 @@ from ..sources import probes
 from ..analysis import ratelimit
 from . import steps
 from .._async import run_sync
-from ..secrets import SecretRef
+from ..secrets import SecretRef, refuses_secret_parameters
 
 LIMITS_PAGE = ratelimit.LIMITS_PAGE
 
 
+@refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, sample_requests: int, sample_interval_s: float, max_concurrent_requests: int,
           **common: Any) -> RateLimitRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""

@@ -16,13 +16,14 @@ from .. import display, params, record
 from ..sources import probes, statuspage
 from . import steps
 from .._async import run_sync
-from ..secrets import SecretRef
+from ..secrets import SecretRef, refuses_secret_parameters
 
 ERRORS_BY_CODE = "sum by (code) (rate(mistral_errors_total[1m]))"
 HISTORY_S = 30 * 60
 FALLBACK_ENV = {"MISTRAL_FALLBACK": "true"}
 
 
+@refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, status_feed_url: str, monitor_interval_s: float, monitor_max_s: float, healthy_needed: int,
           probe_samples: int, **common: Any) -> ServerErrorRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""

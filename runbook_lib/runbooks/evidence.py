@@ -19,9 +19,10 @@ from ..records import collect as evidence, incident
 from ..errors import ParameterError
 from .._time import iso_z, utc_stamp
 from ..paths import outputs_dir
-from ..secrets import read_secret
+from ..secrets import read_secret, refuses_secret_parameters
 
 
+@refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, incident_folder: str, window_start: str, window_end: str, margin: str, prometheus_url: str,
           kubeconfig: str, kube_context: str, namespace: str, selector: str, deployment: str, api_key_env: str,
           extra_secret_envs: str, timeout_s: float, incident_id: str = "") -> EvidenceRun:

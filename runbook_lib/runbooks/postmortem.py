@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import display, params, record
+from ..secrets import refuses_secret_parameters
 from ..analysis import impact as impact_mod, plots, timeline
 from ..records import incident
 from .._time import iso_z, parse
@@ -20,6 +21,8 @@ from ..records.incident_data import DURATION_BUCKETS, LATENCY, IncidentData, loa
 from .postmortem_doc import error_class, render_markdown
 from .postmortem_doc import human as _human
 
+
+@refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, source: str, min_error_ratio: float, min_errors: int, max_gap_steps: int, incident_id: str = "",
           postmortem_name: str = "postmortem.md",
           latency_threshold_s: float = impact_mod.LATENCY_THRESHOLD_S) -> PostmortemRun:

@@ -18,7 +18,7 @@ from .. import display, params, record
 from ..sources import probes
 from ..analysis import severity as severity_mod
 from .._async import run_sync
-from ..secrets import SecretRef, read_secret
+from ..secrets import SecretRef, read_secret, refuses_secret_parameters
 
 NOT_CONFIGURED, UNAVAILABLE, AVAILABLE = "not configured", "unavailable", "ok"
 
@@ -41,6 +41,7 @@ class TriageConfig:
     operator: str
 
 
+@refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str = "",
           metrics_window: str = "5m", kubeconfig: str = "", kube_context: str = "",
           namespace: str = "default", label_selector: str = "app=mistral-service", timeout_s: float = 5.0,
