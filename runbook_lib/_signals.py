@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 
@@ -16,6 +18,18 @@ def wait_for_stop_signal(max_s: float | None = None) -> None:
     """Block until SIGINT/SIGTERM (or `max_s` seconds), then restore the previous handlers.
 
     Handlers can only be installed from the main thread; elsewhere this just waits `max_s`.
+    """
+    with stop_signals() as stop:
+        stop.wait(max_s)
+
+
+@contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """While inside: SIGINT/SIGTERM set the yielded event instead of ending the process.
+
+    For a command that must stop its children itself (`runbook lab`): a signal arriving at any
+    moment, even while it is still starting them, ends in its own clean shutdown. Another thread
+    may set the event too (a child that exited). The previous handlers come back on exit.
     """
     stop = threading.Event()
 
@@ -27,7 +41,7 @@ def wait_for_stop_signal(max_s: float | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        stop.wait(max_s)
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

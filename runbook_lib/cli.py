@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets as _secrets
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from . import KERNEL_NAME, __version__
+from . import __version__
 from .errors import RunbookError
 from .paths import default_output_root
 
@@ -262,8 +260,16 @@ def _embedded_kubeconfig(kube: Any) -> Path:
     return kube.write_kubeconfig((Path.cwd() / "outputs" / ".embedded" / "kubeconfig.yaml").resolve())
 
 
+def _stack_ports(args: argparse.Namespace) -> dict[str, int]:
+    """`--ports` over the notebooks' default ports (FIXED_PORTS)."""
+    from .demo import FIXED_PORTS
+    from .run.lab import parse_ports
+
+    return parse_ports(args.ports, FIXED_PORTS)
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
-    """The whole embedded stack in the foreground, on the notebooks' default ports."""
+    """The whole embedded stack in the foreground, on the notebooks' default ports (or `--ports`)."""
     from ._signals import wait_for_stop_signal
     from .demo import ensure_key, full_stack
 
@@ -272,7 +278,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
               f"shells will get 401 (the auth_failure case). Export {args.api_key_env} before `runbook stack` "
               "to share a key.", file=sys.stderr)
     key = ensure_key(args.api_key_env)
-    with full_stack(key, mode=args.mode, rate=args.rate, fixed_ports=True) as (stack, kube, prom):
+    with full_stack(key, mode=args.mode, rate=args.rate, fixed_ports=True, ports=_stack_ports(args)) as (stack, kube,
+                                                                                                        prom):
         print(f"Mistral simulator: {stack.mistral_url}  (switch faults: POST {stack.mistral_url}/_sim/mode)")
         print(f"our service:       {stack.service_health_url}")
         print(f"Prometheus:        {prom.url if prom else 'not available'}")
@@ -282,34 +289,34 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    """The embedded stack on the default ports + JupyterLab on 127.0.0.1 with the project kernel."""
-    from .demo import ensure_key, full_stack
+    """The embedded stack + a runbook's copy (triage) in a new incident folder, opened in JupyterLab."""
+    from .demo import run_lab
 
-    key = ensure_key()
-    token = _secrets.token_hex(16)
-    root = Path.cwd()
-    with full_stack(key, mode=args.mode, fixed_ports=True) as (_stack, kube, _prom):
-        env = {**os.environ, "KUBECONFIG": str(_embedded_kubeconfig(kube))}  # kernels inherit it: step 4 works
-        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1",
-               "--port", str(args.port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-               f"--MultiKernelManager.default_kernel_name={KERNEL_NAME}"]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        proc = subprocess.Popen(cmd, env=env)
-        print(f"\nJupyterLab: http://127.0.0.1:{args.port}/lab/tree/notebooks/triage.ipynb?token={token}\n"
-              "Ctrl-C stops JupyterLab and the stack.", flush=True)
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-    return 0
+    return run_lab(args.notebook, _collect_params(args), output_root=args.output_dir, mode=args.mode,
+                   ports=_stack_ports(args), lab_port=args.port, incident_id=args.incident_id)
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    """A runbook's copy in an incident folder (new, or `--incident`'s) with its parameters, in JupyterLab."""
+    from .records.archive import find
+    from .run.interactive import carried_parameters, prepare
+    from .run.lab import check_port_free, serve
+
+    if not args.no_lab:
+        check_port_free("JupyterLab", args.port)
+    parameters = _collect_params(args)
+    folder = find(args.output_dir, args.incident) if args.incident else None
+    if folder is not None:  # the incident's own parameters carried over; -p wins
+        parameters = {**carried_parameters(folder, args.notebook), **parameters}
+    opened = prepare(args.notebook, parameters, output_root=args.output_dir, incident_id=args.incident_id,
+                     folder=folder)
+    print(f"prepared: {opened.path}" if opened.created else
+          f"already prepared (opened as it is, parameters unchanged): {opened.path}", flush=True)
+    if args.no_lab:
+        print(f"open it in JupyterLab (`runbook open {args.notebook} --incident {opened.folder.name}`); saving it "
+              "there seals the record")
+        return 0
+    return serve([opened], output_root=args.output_dir, port=args.port)
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -369,6 +376,16 @@ def _rate_option(default: float, text: str | None = None) -> argparse.ArgumentPa
     return _option("--rate", type=float, default=default, help=text)
 
 
+def _ports_option() -> argparse.ArgumentParser:
+    return _option("--ports", metavar="NAME=PORT,...|free",
+                   help="move the embedded stack: mistral, service, kube, prometheus (default: 18080, 18081, 18082, "
+                        "19090, the notebooks' defaults); `free` lets the system choose every one")
+
+
+def _lab_port_option() -> argparse.ArgumentParser:
+    return _option("--port", type=int, default=8888, help="JupyterLab's port on 127.0.0.1 (default: 8888)")
+
+
 def _add_run_commands(sub: Any) -> None:
     """`run` one notebook, `respond` (triage, then its diagnosis)."""
     run = sub.add_parser("run", help="execute a runbook notebook headless into outputs/", parents=[
@@ -426,13 +443,28 @@ def _add_local_commands(sub: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
     stack = sub.add_parser("stack", help="run the Mistral simulator and our service in the foreground",
-                           parents=[_mode_option("ok"), _rate_option(5.0)])
+                           parents=[_mode_option("ok"), _rate_option(5.0), _ports_option()])
     stack.add_argument("--api-key-env", default="MISTRAL_API_KEY")
     stack.set_defaults(func=cmd_stack)
 
-    lab = sub.add_parser("lab", help="embedded stack + JupyterLab on 127.0.0.1", parents=[_mode_option("ok")])
-    lab.add_argument("--port", type=int, default=8888)
+    lab = sub.add_parser("lab", help="embedded stack + a runbook's copy in a new incident folder, in JupyterLab",
+                         parents=[_mode_option("ok"), _ports_option(), _lab_port_option(),
+                                  _params_option("parameter of the runbook (the stack's addresses are filled in)"),
+                                  _incident_id_option("names the incident folder (default: INC-<UTC timestamp>)"),
+                                  _output_dir_option("where incident folders go")])
+    lab.add_argument("notebook", nargs="?", default="triage", help="runbook to open (default: triage)")
     lab.set_defaults(func=cmd_lab)
+
+    opn = sub.add_parser("open", help="copy a runbook into an incident folder with its parameters and open it in "
+                                      "JupyterLab; saving seals the record",
+                         parents=[_params_option("parameter of the runbook"), _lab_port_option(),
+                                  _incident_id_option("names a new incident folder (default: INC-<UTC timestamp>)"),
+                                  _output_dir_option("where incident folders go")])
+    opn.add_argument("notebook", help="runbook name, e.g. triage or diagnose_rate_limit")
+    opn.add_argument("--incident", help="an existing incident (id, folder name or path): open the runbook in its "
+                                        "folder with the parameters its earlier runs used")
+    opn.add_argument("--no-lab", action="store_true", help="prepare the copy only (a JupyterLab already runs)")
+    opn.set_defaults(func=cmd_open)
 
 
 def _add_incident_notebook_commands(sub: Any) -> None:
@@ -501,8 +533,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RunbookError as exc:
-        print(f"runbook: {exc}", file=sys.stderr)
+        print(f"runbook: {exc}{_port_hint(exc)}", file=sys.stderr)
         return 2
+
+
+def _port_hint(exc: RunbookError) -> str:
+    """For a port already in use: the option that moves it."""
+    from .errors import PortInUse
+
+    if not isinstance(exc, PortInUse):
+        return ""
+    if exc.key:
+        return f"; move it with --ports {exc.key}=PORT (or --ports free)"
+    return "; choose another with --port PORT"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,27 +61,38 @@ RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "mist
 
 # The notebooks' default addresses: `make lab` / `runbook stack` serve the stack there.
 FIXED_PORTS = {"mistral": 18080, "service": 18081, "prometheus": 19090, "kube": 18082}
+PORT_NAMES = {"mistral": "the Mistral API simulator", "service": "our simulated service",
+              "prometheus": "Prometheus", "kube": "the Kubernetes API emulator"}
 
 
 @contextlib.contextmanager
 def full_stack(key: str, *, mode: str = "ok", rate: float = 10.0, fixed_ports: bool = False,
-               use_prometheus: bool = True) -> Iterator[tuple[Any, Any, Any]]:
+               use_prometheus: bool = True, ports: Mapping[str, int] | None = None
+               ) -> Iterator[tuple[Any, Any, Any]]:
     """Mistral simulator + our service (logging to a file) + cluster emulator + Prometheus if installed.
 
-    Yields (stack, kube, prom-or-None); everything is stopped in reverse order on exit.
+    Ports: free ones, or the notebooks' defaults (`fixed_ports`), each replaced by `ports[name]`
+    when given (0 = a free one; names as in FIXED_PORTS). Every fixed port is checked first:
+    `errors.PortInUse` names the first one taken before anything starts. Yields (stack, kube,
+    prom-or-None); everything is stopped in reverse order on exit.
     """
     import tempfile
 
+    from .run.lab import check_port_free
     from .sim.kube import KubeEmulator, file_log_source
+    from .sim.prometheus import find_binary
     from .sim.stack import EmbeddedStack
 
-    ports = FIXED_PORTS if fixed_ports else dict.fromkeys(FIXED_PORTS, 0)
+    chosen = {**(FIXED_PORTS if fixed_ports else dict.fromkeys(FIXED_PORTS, 0)), **(ports or {})}
+    for name, port in chosen.items():
+        if name != "prometheus" or (use_prometheus and find_binary()):
+            check_port_free(PORT_NAMES[name], port, key=name)
     with tempfile.TemporaryDirectory(prefix="runbook-stack-") as tmp:
         log = f"{tmp}/service.log"
-        with EmbeddedStack(api_key=key, mode=mode, rate=rate, log_path=log, mistral_port=ports["mistral"],
-                           service_port=ports["service"]) as stack, \
-                KubeEmulator(port=ports["kube"], log_source=file_log_source(log), api_key=key) as kube, \
-                optional_prometheus(stack.service.url, use_prometheus, port=ports["prometheus"]) as prom:
+        with EmbeddedStack(api_key=key, mode=mode, rate=rate, log_path=log, mistral_port=chosen["mistral"],
+                           service_port=chosen["service"]) as stack, \
+                KubeEmulator(port=chosen["kube"], log_source=file_log_source(log), api_key=key) as kube, \
+                optional_prometheus(stack.service.url, use_prometheus, port=chosen["prometheus"]) as prom:
             say(f"Mistral simulator {stack.mistral_url}, our service {stack.service_health_url}, "
                 f"Kubernetes API emulator {kube.url}")
             yield stack, kube, prom
@@ -179,3 +190,36 @@ def run_incident_demo(mode: str = "rate_limited", *, rate: float = 10.0, settle_
     run_notebook("postmortem", {"source": str(folder), "incident_id": incident_id}, output_root=output_root,
                  progress=progress, record_dir=folder)
     return read_index(folder) or {}
+
+
+def run_lab(notebook: str = "triage", parameters: dict[str, Any] | None = None, *, output_root: str | Path,
+            mode: str = "ok", ports: Mapping[str, int] | None = None, lab_port: int = 8888,
+            incident_id: str | None = None) -> int:
+    """`runbook lab`: the embedded stack, the runbook's copy in a new incident folder, JupyterLab on it.
+
+    The copy's parameters point at the stack as started (moved ports included). SIGINT/SIGTERM at
+    any moment, even while starting, stop JupyterLab (and its kernels), seal the copy, and stop
+    the stack and Prometheus: nothing started here outlives the command.
+    """
+    from ._signals import stop_signals
+    from .run.catalog import declared_parameters
+    from .run.interactive import prepare
+    from .run.lab import check_port_free, serve
+
+    check_port_free("JupyterLab", lab_port)
+    declared = declared_parameters(notebook)  # an unknown notebook is refused before anything starts
+    key = ensure_key()
+    root = Path(output_root).resolve()
+    with stop_signals() as stopping, full_stack(key, mode=mode, ports={**FIXED_PORTS, **(ports or {})}) as (
+            stack, kube, prom):
+        if stopping.is_set():
+            return 0
+        kubeconfig = kube.write_kubeconfig(root / ".embedded" / "kubeconfig.yaml")
+        from_stack = {"mistral_url": stack.mistral_url, "service_health_url": stack.service_health_url,
+                      "prometheus_url": prom.url if prom else "", "kubeconfig": str(kubeconfig)}
+        given = {**{k: v for k, v in from_stack.items() if k in declared}, **(parameters or {})}
+        opened = prepare(notebook, given, output_root=root, incident_id=incident_id)
+        print(f"prepared: {opened.path}", flush=True)
+        # kernels inherit KUBECONFIG too: a runbook opened later in this lab reaches the emulator
+        return serve([opened], output_root=root, port=lab_port, env={"KUBECONFIG": str(kubeconfig)},
+                     stopping=stopping)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -52,3 +54,24 @@ def codes(values: Iterable[Any] | None) -> str:
         key = str(v if v not in (None, "") else "000")
         seen[key] = seen.get(key, 0) + 1
     return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in seen.items()) or "none"
+
+
+def next_runbook(notebook: str | None, incident_id: str) -> str:
+    """The verdict's next step: a link to that runbook in this incident folder and the command that opens it.
+
+    The kernel runs in the record's folder (headless and in JupyterLab), so the relative link is
+    the runbook's record (a `respond` run) or its prepared copy (JupyterLab: saving this notebook
+    prepares it there with the parameters carried over). From a shell, `runbook open` prepares it
+    in the same folder with the parameters of this folder's runs.
+    """
+    if not notebook:
+        return "no diagnosis notebook"
+    from .paths import outputs_dir
+
+    folder = Path.cwd()
+    ref = (f"--incident {folder.name}" if folder.resolve().parent == outputs_dir().resolve()
+           else f"--incident-id {incident_id}")
+    hint = (" (save this notebook first: saving seals this record and prepares it here with these parameters)"
+            if os.environ.get("JPY_SESSION_NAME") else "")
+    return (f"open [{notebook}.ipynb]({notebook}.ipynb) in this incident folder{hint}; "
+            f"from a shell: `runbook open {notebook} {ref}`")

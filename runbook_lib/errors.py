@@ -45,3 +45,12 @@ class NotebookFailed(RunbookError):
     def __init__(self, message: str, record_dir: str | None = None) -> None:
         self.record_dir = record_dir
         super().__init__(message)
+
+
+class PortInUse(RunbookError):
+    """A port a local server must listen on is taken: names the port and what it was for."""
+
+    def __init__(self, what: str, port: int, host: str = "127.0.0.1", key: str | None = None) -> None:
+        self.what, self.port, self.host, self.key = what, port, host, key  # key: its name in `--ports`
+        super().__init__(f"port {port} on {host} (for {what}) is already in use, by another `runbook lab`/`stack` "
+                         "or another program")

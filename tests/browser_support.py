@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -44,26 +42,6 @@ def require_chromium() -> str:
     raise AssertionError("unreachable")  # pragma: no cover - pytest.skip raises
 
 
-def set_parameter_defaults(notebook: Path, values: Mapping[str, str]) -> None:
-    """Rewrite string defaults in the `parameters` cell of `notebook` (a copy), nothing else.
-
-    Each `name = "..."` assignment must exist exactly once; the value is written as a JSON string
-    literal, which is also a valid Python one.
-    """
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(cells) == 1, f"{notebook.name}: expected one cell tagged 'parameters', found {len(cells)}"
-    source = cells[0].source
-    for name, value in values.items():
-        pattern = re.compile(rf'^({re.escape(name)}\s*=\s*)"[^"\n]*"', re.MULTILINE)
-        source, count = pattern.subn(lambda m: m.group(1) + json.dumps(value), source)
-        assert count == 1, f"{notebook.name}: string default for {name!r} found {count} times in the parameters cell"
-    cells[0].source = source
-    nbformat.write(nb, notebook)
-
-
 def isolated_jupyter_env(home: Path) -> dict[str, str]:
     """This process's environment with HOME and every Jupyter/IPython directory under `home`.
 
@@ -84,107 +62,6 @@ def isolated_jupyter_env(home: Path) -> dict[str, str]:
     env.pop("KUBECONFIG", None)  # step 4 reads only the kubeconfig the test passes
     env.update({k: str(v) for k, v in dirs.items()})
     return env
-
-
-class JupyterLab:
-    """`jupyter lab` on 127.0.0.1, a free port (port 0: read back from the runtime file) and a token."""
-
-    def __init__(self, root_dir: Path, home: Path, *, kernel: str = KERNEL_NAME) -> None:
-        self.root_dir, self.home, self.kernel = root_dir, home, kernel
-        self.token = secrets.token_hex(16)
-        self.log_path = home / "jupyterlab.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self._spawned: list[Any] = []  # psutil.Process: the server's children (kernels), for the sweep
-
-    def start(self, timeout_s: float = 30.0) -> JupyterLab:
-        env = isolated_jupyter_env(self.home)
-        runtime = Path(env["JUPYTER_RUNTIME_DIR"])
-        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1", "--port", "0",
-               "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-               f"--ServerApp.root_dir={self.root_dir}", f"--MultiKernelManager.default_kernel_name={self.kernel}",
-               # if this process dies without stop(): idle kernels are culled, then the server exits
-               "--MappingKernelManager.cull_idle_timeout=600", "--ServerApp.shutdown_no_activity_timeout=600"]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=self.root_dir, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        info_file = runtime / f"jpserver-{self.proc.pid}.json"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if info_file.exists():
-                try:
-                    info = json.loads(info_file.read_text("utf-8"))
-                except ValueError:  # being written
-                    info = None
-                if info and self._ready(info["url"]):
-                    self.url = info["url"].rstrip("/")
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"jupyter lab not ready within {timeout_s:g} s:\n{self.log_tail()}")
-
-    def _ready(self, url: str) -> bool:
-        import httpx
-
-        try:
-            answer = httpx.get(f"{url.rstrip('/')}/api/status", params={"token": self.token}, timeout=2)
-            return answer.status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def lab_url(self, path: str) -> str:
-        return f"{self.url}/lab/tree/{path}?token={self.token}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text("utf-8", "replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def remember_children(self) -> None:
-        """Note the server's child processes (kernels) now, so stop() can end them if they outlive it."""
-        import psutil
-
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self._spawned += psutil.Process(self.proc.pid).children(recursive=True)
-            except psutil.Error:
-                pass
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (the server shuts its kernels down), then SIGKILL; then any child still alive."""
-        import psutil
-
-        if self.proc is None:
-            return
-        self.remember_children()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout_s)
-        alive = [p for p in self._spawned if p.is_running()]
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=timeout_s)
-
-    def __enter__(self) -> JupyterLab:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @contextmanager
@@ -211,7 +88,97 @@ def chromium_page(base_url: str, viewport: tuple[int, int] = (1280, 900)) -> Ite
             browser.close()
 
 
-def copy_notebooks(src: Path, dst: Path) -> Path:
-    """The shipped notebooks copied to `dst` (JupyterLab writes checkpoints and more beside them)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".ipynb_checkpoints", ".virtual_documents"))
-    return dst
+class RunbookCommand:
+    """A `runbook ...` command (open, lab) run as a real process, its output read line by line.
+
+    `wait_for(pattern)` returns the first output line matching it (bounded); `children()` lists
+    every process it started (JupyterLab, its kernels, Prometheus); `stop()` sends SIGTERM, waits,
+    and then kills whatever it started that is still alive, so a failing test leaves nothing behind.
+    """
+
+    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path) -> None:
+        import queue
+        import threading
+
+        self.args = args
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.proc = subprocess.Popen([sys.executable, "-m", "runbook_lib", *args], env=dict(env), cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     text=True, bufsize=1)
+        self._seen: dict[int, Any] = {}
+
+        def pump() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                self._queue.put(line.rstrip("\n"))
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout_s: float) -> re.Match[str]:
+        import queue
+
+        regex = re.compile(pattern)
+        for line in list(self.lines):
+            if m := regex.search(line):
+                return m
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                raise AssertionError(f"`runbook {' '.join(self.args)}` exited ({self.proc.wait()}) before "
+                                     f"printing /{pattern}/:\n{self.output()}")
+            if m := regex.search(line):
+                return m
+        raise AssertionError(f"`runbook {' '.join(self.args)}` printed no /{pattern}/ within {timeout_s:g} s:\n"
+                             f"{self.output()}")
+
+    def children(self) -> list[Any]:
+        """Every live descendant now (also remembered, for the final sweep)."""
+        import psutil
+
+        try:
+            found = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        for p in found:
+            self._seen.setdefault(p.pid, p)
+        return found
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait for the command itself to end: its exit code."""
+        self.children()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self) -> None:
+        import psutil
+
+        self.children()
+        try:
+            self.terminate(timeout_s=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        alive = [p for p in self._seen.values() if p.is_running()]
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+
+    def __enter__(self) -> RunbookCommand:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

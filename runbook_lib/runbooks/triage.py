@@ -274,7 +274,7 @@ class Triage:
         """Walk the decision tree to the next step."""
         dec = decision_mod.decide(self._need(self.api), self.service, self._metrics_for_rules())
         self._decision = dec
-        nxt = f"open **`notebooks/{dec.notebook}.ipynb`**" if dec.notebook else "no diagnosis notebook"
+        nxt = display.next_runbook(dec.notebook, self.cfg.incident_id)
         md = f"Branch **{dec.branch}** - {dec.reason}.\n\nNext: {dec.action}; {nxt}."
         record.record("decision", dec.to_dict(), markdown=md)
         return dec.to_dict()
@@ -293,7 +293,8 @@ class Triage:
                  "unavailable": self.unavailable_sections(), "incident_id": self.cfg.incident_id,
                  "operator": self.cfg.operator or None}
         rows = [("verdict", f"`{line}`"), ("severity", f"{sev.level} ({sev.response_target})"),
-                ("why", sev.reason), ("next step", dec.action),
+                ("why", sev.reason),
+                ("next step", f"{dec.action}; {display.next_runbook(dec.notebook, self.cfg.incident_id)}"),
                 ("sections unavailable", ", ".join(value["unavailable"]) or "none")]
         record.record(record.VERDICT, value, markdown="### Verdict\n\n" + display.kv_table(rows, ("", "")))
         return value
