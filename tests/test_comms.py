@@ -234,15 +234,85 @@ def test_second_message_appends_and_never_overwrites(incident):
     assert index["severity"] == "P1" and index["status"] == "diagnosed"  # nothing else in the index touched
 
 
-def test_without_incident_json_only_the_record_holds_it(tmp_path, monkeypatch):
+def test_in_a_record_folder_without_incident_json_only_the_record_logs_it(tmp_path, monkeypatch):
+    """`runbook run` runs the kernel in the record folder, which holds the notebook being run."""
+    (tmp_path / "diagnose_network.ipynb").write_text("{}")
     monkeypatch.chdir(tmp_path)
     value = steps.communicate(_cfg(operator="bob"), level="P2", status="INVESTIGATING", impact="slow",
                               action="measuring", by="diagnose_network")
     assert not (tmp_path / "incident.json").exists() and value["logged"] is False
-    assert record.LOCAL["communications"]["files"] == value["files"]
-    assert all((tmp_path / f).exists() for f in value["files"])
+    assert record.LOCAL["communications"]["files"] == value["files"] and len(value["files"]) == 2
+    for name in value["files"]:
+        assert (tmp_path / name).exists()
+    assert value["saved"] == "in the record folder"
     assert "slower than usual" in value["external"] and "unavailable" not in value["external"]
     assert "*IC*: bob (runbook operator; no incident commander named)" in value["internal"]
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_a_kernel_that_cannot_know_its_output_folder_writes_nothing_and_says_why(tmp_path, monkeypatch):
+    """Plain papermill runs the kernel in the caller's directory: no draft lands there."""
+    monkeypatch.chdir(tmp_path)
+    value = steps.communicate(_cfg(), level="P2", status="INVESTIGATING", impact="slow", action="measuring",
+                              by="diagnose_network")
+    assert _files(tmp_path) == set() and value["files"] == [] and value["logged"] is False
+    assert "--inject-output-path" in value["saved"] and value["internal"] and value["external"]
+    assert record.LOCAL["communications"]["saved"] == value["saved"]
+    md = comms.record_markdown(comms.Messages(value["internal"], value["external"], None), value["slack"], [],
+                               False, unsaved_reason=value["saved"])
+    assert "**Not saved as files**" in md and "--inject-output-path" in md and value["internal"] in md
+
+
+def test_the_tracked_runbooks_folder_never_gets_drafts(tmp_path, monkeypatch):
+    """JupyterLab opened on notebooks/ runs the kernel there, beside diagnose_network.ipynb itself."""
+    tracked = tmp_path / "notebooks"
+    tracked.mkdir()
+    (tracked / "diagnose_network.ipynb").write_text("{}")
+    monkeypatch.setenv("RUNBOOK_NOTEBOOKS", str(tracked))
+    monkeypatch.chdir(tracked)
+    value = steps.communicate(_cfg(), level="P2", status="INVESTIGATING", impact="slow", action="measuring",
+                              by="diagnose_network")
+    assert _files(tracked) == {"diagnose_network.ipynb"} and value["files"] == []
+
+
+def _papermill_output(path: Path, given: str) -> None:
+    """What papermill writes at the output path before the kernel starts (the parts read here)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cells": [], "metadata": {"papermill": {
+        "output_path": given, "parameters": {"PAPERMILL_OUTPUT_PATH": given}}}}))
+
+
+def test_papermill_output_path_puts_drafts_beside_the_output_notebook(tmp_path, monkeypatch):
+    cwd, out = tmp_path / "cwd", tmp_path / "records" / "out.ipynb"
+    cwd.mkdir()
+    _papermill_output(out, "../records/out.ipynb")  # relative, as typed: read from the kernel's folder
+    monkeypatch.chdir(cwd)
+    value = steps.communicate(_cfg(papermill_output_path="../records/out.ipynb"), level="P2",
+                              status="INVESTIGATING", impact="slow", action="measuring", by="diagnose_network")
+    assert _files(cwd) == set() and len(value["files"]) == 2
+    assert _files(out.parent) == {"out.ipynb", "message-internal-slack.md", "message-external-statuspage.md",
+                                  *value["files"]}
+    assert value["saved"] == "beside the output notebook (`PAPERMILL_OUTPUT_PATH`)"
+
+
+@pytest.mark.parametrize("given, written", [
+    ("s3://bucket/out.ipynb", None),  # not a local file
+    ("elsewhere/out.ipynb", None),  # no such notebook
+    ("other.ipynb", "not-this-path.ipynb"),  # a papermill output, but written for another path
+])
+def test_an_output_path_that_is_not_this_runs_output_writes_nothing(tmp_path, monkeypatch, given, written):
+    if written:
+        _papermill_output(tmp_path / given, written)
+    monkeypatch.chdir(tmp_path)
+    before = _files(tmp_path)
+    folder, why = steps.record_folder(given, "diagnose_network")
+    assert folder is None and given in why
+    value = steps.communicate(_cfg(papermill_output_path=given), level="P2", status="INVESTIGATING",
+                              impact="slow", action="measuring", by="diagnose_network")
+    assert value["files"] == [] and _files(tmp_path) == before
 
 
 def test_class_defaults_to_the_runbook_that_recorded_the_severity(incident):

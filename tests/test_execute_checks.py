@@ -76,3 +76,10 @@ def test_the_catalogue_is_still_reachable_through_execute():
     names = catalog.available_notebooks()
     assert names and "triage" in names
     assert "incident_id" in catalog.declared_parameters("triage")
+
+
+def test_papermill_output_path_is_for_raw_papermill_only():
+    """`runbook` runs the kernel in the record folder; a path given here could only steer drafts elsewhere."""
+    with pytest.raises(ParameterError, match="'PAPERMILL_OUTPUT_PATH'.*inject-output-path"):
+        check_run_request("diagnose_server_error", {"PAPERMILL_OUTPUT_PATH": "/elsewhere/out.ipynb"},
+                          strict_names=True)  # declared by the notebook (papermill injects it), refused anyway

@@ -322,6 +322,15 @@ def test_recent_errors_in_one_call(kubeconfig: str, emu: KubeEmulator, tmp_path:
     assert expired["lines"] == [] and expired["groups"] == []
 
 
+def test_a_selector_matching_no_pod_says_so_rather_than_no_errors(kubeconfig: str, emu: KubeEmulator) -> None:
+    """Nothing read is not "no error lines": the note names the selector and the namespace."""
+    out = kube.recent_errors(kubeconfig, namespace=NS, selector="app=nobody", timeout_s=3.0)
+    assert out["status"] == "ok" and out["pods"] == [] and out["scanned"] == 0 and out["lines"] == []
+    assert out["note"].startswith("no pods matched `app=nobody` in namespace `default`")
+    found = kube.recent_errors(kubeconfig, namespace=NS, selector=f"app={APP}", timeout_s=3.0)
+    assert found["pods"] == emu.pod_names() and found["note"] is None
+
+
 # -- failures become findings, in time ---------------------------------------------------------------
 def test_expired_credentials_say_reauthenticate(emu: KubeEmulator, tmp_path: Path) -> None:
     path = str(emu.write_kubeconfig(tmp_path / "expired", user="expired"))

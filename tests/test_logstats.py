@@ -77,3 +77,12 @@ def test_http_code_is_what_the_rule_reads():
     assert [loglines.http_code(c) for c in ("200", 429, "000", "2xx", " 200", "\u0662\u0660\u0660", None)] == [
         "200", "429", "000", None, None, None, None]
     assert loglines.request({"code": 503}) == ("?", "503") and loglines.request({"code": None, "model": "m"}) is None
+
+
+def test_an_estimate_from_no_logs_says_why_there_were_none():
+    """No pods matched: the estimate's reason says so, never "no requests"."""
+    note = "no pods matched `app=nobody` in namespace `default`"
+    est = estimate_error_rate([], window_s=60, no_source=note)
+    assert est["requests"] == 0 and est["error_ratio"] is None and est["reason"] == note
+    assert estimate_error_rate(["starting"], window_s=60)["reason"] == "no request lines in the pods' logs"
+    assert estimate_error_rate([_line("a", "200")], window_s=60)["reason"] is None

@@ -3,6 +3,8 @@ and the runbook's "Prometheus down -> fall back to app logs"."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,18 @@ def test_prometheus_down_falls_back_to_log_estimate(cluster_stack, run_triage, d
     assert est["error_ratio"] > 0.5  # the fault was switched on a moment ago: most lines in the window fail
     assert set(est["per_model"]) == {"mistral-small-latest", "mistral-large-latest"}
     assert rec["severity"]["level"] == "P1"
+
+
+def test_a_selector_matching_no_pod_is_said_not_read_as_no_errors(cluster_stack, run_triage, dead_port):
+    """Step 4 and the log fallback of step 3 name the selector and the namespace that matched nothing."""
+    result = run_triage(cluster_stack, label_selector="app=nobody", prometheus_url=f"http://127.0.0.1:{dead_port}")
+    assert result.ok, result.error
+    nb = json.loads(Path(result.notebook_path).read_text("utf-8"))
+    shown = "\n".join("".join(o.get("data", {}).get("text/markdown", "")) for c in nb["cells"]
+                      for o in c.get("outputs", []))
+    rec = read_records(nb)
+    assert rec["error_logs"]["status"] == "ok" and rec["error_logs"]["pods"] == []
+    assert "**No pods matched `app=nobody` in namespace `default`" in shown
+    assert "No error lines" not in shown
+    assert rec["error_rate"]["estimate"]["reason"].startswith("no pods matched `app=nobody`")
+    assert "found nothing usable: no pods matched `app=nobody` in namespace `default`" in shown

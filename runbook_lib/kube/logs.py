@@ -198,6 +198,12 @@ def _partial_finding(findings: list[KubeFinding], targets: int) -> KubeFinding |
                        worst.kubectl, worst.detail)
 
 
+def no_pods_note(selector: str, namespace: str) -> str:
+    """What an empty selection means, said as such: no lines read is not "no error lines"."""
+    return (f"no pods matched `{selector}` in namespace `{namespace}`: no logs were read (check `label_selector` "
+            f"and `namespace` with `kubectl get pods -n {namespace} --show-labels`)")
+
+
 class ClusterLogs(ClusterReads):
     """The log reads of `kube.Cluster`."""
 
@@ -209,7 +215,8 @@ class ClusterLogs(ClusterReads):
         `previous`, from the last terminated instance of restarted containers), merged in time order.
         JSON lines count as errors by level (error, fatal, critical, ...) or `pattern` in their message;
         plain lines by `pattern` (a case-insensitive regular expression) anywhere. `data["lines"]` holds
-        the last `tail`, `data["groups"]` the classes of every matching line in the window.
+        the last `tail`, `data["groups"]` the classes of every matching line in the window. When the
+        selector matches no pod, `data["note"]` says so (no lines is then not "no errors").
         """
         namespace = params.namespace("namespace", namespace)
         selector = params.label_selector("selector", selector)
@@ -247,7 +254,8 @@ class ClusterLogs(ClusterReads):
                 del e["_t"]
             data = {"lines": entries[-tail:], "matched": len(entries), "scanned": sum(r["lines"] for r in per),
                     "since_s": since_s, "tail": tail, "pattern": pattern, "pods": [p["metadata"]["name"] for p in pods],
-                    "containers": per, "groups": group_errors(entries), "partial": bool(findings)}
+                    "containers": per, "groups": group_errors(entries), "partial": bool(findings),
+                    "note": None if pods else no_pods_note(selector, namespace)}
             return data, _partial_finding(findings, len(targets))
 
         return self.run("error_logs", cmd, run, rows_key="lines")
@@ -293,7 +301,8 @@ def recent_errors(kubeconfig: str = "", context: str = "", namespace: str = "def
     """Connect and read the recent error lines and their classes, all within `timeout_s`.
 
     Returns plain data: status ("ok" or the finding's status), reason (the finding's words),
-    finding, kubectl, lines, groups, matched, scanned, partial. Only the log reads are needed, so it
+    finding, kubectl, lines, groups, matched, scanned, partial, pods (their names) and note ("no pods
+    matched ..." when the selector matched none, else None). Only the log reads are needed, so it
     connects a `ClusterLogs` (the same loading as `kube.connect`).
     """
     t0 = time.monotonic()
@@ -310,4 +319,4 @@ def recent_errors(kubeconfig: str = "", context: str = "", namespace: str = "def
             "kubectl": r.kubectl, "context": cluster.context, "server": cluster.server,
             "lines": data.get("lines", []), "groups": data.get("groups", []), "matched": data.get("matched", 0),
             "scanned": data.get("scanned", 0), "partial": bool(data.get("partial")),
-            "elapsed_s": round(time.monotonic() - t0, 3)}
+            "pods": data.get("pods", []), "note": data.get("note"), "elapsed_s": round(time.monotonic() - t0, 3)}

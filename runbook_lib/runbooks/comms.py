@@ -22,12 +22,15 @@ Templates
     (first letter upper case).
 
 Where messages go
-    Every draft is written into the incident folder (the run's working directory) under its own
-    name, `message-<UTC stamp>-<runbook>-<status>-<channel>.md`, never overwritten; the latest
-    draft per channel is also kept as `message-internal-slack.md` / `message-external-statuspage.md`
-    (what to paste now). When the folder has an `incident.json`, each draft is appended to its
-    `communications` list: at, by, channel, status, severity, text, file (relative to the
-    folder), posted, error, plus ic and affected (so the RESOLVED message can name them).
+    Every draft is written into the record's folder (`steps.record_folder`: the incident folder
+    under `runbook run/respond/open`, beside the output notebook under `papermill
+    --inject-output-path`; when the kernel cannot know that folder, no file is written and the
+    record says so) under its own name, `message-<UTC stamp>-<runbook>-<status>-<channel>.md`,
+    never overwritten; the latest draft per channel is also kept as `message-internal-slack.md` /
+    `message-external-statuspage.md` (what to paste now). When the folder has an `incident.json`,
+    each draft is appended to its `communications` list: at, by, channel, status, severity, text,
+    file (relative to the folder), posted, error, plus ic and affected (so the RESOLVED message can
+    name them).
     The Slack text is posted to the incoming webhook whose URL is in an environment variable
     (the URL is a credential: never a parameter, never shown); a failed post is logged as the
     entry's error and the run goes on. Status-page drafts are never posted automatically.
@@ -279,10 +282,17 @@ def post_to_slack(messages: Messages, webhook_env: str, timeout_s: float = 5.0) 
     return {"posted": True, "reason": f"posted (HTTP {response.status_code})", "error": None}
 
 
-def record_markdown(messages: Messages, slack: dict[str, Any], entries: list[dict[str, Any]], logged: bool) -> str:
-    """How a notebook shows what was drafted (the same for the diagnoses and the postmortem)."""
-    return (f"Internal (Slack): {slack['reason']}\n\n```\n{messages.internal}\n```\n\nExternal (status page):\n\n"
-            f"```\n{messages.external}\n```\n\nSaved: " + ", ".join(f"`{e['file']}`" for e in entries)
+def record_markdown(messages: Messages, slack: dict[str, Any], entries: list[dict[str, Any]], logged: bool,
+                    unsaved_reason: str = "") -> str:
+    """How a notebook shows what was drafted (the same for the diagnoses and the postmortem).
+
+    With no `entries` (no files written), `unsaved_reason` says why and how to get files.
+    """
+    shown = (f"Internal (Slack): {slack['reason']}\n\n```\n{messages.internal}\n```\n\nExternal (status page):\n\n"
+             f"```\n{messages.external}\n```\n\n")
+    if not entries:
+        return shown + f"**Not saved as files**: {unsaved_reason or 'no folder to save them in'}."
+    return (shown + "Saved: " + ", ".join(f"`{e['file']}`" for e in entries)
             + ("; logged in `incident.json` (`communications`)." if logged else
                " (no `incident.json` here: this record is the only log)."))
 

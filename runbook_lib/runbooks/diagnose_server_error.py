@@ -4,7 +4,8 @@ Seed, 500/503 Service Error: 1 check Mistral's status; 2 enable graceful degrada
 (`MISTRAL_FALLBACK=true`); 3 notify users; 4 monitor for recovery (`watch -n 30 curl ...`). Here
 the error mix is measured now (a burst of probes) and over time (Prometheus, when reachable), the
 provider's status page is read (unreadable means "unknown", never "all clear"), the fallback is a
-dry run unless `apply_changes` is True, and the recovery watch is bounded and plotted.
+dry run unless `apply_changes` is True, users are told before anything waits, and the recovery
+watch runs last, bounded (`monitor_max_s`) and plotted.
 """
 
 from __future__ import annotations
@@ -143,7 +144,29 @@ class ServerErrorRunbook:
         self.changes.append(value)
         return value
 
-    # 4. recovery monitor ------------------------------------------------------------------------
+    # 4. communications (before the monitor: users are told first) ----------------------------
+    def communicate(self) -> dict[str, Any]:
+        applied = any(c["applied"] for c in self.changes)
+        all_failed = bool(self.api and self.api.all_failed)
+        level = steps.incident_severity(self.cfg, "P1" if all_failed else "P2",
+                                        "every probe got a 5xx" if all_failed else "some probes got a 5xx",
+                                        by="diagnose_server_error")
+        return steps.communicate(
+            self.cfg, by="diagnose_server_error", level=level, status="MITIGATING" if applied else "INVESTIGATING",
+            impact=("Users cannot use AI features (the AI provider returns server errors)" if level == "P1" else
+                    "Degraded AI responses: some requests fail with provider server errors"),
+            action=(("Fallback enabled (MISTRAL_FALLBACK=true)" if applied else
+                     "Fallback prepared as a dry run")
+                    + (f"; provider: {self.provider.summary}" if self.provider else "")
+                    + f"; monitoring for recovery (up to {self.cfg['monitor_max_s']:g} s)"),
+            workaround="Responses may come from the fallback (cached or simplified) while the provider recovers"
+            if applied else "")
+
+    # 5. state after ----------------------------------------------------------------------------
+    def state_after(self) -> dict[str, Any]:
+        return steps.state_after(self.cfg, self.secret)
+
+    # 6. recovery monitor (last: the only long wait) ------------------------------------------
     def monitor_recovery(self) -> dict[str, Any]:
         """The seed's `watch -n 30 curl ...`, bounded: stops after N healthy probes in a row or at max duration."""
         from ..sources import monitor
@@ -169,29 +192,6 @@ class ServerErrorRunbook:
             f"({result.consecutive_healthy} healthy in a row at the end)."))
         _plot_monitor(result.samples)
         return self.monitor
-
-    # 5. communications -------------------------------------------------------------------------
-    def communicate(self) -> dict[str, Any]:
-        applied = any(c["applied"] for c in self.changes)
-        all_failed = bool(self.api and self.api.all_failed)
-        recovered = bool(self.monitor and self.monitor["recovered"])
-        level = steps.incident_severity(self.cfg, "P1" if all_failed else "P2",
-                                        "every probe got a 5xx" if all_failed else "some probes got a 5xx",
-                                        by="diagnose_server_error")
-        return steps.communicate(
-            self.cfg, by="diagnose_server_error", level=level, status="MITIGATING" if applied else "INVESTIGATING",
-            impact=("Users cannot use AI features (the AI provider returns server errors)" if level == "P1" else
-                    "Degraded AI responses: some requests fail with provider server errors"),
-            action=(("Fallback enabled (MISTRAL_FALLBACK=true)" if applied else
-                     "Fallback prepared as a dry run")
-                    + (f"; provider: {self.provider.summary}" if self.provider else "")
-                    + ("; the API answers again, monitoring" if recovered else "; monitoring for recovery")),
-            workaround="Responses may come from the fallback (cached or simplified) while the provider recovers"
-            if applied else "")
-
-    # 6. state after ----------------------------------------------------------------------------
-    def state_after(self) -> dict[str, Any]:
-        return steps.state_after(self.cfg, self.secret)
 
     def summary(self) -> dict[str, Any]:
         applied = [c for c in self.changes if c["applied"]]

@@ -16,6 +16,7 @@ from . import comms
 from .. import display, params, record
 from ..sources import probes
 from .._async import run_sync
+from .._time import iso_z
 from ..secrets import SecretRef, read_secret
 
 
@@ -23,11 +24,13 @@ def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url:
                       kube_context: str, namespace: str, deployment: str, container: str, timeout_s: float,
                       apply_changes: bool, operator: str, incident_id: str, incident_commander: str,
                       slack_webhook_env: str, affected_features: str = comms.DEFAULT_AFFECTED,
-                      prometheus_url: str | None = None, metrics_window: str | None = None) -> dict[str, Any]:
+                      prometheus_url: str | None = None, metrics_window: str | None = None,
+                      papermill_output_path: str = "") -> dict[str, Any]:
     """Validate the parameters every diagnosis notebook shares; the first bad one names itself.
 
     `prometheus_url`/`metrics_window` only for the runbooks that read Prometheus (rate limit, 5xx):
-    a notebook declares only the parameters it uses.
+    a notebook declares only the parameters it uses. `papermill_output_path` is the notebook's
+    `PAPERMILL_OUTPUT_PATH` (set by `papermill --inject-output-path`): see `record_folder`.
     """
     flag = params.shared(apply_changes=apply_changes)  # checked first: it decides dry run or apply
     cfg = params.shared(
@@ -38,7 +41,62 @@ def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url:
         affected_features=affected_features)
     metrics = {k: v for k, v in (("prometheus_url", prometheus_url), ("metrics_window", metrics_window))
                if v is not None}
-    return {**cfg, **params.shared(**metrics)}
+    output = params.text(OUTPUT_PATH_PARAMETER, papermill_output_path, maximum=4096)
+    return {**cfg, **params.shared(**metrics), "papermill_output_path": output}
+
+
+OUTPUT_PATH_PARAMETER = "PAPERMILL_OUTPUT_PATH"  # the name papermill's --inject-output-path gives it
+NO_FOLDER = ("this kernel does not know where its output notebook is (plain `papermill` without "
+             "`--inject-output-path`, or a runbook opened in place), so nothing was written to disk: the texts "
+             "are above. To have them saved beside the output notebook, run papermill with `--inject-output-path` "
+             "(or use `runbook run` / `runbook open`)")
+
+
+def record_folder(output_path: str, runbook: str, cwd: Path | None = None) -> tuple[Path | None, str]:
+    """Where this run's files go (message drafts, the severity in incident.json), and why: beside the record.
+
+    1. `PAPERMILL_OUTPUT_PATH` (papermill's `--inject-output-path`) names the output notebook: its
+       folder, once that file is seen to be a papermill output written for that very path (papermill
+       writes it before the kernel starts; a relative path is read from the kernel's folder).
+    2. Else the kernel's working directory when it is a record folder: `runbook run` runs the kernel
+       in the record folder, `runbook open` in the incident folder; either holds `incident.json` or a
+       `<runbook>*.ipynb`. Never the folder of the tracked runbooks (JupyterLab on `notebooks/`).
+    3. Else None: plain papermill runs the kernel in the caller's directory, which says nothing about
+       where the output goes; the drafts then stay in the record only, and the reason says so.
+    """
+    from ..paths import notebooks_dir
+
+    here = (cwd or Path.cwd()).resolve()
+    if output_path:
+        if "://" in output_path:
+            return None, (f"the output notebook `{output_path}` is not a local file, so nothing was written to disk: "
+                          "the texts are above, in the record")
+        target = (here / output_path).resolve()
+        if _papermill_output_for(target, output_path):
+            return target.parent, "beside the output notebook (`PAPERMILL_OUTPUT_PATH`)"
+        return None, (f"`{OUTPUT_PATH_PARAMETER}` = `{output_path}` is not this run's output notebook as seen from "
+                      f"the kernel's folder (with papermill's `--cwd`, give the output as an absolute path), so "
+                      "nothing was written to disk: the texts are above")
+    if here != notebooks_dir().resolve() and (comms.has_index(here) or any(here.glob(f"{runbook}*.ipynb"))):
+        return here, "in the record folder"
+    return None, NO_FOLDER
+
+
+def _papermill_output_for(path: Path, given: str) -> bool:
+    """Whether `path` is the notebook papermill is writing for output path `given` (its metadata says so)."""
+    import json
+
+    for _attempt in range(3):  # papermill rewrites the file between cells: a torn read is retried
+        try:
+            meta = json.loads(path.read_text("utf-8")).get("metadata", {}).get("papermill", {})
+        except (OSError, ValueError, AttributeError):
+            if not path.is_file():
+                return False
+            time.sleep(0.2)
+            continue
+        return (meta.get("output_path") == given
+                and (meta.get("parameters") or {}).get(OUTPUT_PATH_PARAMETER) == given)
+    return False
 
 
 def show_parameters(cfg: dict[str, Any]) -> SecretRef:
@@ -79,11 +137,11 @@ def incident_severity(cfg: dict[str, Any], proposed: str, why: str, *, by: str) 
     from ..analysis.severity import worse
     from ..records.incident import read_index, set_severity
 
-    folder = Path.cwd()
-    index = read_index(folder)
+    folder, _where = record_folder(cfg.get("papermill_output_path", ""), by)
+    index = read_index(folder) if folder is not None else None
     current = (index or {}).get("severity")
     level = worse(current, proposed) or proposed
-    if index is not None and (level != current or not index.get("severity_history")):
+    if folder is not None and index is not None and (level != current or not index.get("severity_history")):
         set_severity(folder, level, by=by, why=why)
     held = current is not None and level == current and proposed != current
     value = {"level": level, "proposed": proposed, "why": why, "previous": current, "by": by,
@@ -105,24 +163,29 @@ def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, ac
     The text follows the error class, `status` and `level` (the incident's one severity), so the
     status page never says "slower responses" during an outage. `by` is the runbook (default: the
     one that just recorded the severity); the class defaults to that runbook's, else incident.json's.
-    Drafts go into the incident folder (the run's working directory) and its `communications` log.
+    Drafts go beside the record (`record_folder`: the incident folder under `runbook`, beside the
+    output notebook under `papermill --inject-output-path`) and into its `communications` log; when
+    the kernel cannot know that folder they stay in the record only, which says so and why.
     """
     from ..records.incident import read_index
 
-    folder = Path.cwd()
     by = by or str((record.LOCAL.get("severity") or {}).get("by") or "runbook")
+    folder, where = record_folder(cfg.get("papermill_output_path", ""), by)
     error_class = (error_class or comms.CLASS_OF_RUNBOOK.get(by)
-                   or str((read_index(folder) or {}).get("error_class") or "unknown"))
+                   or str(((read_index(folder) if folder else None) or {}).get("error_class") or "unknown"))
     chosen = comms.features(affected or cfg.get("affected_features"))
     msgs = comms.render(level=level, status=status, impact=impact, action=action, error_class=error_class,
                         commander=cfg.get("incident_commander", ""), operator=cfg.get("operator", ""),
                         affected=chosen, workaround=workaround)
     post = comms.post_to_slack(msgs, cfg["slack_webhook_env"], cfg["timeout_s"])
-    entries = comms.draft(msgs, folder=folder, by=by, status=status, level=level, affected=chosen, post=post)
-    logged = comms.has_index(folder)
-    value = {**msgs.to_dict(), "files": [e["file"] for e in entries], "slack": post, "level": level,
-             "status": status, "error_class": error_class, "affected": chosen, "by": by, "logged": logged}
-    record.record("communications", value, markdown=comms.record_markdown(msgs, post, entries, logged))
+    entries = ([] if folder is None else
+               comms.draft(msgs, folder=folder, by=by, status=status, level=level, affected=chosen, post=post))
+    logged = folder is not None and comms.has_index(folder)
+    value = {**msgs.to_dict(), "files": [e["file"] for e in entries], "saved": where,
+             "at": iso_z(timespec="milliseconds"), "slack": post, "level": level, "status": status,
+             "error_class": error_class, "affected": chosen, "by": by, "logged": logged}
+    record.record("communications", value,
+                  markdown=comms.record_markdown(msgs, post, entries, logged, unsaved_reason=where))
     return value
 
 

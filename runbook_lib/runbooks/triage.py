@@ -158,7 +158,7 @@ class Triage:
             if not r.ok:
                 return {"status": UNAVAILABLE, "reason": r.finding.message}  # type: ignore[union-attr]
             return {"status": AVAILABLE, "kubectl": r.kubectl,
-                    **logstats.estimate_error_rate(r.data["lines"], window_s)}
+                    **logstats.estimate_error_rate(r.data["lines"], window_s, no_source=r.data.get("note"))}
 
         return await in_daemon_thread(cfg.timeout_s + 1.0, _unavailable, read)
 
@@ -235,7 +235,9 @@ class Triage:
                   + (f" Equivalent command: `{lg['kubectl']}`" if lg.get("kubectl") else ""))
         else:
             md = f"`{lg['kubectl']}`\n\n"
-            if not lg["groups"]:
+            if lg.get("note"):  # the selector matched no pod: nothing was read, which is not "no errors"
+                md += f"**{lg['note'][:1].upper()}{lg['note'][1:]}**."
+            elif not lg["groups"]:
                 md += f"No error lines in the last 5 minutes ({lg['scanned']} lines read)."
             else:
                 md += (f"{lg['matched']} error lines of {lg['scanned']} read, by class:\n\n"

@@ -25,8 +25,13 @@ def _entry(line: str | dict[str, Any]) -> dict[str, Any] | None:
     return parse(line)
 
 
-def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float) -> dict[str, Any]:
-    """Requests, errors and per-second rates per model from request log lines over `window_s`."""
+def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float,
+                        no_source: str | None = None) -> dict[str, Any]:
+    """Requests, errors and per-second rates per model from request log lines over `window_s`.
+
+    `no_source` is why there were no lines to read at all (e.g. `kube`'s "no pods matched ...");
+    it becomes the estimate's `reason`, so an empty estimate is never read as "no requests".
+    """
     per_model: dict[str, dict[str, float]] = defaultdict(lambda: {"requests": 0, "errors": 0})
     for line in lines:
         entry = _entry(line)
@@ -42,6 +47,7 @@ def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float
     return {
         "estimate": True,
         "source": "pod logs",
+        "reason": no_source if no_source else None if requests else "no request lines in the pods' logs",
         "window_s": window_s,
         "requests": requests,
         "errors": errors,
