@@ -1,4 +1,5 @@
-# The two set-up commands are `make demo` and `make test`; both build .venv on first use.
+# The two set-up commands are `make demo` and `make test`; both build .venv on first use and install
+# (as root, Debian packages, once) the real servers they run against: scripts/ensure-servers.sh.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -19,10 +20,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
+	bash scripts/ensure-servers.sh demo
 	$(BIN)/runbook demo --full
 
 test: $(STAMP)
-	bash scripts/ensure-test-servers.sh
+	bash scripts/ensure-servers.sh test
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lab: $(STAMP)

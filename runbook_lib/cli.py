@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .run.execute import check_run_request, record_rejected_run, run_notebook
 
     parameters = _collect_params(args)
-    if args.incident_id:
+    if args.incident_id is not None:  # given, even empty: checked like `-p incident_id` (never replaced)
         parameters["incident_id"] = args.incident_id
     try:  # unknown notebook or parameter name, a secret's value, a bad bound: refused before any kernel
         run_timeout = check_run_request(args.notebook, parameters, strict_names=True,
@@ -68,13 +68,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_respond(args: argparse.Namespace) -> int:
     """Triage, then the diagnosis it points to, in one incident folder."""
-    from .run.respond import respond
+    from .errors import ParameterError
+    from .run.respond import check_respond_request, record_rejected_respond, respond
 
     parameters = _collect_params(args)
-    if args.incident_id:
+    if args.incident_id is not None:  # given, even empty: checked like `-p incident_id` (never replaced)
         parameters["incident_id"] = args.incident_id
     if args.apply_changes:
         parameters["apply_changes"] = True
+    try:  # an unknown parameter name or a bad incident id: refused before any kernel, as `run` does
+        check_respond_request(parameters)
+    except ParameterError as exc:
+        rejected = record_rejected_respond(parameters, exc, output_root=args.output_dir, folder=args.record_dir)
+        print(f"FAILED: {exc}")
+        print(f"record: {Path(rejected['folder']) / 'incident.json'}")
+        print(f"runbook: {exc}\nstatus: failed (refused before the run started; nothing was executed)",
+              file=sys.stderr)
+        return 2
     index = respond(parameters, output_root=args.output_dir, progress=not args.quiet, folder=args.record_dir)
     for nb in index["notebooks"]:
         print(f"{nb['name']}: {nb['verdict'] or nb['status'] + ' (' + str(nb['error']) + ')'}")
@@ -345,6 +355,7 @@ def _output_dir_option(what: str | None = None) -> argparse.ArgumentParser:
 
 
 def _incident_id_option(text: str | None = None) -> argparse.ArgumentParser:
+    """--incident-id: passed on as given (an empty or bad one is refused, never replaced by a default)."""
     return _option("--incident-id", help=text)
 
 

@@ -2,7 +2,13 @@
 
 `$RUNBOOK_NOTEBOOKS` / `$RUNBOOK_OUTPUTS` win; otherwise `./notebooks` / `./outputs` when they
 exist in the working directory; otherwise the repository's folders beside the package, so a
-notebook opened from `notebooks/` or run headless from a record folder finds the same places.
+notebook opened from `notebooks/` finds the same places.
+
+The records' root is never guessed from where the package is installed for a run started
+elsewhere: `run.execute.run_notebook` hands the run's output root to its kernel as
+`$RUNBOOK_OUTPUTS`, and outside that hand-off the repository's `outputs/` is used only from a
+working directory inside that repository (a second checkout sharing this install, or any other
+directory, gets its own `./outputs`, and a clear error when nothing is there).
 """
 
 from __future__ import annotations
@@ -31,8 +37,21 @@ def notebooks_dir() -> Path:
 
 
 def outputs_dir() -> Path:
-    """The records' root as the notebooks see it: `$RUNBOOK_OUTPUTS`, ./outputs, or the repository's."""
-    return project_dir(OUTPUTS_ENV, "outputs")
+    """The records' root as a notebook's kernel sees it (where "the newest incident" is looked for).
+
+    `$RUNBOOK_OUTPUTS` (set by `runbook run/respond/...` to the run's own output root), else
+    ./outputs when it exists, else the repository's outputs/ only when the working directory is
+    inside the repository (JupyterLab opens notebooks in notebooks/), else ./outputs (which may not
+    exist: the caller then says so), so a run never reaches into another checkout's records.
+    """
+    env = os.environ.get(OUTPUTS_ENV)
+    if env:
+        return Path(env)
+    local = Path.cwd() / "outputs"
+    repo = Path(__file__).resolve().parent.parent
+    if not local.is_dir() and Path.cwd().resolve().is_relative_to(repo):
+        return repo / "outputs"
+    return local
 
 
 def default_output_root() -> str:

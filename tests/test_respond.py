@@ -70,10 +70,14 @@ def test_approved_respond_records_the_applied_change(cluster_stack, tmp_path):
     assert change["who"] == "bob" and change["verified"] and "MAX_CONCURRENT_REQUESTS" in change["undo"]
 
 
-def test_unknown_parameter_is_refused_by_name(tmp_path):
+def test_unknown_parameter_is_refused_by_name_and_leaves_a_failed_record(tmp_path):
     with pytest.raises(ParameterError, match="'no_such_param'"):
-        respond({"no_such_param": 1}, output_root=tmp_path, progress=False)
-    assert not any(tmp_path.iterdir())
+        respond({"no_such_param": 1, "incident_id": "INC-5"}, output_root=tmp_path, progress=False)
+    [folder] = list(tmp_path.iterdir())  # as a refused `run` does: the record, marked failed, no notebook run
+    index = json.loads((folder / "incident.json").read_text())
+    assert folder.name.endswith("-INC-5") and index["status"] == "failed" and "'no_such_param'" in index["error"]
+    assert json.loads((folder / "triage.run.json").read_text())["status"] == "failed"
+    assert not list(folder.glob("*.ipynb"))
 
 
 def test_cli_respond(cluster_stack, tmp_path):

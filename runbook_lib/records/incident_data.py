@@ -63,20 +63,32 @@ class IncidentData:
         return float(times.diff().dropna().dt.total_seconds().median())
 
 
+def newest_incident(parameter: str) -> Path:
+    """The incident an empty `parameter` defaults to: the newest under the run's own output root only.
+
+    The root is `paths.outputs_dir()`: the `--output-dir` the run was given (handed to the kernel),
+    never the records beside the installed package, so a run started in one checkout cannot pick
+    (and write into) another checkout's incident. With none there, the run fails saying where it looked.
+    """
+    root = outputs_dir()
+    newest = incident.newest(root)
+    if newest is None:
+        raise ParameterError(parameter, "", f"an incident folder (see `runbook list`); left empty it means the "
+                             f"newest incident under the run's output root {root}, and there is none there "
+                             "(pass the folder, or run with --output-dir / $RUNBOOK_OUTPUTS naming the root "
+                             "that holds it)")
+    return newest
+
+
 def resolve(source: str) -> Path:
-    """The path a `source` parameter names: given, else the newest incident under outputs/."""
+    """The path a `source` parameter names: given, else the newest incident under the run's output root."""
     if source:
         path = Path(source).expanduser().resolve()
         if not path.exists():
             raise ParameterError("source", source, "an incident folder, an evidence bundle folder or its .tar.gz "
                                  "(see `runbook list` / `runbook show`)")
         return path
-    root = outputs_dir()
-    newest = incident.newest(root)
-    if newest is None:
-        raise ParameterError("source", source, f"an incident folder; there is none under {root} to default to "
-                             "(run `runbook respond` first, or pass a bundle)")
-    return newest
+    return newest_incident("source")
 
 
 def load(source: str, *, extract_to: str | Path | None = None) -> IncidentData:

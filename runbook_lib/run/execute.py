@@ -2,7 +2,9 @@
 
 `outputs/<UTC timestamp>-<incident id>/<notebook>.ipynb` + `.html` + `.run.json`. The record is
 kept whatever happens (bad parameter, failing cell, timeout, dead kernel) and its status says which.
-The working directory of the kernel is the record folder, so a notebook writes nowhere else.
+The working directory of the kernel is the record folder, so a notebook writes nowhere else, and
+the run's output root reaches the kernel as `$RUNBOOK_OUTPUTS`: a notebook defaulting to "the
+newest incident" looks there only, never beside the installed package.
 
 Bounds: papermill bounds each cell; `run_timeout_s` bounds the whole run (a watchdog kills the
 kernel at the deadline and the run is recorded as timed_out). A request that cannot run at all
@@ -30,6 +32,7 @@ from .. import KERNEL_NAME, params
 from .._async import closing_thread_loop
 from .._time import iso_z as _iso, utc_stamp
 from ..errors import ParameterError, UnknownParameter
+from ..paths import OUTPUTS_ENV
 from ..records import index_page, provenance
 from ..record import read_records
 from ..secrets import check_no_secret_values, secret_env_values, secret_held
@@ -147,6 +150,21 @@ def new_record_dir(root: Path, incident_id: object, now: datetime | None = None,
     raise RuntimeError(f"could not create a record folder under {root}")
 
 
+def kernel_with_env(manager_class: type, env: dict[str, str]) -> type:
+    """`manager_class` starting its kernel with `env` added to this process's environment.
+
+    How the run's output root reaches the kernel (`$RUNBOOK_OUTPUTS`, read by `paths.outputs_dir`):
+    given per kernel, never through os.environ, since runs in other threads have other roots.
+    """
+
+    class KernelWithEnv(manager_class):  # type: ignore[misc, valid-type]
+        async def start_kernel(self, **kw: Any) -> None:
+            kw["env"] = {**(kw.get("env") or os.environ), **env}
+            await super().start_kernel(**kw)
+
+    return KernelWithEnv
+
+
 def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_root: str | Path = "outputs",
                  cell_timeout_s: int = DEFAULT_CELL_TIMEOUT_S, progress: bool = True, html: bool = True,
                  kernel_name: str | None = None, record_dir: Path | None = None,
@@ -186,7 +204,8 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
                                 progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
                                 request_save_on_cell_execute=True,
                                 resources={"metadata": {"path": str(Path(record_dir).resolve())}},
-                                kernel_manager_class=watchdog.kernel_manager_class())
+                                kernel_manager_class=kernel_with_env(watchdog.kernel_manager_class(), {
+                                    OUTPUTS_ENV: str(Path(output_root).resolve())}))
     except pm.PapermillExecutionError as exc:
         status, error = FAILED, f"{exc.ename}: {_first_line(exc.evalue)}"
     except Exception as exc:  # noqa: BLE001 - kernel death, cell timeout, missing kernel: all recorded

@@ -18,7 +18,7 @@ from ..record import applied_changes, read_records
 from ..records import index_page, provenance
 from ..records.incident import set_severity, update_index
 from .catalog import available_notebooks, declared_parameters
-from .execute import RunResult, new_record_dir, run_notebook
+from .execute import RunResult, new_record_dir, record_rejected_run, run_notebook
 
 
 def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", progress: bool = True,
@@ -29,11 +29,11 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     there first); what its index already holds is kept.
     """
     parameters = dict(parameters)
-    known = set().union(*(declared_parameters(n) for n in available_notebooks()))
-    for name in parameters:
-        if name not in known:
-            raise ParameterError(name, parameters[name], "a parameter declared by a runbook notebook: "
-                                 + ", ".join(sorted(known)))
+    try:
+        check_respond_request(parameters)
+    except ParameterError as exc:  # refused before any kernel, as `run` does: the failed record is kept
+        record_rejected_respond(parameters, exc, output_root=output_root, folder=folder)
+        raise
     parameters.setdefault("incident_id", params.default_incident_id())
     if folder is not None:
         folder = Path(folder)
@@ -94,6 +94,47 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
                              resolved_at=final.get("resolved_at") or (final.get("resolved") or {}).get("at"))
     index_page.write(folder)  # severity, class and status changed after the last run wrote it
     return {**final, "folder": str(folder)}  # the caller gets the real path
+
+
+def check_respond_request(parameters: dict[str, Any]) -> None:
+    """What must hold before respond starts a kernel: known parameter names, a usable incident id.
+
+    The id names the folder and goes into incident.json as given, so a bad one (empty included,
+    however it was passed) is refused here rather than recorded; an unknown name's value is not
+    shown (it is often a misplaced secret).
+    """
+    known = set().union(*(declared_parameters(n) for n in available_notebooks()))
+    for name in sorted(parameters):
+        if name not in known:
+            raise ParameterError(name, "<not shown>", "a parameter declared by a runbook notebook: "
+                                 + ", ".join(sorted(known)))
+    if "incident_id" in parameters:
+        params.incident_id("incident_id", parameters["incident_id"])
+
+
+def record_rejected_respond(parameters: dict[str, Any], error: ParameterError, *,
+                            output_root: str | Path = "outputs", folder: str | Path | None = None) -> dict[str, Any]:
+    """A respond refused before triage: an incident folder marked failed, with why, like a refused `run`.
+
+    incident.json (status failed, the error) and `triage.run.json` (via `record_rejected_run`: no
+    value of an undeclared or secret-holding parameter is recorded); returns the index with the real
+    folder. The folder name never comes from an invalid id.
+    """
+    parameters = {"incident_id": params.default_incident_id(), **parameters}
+    if folder is not None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = new_record_dir(Path(output_root), parameters["incident_id"])
+    rejected = record_rejected_run("triage", parameters, error, output_root=output_root, record_dir=folder)
+    index: dict[str, Any] = {"id": rejected.incident_id, "folder": ".", "provenance": provenance.code(),
+                             "started_at": rejected.started_at, "finished_at": rejected.finished_at,
+                             "status": "failed", "error": rejected.error, "verdict": None, "notebooks": [],
+                             "changes_applied": []}
+    _add(index, rejected)
+    final = update_index(folder, **index)
+    index_page.write(folder)
+    return {**final, "folder": str(folder)}
 
 
 def _mitigated_at(index: dict[str, Any], records: dict[str, Any]) -> str | None:

@@ -18,7 +18,7 @@ from .. import display, params, record
 from ..records import collect as evidence, incident
 from ..errors import ParameterError
 from .._time import iso_z, utc_stamp
-from ..paths import outputs_dir
+from ..records.incident_data import newest_incident
 from ..secrets import read_secret, refuses_secret_parameters
 
 
@@ -54,11 +54,8 @@ def find_incident(folder: str) -> tuple[Path | None, dict[str, Any] | None, str]
         if not path.is_dir():
             raise ParameterError("incident_folder", folder, "an existing incident folder (see `runbook list`)")
         return path, incident.read_index(path), "given"
-    root = outputs_dir()
-    path = incident.newest(root)
-    if path is None:
-        return None, None, f"no incident under {root}: collecting the last window around now, without records"
-    return path, incident.read_index(path), f"the newest incident under {root}"
+    path = newest_incident("incident_folder")  # under the run's own output root only; none there: refused
+    return path, incident.read_index(path), f"the newest incident under {path.parent}"
 
 
 def window(index: dict[str, Any] | None, given_start: float | None, given_end: float | None, margin_s: float,
