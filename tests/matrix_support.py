@@ -172,3 +172,62 @@ def retarget(prom: Any, target: str) -> None:
     prom.targets = [target]
     Path(prom._tmp.name, "prometheus.yml").write_text(prom.config_text())  # noqa: SLF001 - test helper
     httpx.post(f"{prom.url}/-/reload", timeout=10).raise_for_status()
+
+
+# ---- the embedded stack in its own process --------------------------------------------------------
+_STACK_CHILD = """
+import json, sys
+from runbook_lib.sim.stack import EmbeddedStack
+args = json.loads(sys.argv[1])
+with EmbeddedStack(**args) as stack:
+    print(json.dumps({"mistral_url": stack.mistral_url, "service_url": stack.service.url,
+                      "service_health_url": stack.service_health_url}), flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+"""
+
+
+class StackProcess:
+    """`EmbeddedStack(**args)` in a child Python process; a context manager exposing its URLs.
+
+    Why: the matrix runs three notebooks at once through papermill in this process's threads
+    (notebook validation and saves are CPU-bound); simulators sharing that GIL answered probes
+    in over a second (CI saw mode "ok" judged slow), which measured the test harness, not the fault.
+    In its own process the simulator answers as a real API would, whatever the harness does.
+    """
+
+    def __init__(self, **args: Any) -> None:
+        self.args = args
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> "StackProcess":
+        self._proc = subprocess.Popen([sys.executable, "-c", _STACK_CHILD, json.dumps(self.args)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        line = wait_until_line(self._proc, timeout_s=30)
+        urls = json.loads(line)
+        self.mistral_url, self.service_url = urls["mistral_url"], urls["service_url"]
+        self.service_health_url = urls["service_health_url"]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def wait_until_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """The child's first stdout line within `timeout_s`, or an error saying it did not start."""
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout_s)
+    if not box or not box[0].strip():
+        proc.kill()
+        raise RuntimeError(f"the embedded stack's process did not start within {timeout_s:g} s "
+                           f"(exit code {proc.poll()})")
+    return box[0]

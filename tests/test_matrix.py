@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from matrix_support import (BIN, RECORD_FILES, ROOT, SEVERITIES, add_totals, changed, cli, cli_env, failed_cells,
-                            leaks_in, read_json, retarget, snapshot, validation_cell_index, wait_until)
+from matrix_support import (BIN, RECORD_FILES, ROOT, SEVERITIES, StackProcess, add_totals, changed, cli, cli_env,
+                            failed_cells, leaks_in, read_json, retarget, snapshot, validation_cell_index,
+                            wait_until)
 from runbook_lib.record import read_records
 from runbook_lib.sim.mistral import MODES
 
@@ -125,14 +126,14 @@ def _check_scenario(result: Any, rec: dict[str, Any], mode: str, prom: str, clus
 def test_fault_matrix(mode, matrix_key, prometheus, tmp_path, dead_port):
     from runbook_lib.run.execute import run_notebook
     from runbook_lib.sim.kube import KubeEmulator, file_log_source
-    from runbook_lib.sim.stack import EmbeddedStack
 
     log = tmp_path / "service.log"
     opts = {"latency_s": 1.5} if mode == "slow" else {}
     dead = f"http://127.0.0.1:{dead_port}"
-    with EmbeddedStack(api_key=matrix_key, rate=10.0, log_path=str(log), mode=mode, **opts) as stack, \
+    # The simulators in a process of their own: not starved by the three papermill runs in this one.
+    with StackProcess(api_key=matrix_key, rate=10.0, log_path=str(log), mode=mode, **opts) as stack, \
             KubeEmulator(log_source=file_log_source(log), api_key=matrix_key) as kube:
-        target = stack.service.url.split("://", 1)[1]
+        target = stack.service_url.split("://", 1)[1]
         retarget(prometheus, target)
         retargeted = time.monotonic()
         kubeconfigs = {user: str(kube.write_kubeconfig(tmp_path / f"kubeconfig-{user}", user=user))
