@@ -2,19 +2,21 @@
 # Installs the real servers (and the browser) the demo or the tests run against, as Debian packages, once.
 #   ensure-servers.sh demo: prometheus (the demo's metrics step; it starts its own on 127.0.0.1)
 #   ensure-servers.sh test: prometheus (+ promtool), prometheus-alertmanager (the alert-to-record
-#                           test), chromium (the JupyterLab browser test, through Playwright; no download)
+#                           test), chromium (the JupyterLab browser test, through Playwright; no download),
+#                           kubernetes-client (kubectl: the printed kubectl commands run against the emulator)
 # Installing needs root (apt-get); without it, nothing is changed and the message says what to run.
 set -euo pipefail
 for_what=${1:-}
 case "$for_what" in
   demo) wanted=(prometheus) ;;
-  test) wanted=(prometheus prometheus-alertmanager chromium) ;;
+  test) wanted=(prometheus prometheus-alertmanager chromium kubernetes-client) ;;
   *) echo "usage: $0 demo|test" >&2; exit 2 ;;
 esac
 need=()
 for pkg in "${wanted[@]}"; do
   case "$pkg" in
     chromium) [ -x /usr/bin/chromium ] || need+=("$pkg") ;;
+    kubernetes-client) command -v kubectl >/dev/null 2>&1 || need+=("$pkg") ;;
     *) command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg") ;;
   esac
 done

@@ -377,6 +377,7 @@ def test_cli_main_serves_and_writes_a_kubeconfig(tmp_path: Path, capsys: pytest.
     out = tmp_path / "kc" / "config"
     assert simkube.cli_main(["--port", "0", "--kubeconfig-out", str(out), "--run-for", "0.2"]) == 0
     printed = capsys.readouterr().out
-    assert "Kubernetes API emulator: http://127.0.0.1:" in printed and str(out) in printed
+    assert "Kubernetes API emulator: https://127.0.0.1:" in printed and str(out) in printed
     cfg = json.loads(out.read_text())
-    assert cfg["current-context"] == "embedded" and cfg["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
+    assert cfg["current-context"] == "embedded" and cfg["clusters"][0]["cluster"]["server"].startswith("https://127.0.0.1:")
+    assert "BEGIN CERTIFICATE" in base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode()

@@ -67,7 +67,8 @@ NOT_EMULATED = (
     "events.k8s.io/v1 and other resources are served from an empty store unless seeded; no "
     "garbage collection except deployment -> replicasets -> pods",
     "exec, attach, port-forward, proxy, eviction and `follow=true` logs (logs are returned at once)",
-    "no TLS: plain HTTP on 127.0.0.1 with bearer tokens",
+    "TLS with a throwaway CA made at start (in the kubeconfig it writes); no client certificates, no "
+    "other authentication than bearer tokens",
 )
 
 NAMESPACE = "default"
@@ -1214,8 +1215,11 @@ class KubeEmulator:
     secret_key = SECRET_KEY
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, namespace: str = NAMESPACE,
-                 log_source: Callable[[], list[str]] | None = None, api_key: str | None = None) -> None:
+                 log_source: Callable[[], list[str]] | None = None, api_key: str | None = None,
+                 tls: bool = True) -> None:
         self.host = host
+        self.tls = tls  # HTTPS with a CA made at start: kubectl sends no bearer token over plain HTTP
+        self._tls_material: Any = None
         self._want_port = port
         self.namespace = namespace
         self.log_source = log_source
@@ -1254,13 +1258,19 @@ class KubeEmulator:
             sock.close()
             raise
         port = sock.getsockname()[1]
+        ssl_context = None
+        if self.tls:
+            from ._tls import make_server_tls
+
+            self._tls_material = make_server_tls([self.host], common_name="kube-emulator")
+            ssl_context = self._tls_material.ssl_context()
         loop = asyncio.new_event_loop()
         started = _Started(loop=loop, stop=asyncio.Event(), thread=threading.Thread(), port=port)
 
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                loop.run_until_complete(self._serve(handler, sock, started))
+                loop.run_until_complete(self._serve(handler, sock, started, ssl_context))
             except BaseException as exc:  # noqa: BLE001 - reported to start()
                 started.error = exc
                 started.ready.set()
@@ -1279,7 +1289,7 @@ class KubeEmulator:
             raise RuntimeError(f"Kubernetes emulator failed to start: {started.error!r}")
         return self
 
-    async def _serve(self, handler: Any, sock: socket.socket, started: _Started) -> None:
+    async def _serve(self, handler: Any, sock: socket.socket, started: _Started, ssl_context: Any = None) -> None:
         import aiohttp.web
 
         started.stop = asyncio.Event()
@@ -1287,7 +1297,7 @@ class KubeEmulator:
             server = aiohttp.web.Server(handler, access_log=None)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=0.25)
             await runner.setup()
-            site = aiohttp.web.SockSite(runner, sock)
+            site = aiohttp.web.SockSite(runner, sock, ssl_context=ssl_context)
             await site.start()
             started.ready.set()
             try:
@@ -1324,7 +1334,21 @@ class KubeEmulator:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def ca_pem(self) -> str:
+        """The PEM of the CA that signed this run's server certificate ("" without TLS)."""
+        if self._started is None and self._tls_material is None:
+            raise RuntimeError("the emulator is not running")
+        return self._tls_material.ca_pem if self._tls_material is not None else ""
+
+    def write_ca(self, path: str | Path) -> Path:
+        """The CA certificate as a PEM file (for `curl --cacert`, `SSL_CERT_FILE`, ...)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(self.ca_pem, encoding="ascii")
+        return p
 
     # ---- faults ----------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
@@ -1346,10 +1370,17 @@ class KubeEmulator:
 
     def write_kubeconfig(self, path: str | Path, *, user: str = "ok", context_name: str = "embedded",
                          namespace: str | None = None) -> Path:
-        """A kubeconfig (YAML is a JSON superset: written as JSON) with a bearer token for `user`."""
+        """A kubeconfig (YAML is a JSON superset: written as JSON) with a bearer token for `user`.
+
+        Over TLS the cluster entry carries this run's CA as `certificate-authority-data`, so the
+        official client and the real kubectl verify the server and send the token.
+        """
         token = self.token(user)
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem.encode("ascii")).decode("ascii")
         cfg = {"apiVersion": "v1", "kind": "Config", "preferences": {}, "current-context": context_name,
-               "clusters": [{"name": context_name, "cluster": {"server": self.url}}],
+               "clusters": [{"name": context_name, "cluster": cluster}],
                "users": [{"name": f"{context_name}-{user}", "user": {"token": token}}],
                "contexts": [{"name": context_name, "context": {"cluster": context_name, "user": f"{context_name}-{user}",
                                                                "namespace": namespace or self.namespace}}]}
