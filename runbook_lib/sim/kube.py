@@ -1170,6 +1170,253 @@ def _seed(cluster: _Cluster, namespace: str, api_key: str, sentry_token: str) ->
             c._remove(ev_info, namespace, ev["metadata"]["name"])
 
 
+# -- protobuf request bodies (kubectl's typed clients send `application/vnd.kubernetes.protobuf`) -----
+_PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
+def _pb_fields(buf: bytes) -> list[tuple[int, Any]]:
+    """Protocol-buffer wire format: (field number, int or bytes) pairs, in order."""
+    out, i = [], 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = value = 0
+        while True:
+            b = buf[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+
+    while i < len(buf):
+        key = varint()
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            out.append((num, varint()))
+        elif wire == 2:
+            n = varint()
+            out.append((num, buf[i:i + n]))
+            i += n
+        elif wire == 1:
+            out.append((num, buf[i:i + 8]))
+            i += 8
+        elif wire == 5:
+            out.append((num, buf[i:i + 4]))
+            i += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def _pb_map(entries: list[bytes], binary: bool = False) -> dict[str, str]:
+    out = {}
+    for entry in entries:
+        kv = dict(_pb_fields(entry))
+        value = kv.get(2, b"")
+        out[kv.get(1, b"").decode("utf-8")] = base64.b64encode(value).decode("ascii") if binary else value.decode("utf-8")
+    return out
+
+
+def _pb_meta(buf: bytes) -> dict[str, Any]:
+    f = _pb_fields(buf)
+    meta: dict[str, Any] = {}
+    for num, key in ((1, "name"), (2, "generateName"), (3, "namespace")):
+        val = next((v for n, v in f if n == num), None)
+        if val:
+            meta[key] = val.decode("utf-8")
+    for num, key in ((11, "labels"), (12, "annotations")):
+        entries = [v for n, v in f if n == num]
+        if entries:
+            meta[key] = _pb_map(entries)
+    return meta
+
+
+def protobuf_object(body: bytes) -> dict[str, Any]:
+    """The few kinds kubectl creates from its typed clients (ConfigMap, Secret, Namespace,
+    SelfSubjectReview), decoded from the `k8s\\x00` + runtime.Unknown envelope into JSON form.
+    Anything else: 415, as a server that cannot read the body answers."""
+    if not body.startswith(b"k8s\x00"):
+        raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+    env = dict(_pb_fields(body[4:]))
+    type_meta = dict(_pb_fields(env.get(1, b"")))
+    api_version, kind = type_meta.get(1, b"").decode(), type_meta.get(2, b"").decode()
+    f = _pb_fields(env.get(2, b""))
+    obj: dict[str, Any] = {"apiVersion": api_version, "kind": kind,
+                           "metadata": _pb_meta(next((v for n, v in f if n == 1), b""))}
+    if kind == "ConfigMap":
+        obj["data"] = _pb_map([v for n, v in f if n == 2])
+        if any(n == 3 for n, _ in f):
+            obj["binaryData"] = _pb_map([v for n, v in f if n == 3], binary=True)
+    elif kind == "Secret":
+        obj["data"] = _pb_map([v for n, v in f if n == 2], binary=True)
+        kind_type = next((v for n, v in f if n == 3), None)
+        if kind_type:
+            obj["type"] = kind_type.decode()
+        if any(n == 4 for n, _ in f):
+            obj["stringData"] = _pb_map([v for n, v in f if n == 4])
+    elif kind not in ("Namespace", "SelfSubjectReview"):
+        raise ApiError(415, "UnsupportedMediaType", f"the emulator cannot read a protobuf {kind or 'object'}: send "
+                                                    "application/json")
+    return obj
+
+
+# -- server-side printing (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`) ------------------
+# kubectl asks the server for a Table on every plain `kubectl get` (and -o wide); a server that
+# answers with a list instead gets only NAME and AGE printed. Columns as the real API server's
+# printers (pkg/printers/internalversion) define them, for the kinds the runbooks show.
+def human_duration(seconds: float) -> str:
+    """k8s.io/apimachinery duration.HumanDuration: `45s`, `3m20s`, `120m`, `5h10m`, `2d3h`, ..."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m" if s % 60 == 0 else f"{minutes}m{s % 60}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = s // 3600
+    if hours < 8:
+        return f"{hours}h" if minutes % 60 == 0 else f"{hours}h{minutes % 60}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d" if hours % 24 == 0 else f"{hours // 24}d{hours % 24}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        days = (hours // 24) % 365
+        return f"{hours // 24 // 365}y" if days == 0 else f"{hours // 24 // 365}y{days}d"
+    return f"{hours // 24 // 365}y"
+
+
+def _age(ts: Any, now: float) -> str:
+    t = _parse_time(ts)
+    return "<unknown>" if t is None else human_duration(now - t)
+
+
+def _col(name: str, type_: str = "string", priority: int = 0, fmt: str = "") -> dict[str, Any]:
+    return {"name": name, "type": type_, "format": fmt, "description": "", "priority": priority}
+
+
+def _pod_cells(pod: dict[str, Any], now: float) -> list[Any]:
+    meta, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    statuses = st.get("containerStatuses") or []
+    reason = st.get("reason") or st.get("phase") or "Unknown"
+    restarts, last_restart, ready, running = 0, None, 0, False
+    for c in reversed(statuses):
+        restarts += int(c.get("restartCount") or 0)
+        finished = _parse_time(((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+        if finished and (last_restart is None or finished > last_restart):
+            last_restart = finished
+        state = c.get("state") or {}
+        if (state.get("waiting") or {}).get("reason"):
+            reason = state["waiting"]["reason"]
+        elif "terminated" in state:
+            t = state["terminated"] or {}
+            reason = t.get("reason") or (f"Signal:{t['signal']}" if t.get("signal") else f"ExitCode:{t.get('exitCode')}")
+        elif c.get("ready") and "running" in state:
+            ready += 1
+            running = True
+    if reason == "Completed" and running:
+        reason = "Running"
+    if meta.get("deletionTimestamp"):
+        reason = "Terminating"
+    shown_restarts = str(restarts) + (f" ({human_duration(now - last_restart)} ago)" if last_restart else "")
+    return [meta.get("name"), f"{ready}/{len(spec.get('containers') or [])}", reason, shown_restarts,
+            _age(meta.get("creationTimestamp"), now), st.get("podIP") or "<none>", spec.get("nodeName") or "<none>",
+            st.get("nominatedNodeName") or "<none>", "<none>"]
+
+
+def _event_cells(ev: dict[str, Any], now: float) -> list[Any]:
+    inv = ev.get("involvedObject") or {}
+    last = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("series") or {}).get("lastObservedTime")
+    first = ev.get("firstTimestamp") or ev.get("eventTime")
+    source = ev.get("reportingComponent") or (ev.get("source") or {}).get("component") or ""
+    host = (ev.get("source") or {}).get("host")
+    return [_age(last, now), ev.get("type"), ev.get("reason"), f"{str(inv.get('kind', '')).lower()}/{inv.get('name', '')}",
+            inv.get("fieldPath") or "", f"{source}, {host}" if host else source, ev.get("message"),
+            _age(first, now), int(ev.get("count") or (ev.get("series") or {}).get("count") or 1),
+            (ev.get("metadata") or {}).get("name")]
+
+
+def _workload_cells(obj: dict[str, Any], now: float, deployment: bool) -> list[Any]:
+    meta, spec, st = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    containers = _dig(obj, "spec.template.spec.containers") or []
+    sel = (spec.get("selector") or {}).get("matchLabels") or {}
+    tail = [",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers),
+            ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>"]
+    if deployment:
+        return [meta.get("name"), f"{int(st.get('readyReplicas') or 0)}/{int(spec.get('replicas') or 0)}",
+                int(st.get("updatedReplicas") or 0), int(st.get("availableReplicas") or 0),
+                _age(meta.get("creationTimestamp"), now), *tail]
+    return [meta.get("name"), int(spec.get("replicas") or 0), int(st.get("replicas") or 0),
+            int(st.get("readyReplicas") or 0), _age(meta.get("creationTimestamp"), now), *tail]
+
+
+_TABLE_COLUMNS: dict[str, list[dict[str, Any]]] = {
+    "pods": [_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Restarts"), _col("Age"),
+             _col("IP", priority=1), _col("Node", priority=1), _col("Nominated Node", priority=1),
+             _col("Readiness Gates", priority=1)],
+    "events": [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Subobject", priority=1),
+               _col("Source", priority=1), _col("Message"), _col("First Seen", priority=1),
+               _col("Count", "integer", 1), _col("Name", priority=1)],
+    "deployments": [_col("Name", fmt="name"), _col("Ready"), _col("Up-to-date", "integer"),
+                    _col("Available", "integer"), _col("Age"), _col("Containers", priority=1),
+                    _col("Images", priority=1), _col("Selector", priority=1)],
+    "replicasets": [_col("Name", fmt="name"), _col("Desired", "integer"), _col("Current", "integer"),
+                    _col("Ready", "integer"), _col("Age"), _col("Containers", priority=1), _col("Images", priority=1),
+                    _col("Selector", priority=1)],
+    "secrets": [_col("Name", fmt="name"), _col("Type"), _col("Data", "integer"), _col("Age")],
+    "networkpolicies": [_col("Name", fmt="name"), _col("Pod-Selector"), _col("Age")],
+}
+
+
+def _table_cells(plural: str, obj: dict[str, Any], now: float) -> list[Any]:
+    meta = obj.get("metadata") or {}
+    if plural == "pods":
+        return _pod_cells(obj, now)
+    if plural == "events":
+        return _event_cells(obj, now)
+    if plural in ("deployments", "replicasets"):
+        return _workload_cells(obj, now, plural == "deployments")
+    if plural == "secrets":
+        return [meta.get("name"), obj.get("type") or "Opaque", len(obj.get("data") or {}),
+                _age(meta.get("creationTimestamp"), now)]
+    if plural == "networkpolicies":
+        sel = _dig(obj, "spec.podSelector.matchLabels") or {}
+        return [meta.get("name"), ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>",
+                _age(meta.get("creationTimestamp"), now)]
+    return [meta.get("name"), _age(meta.get("creationTimestamp"), now)]
+
+
+def as_table(info: _ResInfo, items: list[dict[str, Any]], include: str, now: float,
+             resource_version: str = "") -> dict[str, Any]:
+    """A meta.k8s.io/v1 Table of `items`; each row's object as `include` asks (None, Metadata, Object)."""
+    columns = _TABLE_COLUMNS.get(info.plural) or [_col("Name", fmt="name"), _col("Age")]
+    rows = []
+    for obj in items:
+        row: dict[str, Any] = {"cells": _table_cells(info.plural, obj, now)}
+        full = dict(obj, kind=info.kind, apiVersion=info.api_version)
+        if include == "Object":
+            row["object"] = full
+        elif include != "None":
+            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                             "metadata": obj.get("metadata") or {}}
+        rows.append(row)
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+            "columnDefinitions": columns, "rows": rows}
+
+
+def wants_table(accept: str) -> bool:
+    """Whether an Accept header asks for a meta.k8s.io Table (as kubectl's `get` does)."""
+    return any("as=Table" in part.replace(" ", "") and "g=meta.k8s.io" in part for part in accept.split(","))
+
+
 # -- the server --------------------------------------------------------------------------------------
 def file_log_source(path: str | Path, max_lines: int = 5000) -> Callable[[], list[str]]:
     """A `log_source` reading the last `max_lines` lines of a JSON-lines file (absent file: none)."""
@@ -1508,13 +1755,20 @@ class KubeEmulator:
                 if p == "/api/v1":
                     payload = await h._serve_version(request)
                     payload["groupVersion"] = "v1"  # kmock says "/v1"
+                    for r in payload.get("resources") or []:
+                        if "/" in str(r.get("name", "")):  # sub-resources have no short names
+                            r.pop("shortNames", None)
                     return reply(200, payload)
                 if p == "/apis":
                     return reply(200, await h._serve_apis(request))
                 if re.fullmatch(r"/apis/[^/]+", p):
                     return reply(200, await h._serve_group(request))
                 if re.fullmatch(r"/apis/[^/]+/[^/]+", p):
-                    return reply(200, await h._serve_version(request))
+                    payload = await h._serve_version(request)
+                    for r in payload.get("resources") or []:
+                        if "/" in str(r.get("name", "")):  # sub-resources have no short names
+                            r.pop("shortNames", None)
+                    return reply(200, payload)
                 if p == "/":
                     return reply(200, await h._serve_root(request))
             except Exception:  # noqa: BLE001 - kmock's "resource not found" and friends
@@ -1541,6 +1795,8 @@ class KubeEmulator:
         watch = method == "GET" and query.get("watch") in ("true", "1")
         verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PUT": "update",
                 "PATCH": "patch", "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
+        if (group, plural) == ("authentication.k8s.io", "selfsubjectreviews") and method == "POST" and not name:
+            return 201, self._self_subject_review(user, info), "application/json"
         self._authorize(user, verb, info, ns, name, sub)
         if dry_run and query.get("dryRun") != "All":
             raise ApiError(400, "BadRequest", f"Invalid dry run value: {query.get('dryRun')!r}: only 'All' is supported")
@@ -1554,19 +1810,33 @@ class KubeEmulator:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if watch:
             return 200, await self._watch(info, ns, query, raw), "stream"
+        table = method == "GET" and sub is None and wants_table(raw.headers.get("Accept", ""))
         if method == "GET" and name:
             obj = c.get(info, ns, name)
             if obj is None:
                 raise _not_found(plural, name, group)
+            if table:
+                return 200, as_table(info, [obj], query.get("includeObject", "Metadata"), c.now(),
+                                     obj["metadata"].get("resourceVersion", "")), "application/json"
             return 200, self._scale_of(obj) if sub == "scale" else obj, "application/json"
         if method == "GET":
-            return 200, self._list(info, ns, query), "application/json"
+            listed = self._list(info, ns, query)
+            if table:
+                return 200, as_table(info, listed["items"], query.get("includeObject", "Metadata"), c.now(),
+                                     listed["metadata"]["resourceVersion"]), "application/json"
+            return 200, listed, "application/json"
         data = None
         if method in ("POST", "PUT"):
-            try:
-                data = json.loads(body.decode("utf-8") or "null")
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, "BadRequest", "the body of the request was in an unknown format") from None
+            if raw.headers.get("Content-Type", "").split(";")[0].strip() == _PROTOBUF:
+                try:
+                    data = protobuf_object(body)
+                except (ValueError, IndexError, UnicodeDecodeError):
+                    raise ApiError(400, "BadRequest", "the body of the request was in an unknown format") from None
+            else:
+                try:
+                    data = json.loads(body.decode("utf-8") or "null")
+                except (ValueError, UnicodeDecodeError):
+                    raise ApiError(400, "BadRequest", "the body of the request was in an unknown format") from None
         if method == "POST" and not name:
             return 201, c.create(info, ns, data, dry_run), "application/json"
         if method == "PUT" and name:
@@ -1593,6 +1863,15 @@ class KubeEmulator:
             return 200, {"kind": info.kind + "List", "apiVersion": info.api_version, "metadata": {}, "items": items}, \
                 "application/json"
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _self_subject_review(self, user: str, info: _ResInfo) -> dict[str, Any]:
+        """authentication.k8s.io/v1 SelfSubjectReview: who these credentials are (`kubectl auth whoami`)."""
+        name = USERS[user]
+        groups = (["kubeadm:cluster-admins", "system:authenticated"] if not name.startswith("system:serviceaccount:")
+                  else ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"])
+        uid = str(uuid.UUID(hashlib.sha256(name.encode()).hexdigest()[:32]))
+        return {"kind": "SelfSubjectReview", "apiVersion": info.api_version, "metadata": {"creationTimestamp": None},
+                "status": {"userInfo": {"username": name, "uid": uid, "groups": groups}}}
 
     def _authorize(self, user: str, verb: str, info: _ResInfo, ns: str | None, name: str | None, sub: str | None) -> None:
         allowed = user == "ok" or (user == "viewer" and verb in ("get", "list", "watch") and info.plural != "secrets")
@@ -1692,6 +1971,14 @@ class KubeEmulator:
 _HANDLER_CLASS: Any = None
 
 
+@dataclass
+class _RawRequest:
+    """The two things `KubeEmulator._handle` reads from kmock's request: the aiohttp request and its body."""
+
+    _raw_request: Any
+    body: bytes
+
+
 def _make_handler_class() -> Any:
     """kmock.KubernetesEmulator with every request routed through `KubeEmulator._handle`."""
     global _HANDLER_CLASS
@@ -1705,6 +1992,15 @@ def _make_handler_class() -> Any:
 
             async def _handle(self, request: Any) -> Any:
                 return await self._owner._handle(request)
+
+            async def __call__(self, raw_request: Any) -> Any:
+                # Resource requests skip kmock's parsing: it decodes every body as UTF-8 text (a
+                # protobuf body from kubectl's typed clients fails there), cannot parse some paths
+                # (`GET /api/v1/namespaces`) and keeps every request forever. Discovery goes through it.
+                body = await raw_request.read()
+                if _PATH.match(raw_request.path):
+                    return await self._owner._handle(_RawRequest(raw_request, body))
+                return await super().__call__(raw_request)
 
         _HANDLER_CLASS = _Handler
     return _HANDLER_CLASS
