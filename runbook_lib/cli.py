@@ -121,6 +121,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """Render the alerting rules for a team's service labels and runbook base URL."""
+    from .serve.rules import render_rules, rules_config
+
+    text = render_rules(rules_config(labels=args.service_labels, base_url=args.runbook_base_url,
+                                     auth_min_requests=args.auth_min_requests))
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _print_result(result: Any) -> None:
     print(result.verdict_line())
     print(f"record: {result.notebook_path}")
@@ -440,6 +454,20 @@ def _add_serve_command(sub: Any) -> None:
                      help="open an incident per alert fingerprint; by default an alert that starts firing while "
                           "an incident is firing joins it (one fault fires several rules)")
     srv.set_defaults(func=cmd_serve)
+
+    from .serve.rules import DEFAULT_AUTH_MIN_REQUESTS, DEFAULT_RUNBOOK_BASE_URL, DEFAULT_SERVICE_LABELS
+
+    rules = sub.add_parser("rules", help="render the Prometheus alerting rules (deploy/prometheus/mistral-rules.yml) "
+                                         "for your service labels and runbook base URL")
+    rules.add_argument("--service-labels", default=",".join(DEFAULT_SERVICE_LABELS), metavar="L1,L2",
+                       help="labels that identify one service; alerts aggregate by them "
+                            f"(default: {','.join(DEFAULT_SERVICE_LABELS)})")
+    rules.add_argument("--runbook-base-url", default=DEFAULT_RUNBOOK_BASE_URL, metavar="URL",
+                       help="where the repository is browsed; runbook_url = URL/notebooks/<runbook>.ipynb")
+    rules.add_argument("--auth-min-requests", type=int, default=DEFAULT_AUTH_MIN_REQUESTS, metavar="N",
+                       help=f"MistralAuthFailures needs at least N calls in 5m (default: {DEFAULT_AUTH_MIN_REQUESTS})")
+    rules.add_argument("-o", "--output", help="file to write (default: standard output)")
+    rules.set_defaults(func=cmd_rules)
 
 
 def _add_local_commands(sub: Any) -> None:

@@ -36,7 +36,8 @@ def test_every_alert_names_an_existing_or_planned_notebook():
     assert len(rules) >= 4
     for rule in rules:
         assert rule["annotations"]["runbook"] in planned
-        assert rule["annotations"]["runbook_url"] == f"notebooks/{rule['annotations']['runbook']}.ipynb"
+        assert rule["annotations"]["runbook_url"].endswith(f"/notebooks/{rule['annotations']['runbook']}.ipynb")
+        assert rule["annotations"]["runbook_url"].startswith("https://")  # absolute: usable from a pager
 
 
 @pytest.fixture(scope="module")
