@@ -173,6 +173,96 @@ def default_incident_id() -> str:
     return f"INC-{utc_stamp()}"
 
 
+def file_path(name: str, value: object) -> str:
+    """A local file's path, or '' for none: its content is read when used, never recorded."""
+    accepted = "the path of a local file (it is read when needed and never recorded), or '' for none"
+    if not isinstance(value, str) or len(value) > 4096 or (value and (not value.isprintable() or "://" in value)):
+        raise ParameterError(name, value, accepted)
+    return value.strip()
+
+
+_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\\n]|\\.)*)"\s*')
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_CREDENTIAL_HEADER = re.compile(r"authorization|cookie|token|secret|password|api[-_]?key", re.IGNORECASE)
+
+
+def metrics_selector(name: str, value: object) -> str:
+    """PromQL label matchers such as `{namespace="prod",service="api"}` (braces optional), or ''.
+
+    Returned without braces and normalised (`namespace="prod",service="api"`): it is added to every
+    `mistral_*` series the runbooks query, so only matchers are accepted, never PromQL.
+    """
+    accepted = ('PromQL label matchers such as {namespace="prod",service="api"} (=, !=, =~, !~ with '
+                "double-quoted values), or '' for all series")
+    if not isinstance(value, str) or len(value) > 1000:
+        raise ParameterError(name, value, accepted)
+    inner = value.strip()
+    if inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1]
+    inner = inner.strip().rstrip(",")
+    if not inner:
+        if value.strip() not in ("", "{}"):
+            raise ParameterError(name, value, accepted)
+        return ""
+    matchers, pos = [], 0
+    while pos < len(inner):
+        m = _MATCHER.match(inner, pos)
+        if not m:
+            raise ParameterError(name, value, accepted)
+        matchers.append(f'{m.group(1)}{m.group(2)}"{m.group(3)}"')
+        pos = m.end()
+        if pos < len(inner):
+            if inner[pos] != ",":
+                raise ParameterError(name, value, accepted)
+            pos += 1
+    return ",".join(matchers)
+
+
+def request_headers(name: str, value: object) -> tuple[tuple[str, str], ...]:
+    """Extra request headers `Name: value; Name2: value` (e.g. `X-Scope-OrgID: tenant-a`), or ''.
+
+    Their values are recorded with the parameters, so credentials are refused here: a token goes in a
+    file (`prometheus_bearer_token_file`), a password in an env var (`prometheus_password_env`).
+    """
+    accepted = ("headers as 'Name: value' separated by ';' (e.g. X-Scope-OrgID: tenant-a), no credentials "
+                "(Authorization, Cookie, *token*, *secret*, *password*, *api-key*: use prometheus_bearer_token_file "
+                "or prometheus_password_env), or ''")
+    if not isinstance(value, str) or len(value) > 2000 or not value.isprintable():
+        raise ParameterError(name, "<not shown>" if isinstance(value, str) else value, accepted)
+    pairs = []
+    for part in (p.strip() for p in value.split(";")):
+        if not part:
+            continue
+        header, sep, header_value = part.partition(":")
+        header, header_value = header.strip(), header_value.strip()
+        if not sep or not _HEADER_NAME.match(header) or not header_value:
+            raise ParameterError(name, "<not shown>", accepted)
+        if _CREDENTIAL_HEADER.search(header):
+            raise ParameterError(name, f"<header {header} not shown>", accepted)
+        pairs.append((header, header_value))
+    return tuple(pairs)
+
+
+def prometheus_access(**values: object) -> dict[str, Any]:
+    """The Prometheus credential/TLS/selector parameters, each checked, then checked together.
+
+    Only the names given are returned (a notebook declares all of them or none).
+    """
+    checked = shared(**values)
+    token, user, password = (checked.get("prometheus_bearer_token_file"), checked.get("prometheus_username"),
+                             checked.get("prometheus_password_env"))
+    if token and (user or password):
+        raise ParameterError("prometheus_bearer_token_file", token, "either a bearer token file or basic auth "
+                             "(prometheus_username + prometheus_password_env), not both")
+    if password and not user:
+        raise ParameterError("prometheus_username", user, "the basic-auth user name when prometheus_password_env "
+                             "is set")
+    if checked.get("prometheus_client_key") and not checked.get("prometheus_client_cert"):
+        raise ParameterError("prometheus_client_cert", checked.get("prometheus_client_cert"),
+                             "the client certificate file when prometheus_client_key is set")
+    return checked
+
+
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ParameterError(name, value, "True or False (False = dry run)")
@@ -187,6 +277,15 @@ SHARED: dict[str, Any] = {
     "service_health_url": lambda n, v: url(n, v, allow_empty=True),
     "prometheus_url": lambda n, v: url(n, v, allow_empty=True),
     "metrics_window": prom_duration,
+    # how to reach an authenticated Prometheus (checked together by `prometheus_access`) and which series
+    "prometheus_bearer_token_file": file_path,
+    "prometheus_username": lambda n, v: text(n, v, maximum=256),
+    "prometheus_password_env": lambda n, v: "" if v == "" else env_var_name(n, v),
+    "prometheus_ca_bundle": file_path,
+    "prometheus_client_cert": file_path,
+    "prometheus_client_key": file_path,
+    "prometheus_headers": request_headers,
+    "metrics_selector": metrics_selector,
     "kubeconfig": lambda n, v: text(n, v, maximum=4096),
     "kube_context": text,
     "namespace": namespace,

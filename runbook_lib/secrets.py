@@ -72,7 +72,8 @@ def read_secret(env_var: str, environ: dict[str, str] | None = None) -> SecretRe
 SECRET_ENV_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
 SECRET_ENV_ALWAYS = ("MISTRAL_API_KEY", "NEW_MISTRAL_API_KEY", "SLACK_WEBHOOK_URL")
 # parameters that name env vars holding secrets (their values are secrets too)
-SECRET_ENV_PARAMS = ("api_key_env", "new_key_env", "slack_webhook_env", "extra_secret_envs")
+SECRET_ENV_PARAMS = ("api_key_env", "new_key_env", "slack_webhook_env", "extra_secret_envs",
+                     "prometheus_password_env")
 MIN_SECRET_LEN = 8  # shorter values are too common to refuse ("default", "true")
 
 

@@ -53,7 +53,7 @@ def rate_window_for(step_s: float, scrape_interval_s: float) -> int:
 
 def collect(out_dir: str | Path, name: str, *, start: float, end: float, kubeconfig: str = "", context: str = "",
             namespace: str = "default", selector: str = "app=mistral-service", deployment: str = "mistral-service",
-            prometheus_url: str = "", incident_folder: str | Path | None = None, secrets: list[str] | None = None,
+            prometheus_url: str | Any = "", incident_folder: str | Path | None = None, secrets: list[str] | None = None,
             timeout_s: float = 10.0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Collect everything into `out_dir/name` (+ `.tar.gz`); returns the manifest.
 
@@ -110,17 +110,20 @@ def _cluster(b: bundle.BundleWriter, start: float, end: float, kubeconfig: str, 
                 b.add_json(path, result.data, what=what, source=result.kubectl)
 
 
-def _metrics(b: bundle.BundleWriter, start: float, end: float, prometheus_url: str, timeout_s: float,
+def _metrics(b: bundle.BundleWriter, start: float, end: float, prometheus: Any, timeout_s: float,
              say: Callable[[str], None]) -> None:
+    """Range exports; `prometheus` is a URL or a `metrics.Prometheus` (credentials, selector)."""
+    from ..sources import metrics
+    from ..errors import RunbookError
+
+    prom = metrics.as_prometheus(prometheus)
+    prometheus_url = prom.url
     if not prometheus_url:
         b.add_missing("metrics", "prometheus_url", "not configured")
         say("metrics: not configured (no prometheus_url)")
         return
-    from ..sources import metrics
-    from ..errors import RunbookError
-
-    try:  # one bounded call first: a dead Prometheus costs one timeout, not one per query
-        scrape_s = metrics.scrape_interval(prometheus_url, timeout_s)
+    try:  # one bounded call first: a dead Prometheus (or refused credentials) costs one timeout, not one per query
+        scrape_s = metrics.scrape_interval(prom, timeout_s)
     except RunbookError as exc:
         b.add_missing("metrics (all range exports)", f"{prometheus_url}/api/v1/status/config", str(exc))
         say(f"metrics: UNAVAILABLE ({exc})")
@@ -130,9 +133,9 @@ def _metrics(b: bundle.BundleWriter, start: float, end: float, prometheus_url: s
 
     def one(item: tuple[str, str]) -> None:
         name, template = item
-        query = template.format(w=w)
+        query = prom.scoped(template.format(w=w))
         try:
-            frame = metrics.range_query(prometheus_url, query, start, end, step, timeout_s)
+            frame = metrics.range_query(prom, query, start, end, step, timeout_s)
         except RunbookError as exc:
             b.add_missing(f"metrics {name}", f"{prometheus_url} query_range {query}", str(exc))
             return

@@ -125,16 +125,19 @@ class RateLimitRunbook:
 
     def _traffic(self) -> tuple[float | None, float | None, str]:
         cfg = self.cfg
+        note = ""  # why Prometheus did not give the traffic, said beside the source that did
         if cfg["prometheus_url"]:
             from ..sources import metrics
 
-            w = cfg["metrics_window"]
-            rps = metrics.instant_sync(cfg["prometheus_url"], f"sum(rate(mistral_requests_total[{w}]))",
-                                       cfg["timeout_s"]).scalar()
-            p95 = metrics.instant_sync(cfg["prometheus_url"], "histogram_quantile(0.95, sum by (le) "
-                                       f"(rate(mistral_request_duration_seconds_bucket[{w}])))", cfg["timeout_s"]).scalar()
+            w, prom = cfg["metrics_window"], metrics.Prometheus.from_config(cfg)
+            rate = metrics.instant_sync(prom, f"sum(rate(mistral_requests_total[{w}]))", cfg["timeout_s"])
+            rps = rate.scalar()
             if rps is not None:
+                p95 = metrics.instant_sync(prom, "histogram_quantile(0.95, sum by (le) "
+                                           f"(rate(mistral_request_duration_seconds_bucket[{w}])))",
+                                           cfg["timeout_s"]).scalar()
                 return p95, rps, f"Prometheus (window {w})"
+            note = f" (Prometheus {rate.status}: {rate.error or 'no data'})"
         if cfg["service_health_url"]:
             async def health() -> probes.ServiceHealth:
                 async with probes.client(cfg["timeout_s"], tls=cfg["service_health_url"].startswith("https:")) as c:
@@ -142,9 +145,9 @@ class RateLimitRunbook:
 
             p95 = (run_sync(health()).mistral or {}).get("p95_latency_ms")
             if p95:
-                return p95 / 1000, None, "our service's /health"
+                return p95 / 1000, None, "our service's /health" + note
         ok = [p["latency_ms"] for p in self.samples if p["classification"] == probes.OK]
-        return (max(ok) / 1000 if ok else None), None, "the probes above"
+        return (max(ok) / 1000 if ok else None), None, "the probes above" + note
 
     # 4. mitigation ---------------------------------------------------------------------------
     def mitigate(self) -> dict[str, Any]:

@@ -78,20 +78,21 @@ class ServerErrorRunbook:
 
         end = time.time()
         step_s = max(15.0, HISTORY_S / 120)  # about 120 points over the window, never finer than 15 s
+        prom = metrics.Prometheus.from_config(cfg)
+        query = prom.scoped(ERRORS_BY_CODE)  # `metrics_selector` scopes it to our service's series
         try:
-            frame = metrics.range_query(cfg["prometheus_url"], ERRORS_BY_CODE, end - HISTORY_S, end, step_s,
-                                        cfg["timeout_s"])
+            frame = metrics.range_query(prom, query, end - HISTORY_S, end, step_s, cfg["timeout_s"])
         except SourceUnavailable as exc:
-            value = {"status": "unavailable", "reason": str(exc), "query": ERRORS_BY_CODE, "last": {}}
+            value = {"status": "unavailable", "reason": str(exc), "query": query, "last": {}}
             record.record("error_mix_history", value, markdown=(
                 f"Error mix over time: **unavailable** ({exc}). The run goes on with the probes above."))
             return value
         except RunbookError as exc:
-            value = {"status": "error", "reason": str(exc), "query": ERRORS_BY_CODE, "last": {}}
+            value = {"status": "error", "reason": str(exc), "query": query, "last": {}}
             record.record("error_mix_history", value, markdown=f"Error mix over time: **error**: {exc}")
             return value
         if frame.empty:
-            value = {"status": "empty", "reason": "no series (no error counted, or no data)", "query": ERRORS_BY_CODE,
+            value = {"status": "empty", "reason": "no series (no error counted, or no data)", "query": query,
                      "last": {}}
             record.record("error_mix_history", value, markdown=(
                 "Error mix over time: **no data** for the last 30 min (not the same as zero errors)."))
@@ -100,10 +101,10 @@ class ServerErrorRunbook:
             frame["code"] = "all"
         frame["code"] = frame["code"].fillna("n/a").astype(str)
         last = {code: grp.sort_values("time")["value"].iloc[-1] for code, grp in frame.groupby("code")}
-        value = {"status": "ok", "query": ERRORS_BY_CODE, "step_s": step_s, "window_s": HISTORY_S,
+        value = {"status": "ok", "query": query, "step_s": step_s, "window_s": HISTORY_S,
                  "points": len(frame), "last": {k: (None if v != v else float(v)) for k, v in last.items()}}
         record.record("error_mix_history", value, markdown=(
-            f"Error mix over the last 30 min (`{ERRORS_BY_CODE}`, step {step_s:g} s), latest values:\n\n"
+            f"Error mix over the last 30 min (`{query}`, step {step_s:g} s), latest values:\n\n"
             + display.table(("code", "errors/s"), sorted(value["last"].items()))))
         _plot_error_mix(frame, end - HISTORY_S, end)
         return value

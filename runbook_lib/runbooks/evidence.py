@@ -25,7 +25,10 @@ from ..secrets import read_secret, refuses_secret_parameters
 @refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, incident_folder: str, window_start: str, window_end: str, margin: str, prometheus_url: str,
           kubeconfig: str, kube_context: str, namespace: str, selector: str, deployment: str, api_key_env: str,
-          extra_secret_envs: str, timeout_s: float, incident_id: str = "") -> EvidenceRun:
+          extra_secret_envs: str, timeout_s: float, incident_id: str = "", prometheus_bearer_token_file: str = "",
+          prometheus_username: str = "", prometheus_password_env: str = "", prometheus_ca_bundle: str = "",
+          prometheus_client_cert: str = "", prometheus_client_key: str = "", prometheus_headers: str = "",
+          metrics_selector: str = "") -> EvidenceRun:
     """Validate the parameters (the first bad one names itself) and find the incident."""
     cfg = {
         "incident_folder": params.text("incident_folder", incident_folder, maximum=4096),
@@ -43,6 +46,11 @@ def start(*, incident_folder: str, window_start: str, window_end: str, margin: s
                               for n in params.text("extra_secret_envs", extra_secret_envs).split(",") if n.strip()],
         "timeout_s": params.timeout("timeout_s", timeout_s, maximum=120),
         "incident_id": params.incident_id("incident_id", incident_id) if incident_id else "",
+        **params.prometheus_access(
+            prometheus_bearer_token_file=prometheus_bearer_token_file, prometheus_username=prometheus_username,
+            prometheus_password_env=prometheus_password_env, prometheus_ca_bundle=prometheus_ca_bundle,
+            prometheus_client_cert=prometheus_client_cert, prometheus_client_key=prometheus_client_key,
+            prometheus_headers=prometheus_headers, metrics_selector=metrics_selector),
     }
     return EvidenceRun(cfg)
 
@@ -92,7 +100,10 @@ class EvidenceRun:
 
     def secrets(self) -> list[str]:
         """Values to redact exactly (and in base64) wherever they appear; only fingerprints are shown."""
-        refs = [read_secret(n) for n in [self.cfg["api_key_env"], *self.cfg["extra_secret_envs"]]]
+        names = [self.cfg["api_key_env"], *self.cfg["extra_secret_envs"]]
+        if self.cfg["prometheus_password_env"]:
+            names.append(self.cfg["prometheus_password_env"])
+        refs = [read_secret(n) for n in names]
         record.record("redaction", {"exact_values": [r.describe() for r in refs]}, markdown=(
             "Redacted exactly, wherever they appear: " + "; ".join(str(r) for r in refs) + ". Also by pattern: "
             "values of env vars named like KEY/TOKEN/SECRET/PASSWORD, every Secret `data`/`stringData`, "
@@ -107,10 +118,12 @@ class EvidenceRun:
         print(f"collecting into {parent / name} ...", flush=True)
         t0 = time.monotonic()
         c = self.cfg
+        from ..sources import metrics
+
         self.manifest = evidence.collect(
             parent, name, start=self.start, end=self.end, kubeconfig=c["kubeconfig"], context=c["kube_context"],
             namespace=c["namespace"], selector=c["selector"], deployment=c["deployment"],
-            prometheus_url=c["prometheus_url"], incident_folder=self.folder, secrets=self.secrets(),
+            prometheus_url=metrics.Prometheus.from_config(c), incident_folder=self.folder, secrets=self.secrets(),
             timeout_s=c["timeout_s"], progress=lambda line: print("  " + line, flush=True))
         self.bundle_path = parent / name
         took = round(time.monotonic() - t0, 2)

@@ -15,6 +15,7 @@ from typing import Any
 from . import comms
 from .. import display, params, record
 from ..sources import probes
+from ..sources.metrics import ACCESS_PARAMETERS
 from .._async import run_sync
 from .._time import iso_z
 from ..secrets import SecretRef, read_secret
@@ -25,10 +26,11 @@ def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url:
                       apply_changes: bool, operator: str, incident_id: str, incident_commander: str,
                       slack_webhook_env: str, affected_features: str = comms.DEFAULT_AFFECTED,
                       prometheus_url: str | None = None, metrics_window: str | None = None,
-                      papermill_output_path: str = "") -> dict[str, Any]:
+                      papermill_output_path: str = "", **prometheus_access: Any) -> dict[str, Any]:
     """Validate the parameters every diagnosis notebook shares; the first bad one names itself.
 
-    `prometheus_url`/`metrics_window` only for the runbooks that read Prometheus (rate limit, 5xx):
+    `prometheus_url`/`metrics_window` and the Prometheus access parameters (`metrics.ACCESS_PARAMETERS`:
+    credentials, TLS, `metrics_selector`) only for the runbooks that read Prometheus (rate limit, 5xx):
     a notebook declares only the parameters it uses. `papermill_output_path` is the notebook's
     `PAPERMILL_OUTPUT_PATH` (set by `papermill --inject-output-path`): see `record_folder`.
     """
@@ -42,7 +44,11 @@ def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url:
     metrics = {k: v for k, v in (("prometheus_url", prometheus_url), ("metrics_window", metrics_window))
                if v is not None}
     output = params.text(OUTPUT_PATH_PARAMETER, papermill_output_path, maximum=4096)
-    return {**cfg, **params.shared(**metrics), "papermill_output_path": output}
+    unknown = sorted(set(prometheus_access) - set(ACCESS_PARAMETERS))
+    if unknown:
+        raise TypeError(f"common_parameters() got unexpected keyword argument {unknown[0]!r}")
+    return {**cfg, **params.shared(**metrics), **params.prometheus_access(**prometheus_access),
+            "papermill_output_path": output}
 
 
 OUTPUT_PATH_PARAMETER = "PAPERMILL_OUTPUT_PATH"  # the name papermill's --inject-output-path gives it

@@ -30,6 +30,14 @@ class TriageConfig:
     service_health_url: str
     prometheus_url: str
     metrics_window: str
+    prometheus_bearer_token_file: str
+    prometheus_username: str
+    prometheus_password_env: str
+    prometheus_ca_bundle: str
+    prometheus_client_cert: str
+    prometheus_client_key: str
+    prometheus_headers: tuple[tuple[str, str], ...]
+    metrics_selector: str
     kubeconfig: str
     kube_context: str
     namespace: str
@@ -43,17 +51,26 @@ class TriageConfig:
 
 @refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str = "",
-          metrics_window: str = "5m", kubeconfig: str = "", kube_context: str = "",
+          metrics_window: str = "5m", prometheus_bearer_token_file: str = "", prometheus_username: str = "",
+          prometheus_password_env: str = "", prometheus_ca_bundle: str = "", prometheus_client_cert: str = "",
+          prometheus_client_key: str = "", prometheus_headers: str = "", metrics_selector: str = "",
+          kubeconfig: str = "", kube_context: str = "",
           namespace: str = "default", label_selector: str = "app=mistral-service", timeout_s: float = 5.0,
           samples: int = 5, latency_threshold_ms: float = 2000.0, incident_id: str = "local",
           operator: str = "") -> Triage:
     """Validate the parameters (ParameterError names the first bad one) and show them."""
     common = params.shared(
         mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
-        prometheus_url=prometheus_url, metrics_window=metrics_window, kubeconfig=kubeconfig,
-        kube_context=kube_context, namespace=namespace, label_selector=label_selector, timeout_s=timeout_s)
+        prometheus_url=prometheus_url, metrics_window=metrics_window)
+    access = params.prometheus_access(
+        prometheus_bearer_token_file=prometheus_bearer_token_file, prometheus_username=prometheus_username,
+        prometheus_password_env=prometheus_password_env, prometheus_ca_bundle=prometheus_ca_bundle,
+        prometheus_client_cert=prometheus_client_cert, prometheus_client_key=prometheus_client_key,
+        prometheus_headers=prometheus_headers, metrics_selector=metrics_selector)
+    cluster = params.shared(kubeconfig=kubeconfig, kube_context=kube_context, namespace=namespace,
+                            label_selector=label_selector, timeout_s=timeout_s)
     cfg = TriageConfig(
-        **common,
+        **common, **access, **cluster,
         samples=params.positive_int("samples", samples, maximum=20),
         latency_threshold_ms=params.timeout("latency_threshold_ms", latency_threshold_ms, maximum=600_000),
         **params.shared(incident_id=incident_id, operator=operator),
@@ -110,7 +127,7 @@ class Triage:
 
     async def _collect(self) -> None:
         cfg = self.cfg
-        targets = (cfg.mistral_url, cfg.service_health_url, cfg.prometheus_url)
+        targets = (cfg.mistral_url, cfg.service_health_url)  # Prometheus has a client of its own (credentials)
         tls = any(t.startswith("https:") for t in targets)
         async with probes.client(cfg.timeout_s, tls=tls) as client:
             jobs: dict[str, Any] = {
@@ -124,7 +141,7 @@ class Triage:
                 from ..sources import metrics
 
                 jobs["metrics"] = self._timed("metrics", metrics.triage_metrics(
-                    client, cfg.prometheus_url, cfg.metrics_window, cfg.timeout_s))
+                    metrics.Prometheus.from_config(asdict(cfg)), cfg.metrics_window, cfg.timeout_s))
             if kube_configured(cfg.kubeconfig):
                 from .. import kube
 
@@ -220,7 +237,9 @@ class Triage:
             md = (display.table(("model", "errors/s", "requests/s"), rows) if rows else
                   "No series returned for the Mistral metrics (no data, which is not the same as 0).")
             md += (f"\n\nError ratio: **{_pct(m.get('error_ratio'))}**, p95 latency: "
-                   f"**{_fmt(m.get('p95_latency_s'), ' s')}** (window {self.cfg.metrics_window}).")
+                   f"**{_fmt(m.get('p95_latency_s'), ' s')}** (window {self.cfg.metrics_window}"
+                   + (f", series `{{{self.cfg.metrics_selector}}}`" if self.cfg.metrics_selector else
+                      ", all series: no `metrics_selector`") + ").")
         record.record("error_rate", m, markdown=md)
         return m
 

@@ -1,19 +1,154 @@
 """Prometheus HTTP API queries (httpx), bounded, with "no data" and "error" kept distinct from 0.
 
 A PromQL error or an empty result must never read as "0 errors/s": that is how an incident
-hides behind a broken dashboard.
+hides behind a broken dashboard. `Prometheus` carries how to reach a real server (bearer token
+from a file, basic auth with the password from an env var, CA bundle, client certificate, extra
+headers) and the label matchers that scope every `mistral_*` series to our service; a credential
+that is missing or refused makes the section "unavailable" with the parameter named, never a crash,
+and no secret ever enters a result, an error text or a record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ..errors import SourceUnavailable
+
 OK, EMPTY, ERROR, UNAVAILABLE = "ok", "empty", "error", "unavailable"
+
+# The notebook parameters that say how to reach Prometheus, besides `prometheus_url`.
+ACCESS_PARAMETERS = ("prometheus_bearer_token_file", "prometheus_username", "prometheus_password_env",
+                     "prometheus_ca_bundle", "prometheus_client_cert", "prometheus_client_key",
+                     "prometheus_headers", "metrics_selector")
+_SERIES = re.compile(r"\b(mistral_[A-Za-z0-9_]+)(\{([^}]*)\})?")
+
+
+class PrometheusAccessError(SourceUnavailable):
+    """A credential or TLS parameter cannot be used (file missing, env var unset): names the parameter."""
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    """Where Prometheus is and how to reach it; holds file paths and env var NAMES, never a secret."""
+
+    url: str
+    bearer_token_file: str = ""
+    username: str = ""
+    password_env: str = ""
+    ca_bundle: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    selector: str = ""  # label matchers without braces, e.g. namespace="prod",service="api"
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Prometheus:
+        """From a runbook's validated parameters (`params.prometheus_access` checked them)."""
+        return cls(url=cfg.get("prometheus_url") or "",
+                   bearer_token_file=cfg.get("prometheus_bearer_token_file") or "",
+                   username=cfg.get("prometheus_username") or "",
+                   password_env=cfg.get("prometheus_password_env") or "",
+                   ca_bundle=cfg.get("prometheus_ca_bundle") or "",
+                   client_cert=cfg.get("prometheus_client_cert") or "",
+                   client_key=cfg.get("prometheus_client_key") or "",
+                   headers=tuple(cfg.get("prometheus_headers") or ()),
+                   selector=cfg.get("metrics_selector") or "")
+
+    @property
+    def auth_mode(self) -> str:
+        return "bearer token" if self.bearer_token_file else "basic auth" if self.username else "none"
+
+    def scoped(self, query: str) -> str:
+        """`query` with the selector's matchers added to every `mistral_*` series it reads."""
+        return scope_query(query, self.selector)
+
+    def client_options(self, timeout_s: float) -> dict[str, Any]:
+        """httpx client keyword arguments; PrometheusAccessError names the parameter that cannot be used.
+
+        Environment proxies (`HTTPS_PROXY`, `NO_PROXY`) and `SSL_CERT_FILE` are honoured as httpx does.
+        """
+        from .tls import TlsSetupError, ssl_context
+
+        headers = {name: value for name, value in self.headers}
+        auth: httpx.Auth | None = None
+        if self.bearer_token_file:
+            headers["Authorization"] = f"Bearer {_token_from_file(self.bearer_token_file)}"
+        elif self.username:
+            password = os.environ.get(self.password_env, "") if self.password_env else ""
+            if self.password_env and not password:
+                raise PrometheusAccessError(f"prometheus_password_env: ${self.password_env} is not set "
+                                            "(it must hold the Prometheus password)")
+            auth = httpx.BasicAuth(self.username, password)
+        try:
+            verify = ssl_context(ca_bundle=self.ca_bundle, client_cert=self.client_cert, client_key=self.client_key,
+                                 names=("prometheus_ca_bundle", "prometheus_client_cert", "prometheus_client_key"))
+        except TlsSetupError as exc:
+            raise PrometheusAccessError(str(exc)) from None
+        return {"timeout": timeout_s, "headers": headers, "auth": auth, "verify": verify, "follow_redirects": False}
+
+    def refused(self, status: int) -> str:
+        """What a 401/403 from Prometheus means, naming the parameters to check (never their secrets)."""
+        if self.bearer_token_file:
+            what = f"the bearer token in {self.bearer_token_file} (prometheus_bearer_token_file)"
+        elif self.username:
+            what = (f"prometheus_username {self.username!r} and the password in "
+                    f"${self.password_env or '<none>'} (prometheus_password_env)")
+        else:
+            what = ("no credentials were sent: set prometheus_bearer_token_file, or prometheus_username and "
+                    "prometheus_password_env")
+        return f"Prometheus refused the request (HTTP {status}): check {what}"
+
+    def transport_problem(self, exc: BaseException) -> str:
+        """A connection failure in words; TLS failures name the CA or certificate parameter."""
+        from .tls import describe_tls_error
+
+        tls = describe_tls_error(exc, ca_name="prometheus_ca_bundle", cert_name="prometheus_client_cert")
+        return f"Prometheus unreachable at {self.url}: " + (tls or type(exc).__name__)
+
+
+def as_prometheus(target: str | Prometheus) -> Prometheus:
+    """A plain URL is a Prometheus with no credentials and no selector."""
+    return target if isinstance(target, Prometheus) else Prometheus(url=target)
+
+
+def scope_query(query: str, selector: str) -> str:
+    """Add `selector`'s matchers to every `mistral_*` series selector in `query` (ours only).
+
+    `rate(mistral_errors_total[5m])` with `namespace="prod"` becomes
+    `rate(mistral_errors_total{namespace="prod"}[5m])`; existing matchers are kept.
+    """
+    if not selector:
+        return query
+
+    def add(match: re.Match[str]) -> str:
+        existing = (match.group(3) or "").strip().rstrip(",")
+        if existing == selector or existing.startswith(selector + ","):  # already scoped: idempotent
+            return match.group(0)
+        return f"{match.group(1)}{{{selector}{',' + existing if existing else ''}}}"
+
+    return _SERIES.sub(add, query)
+
+
+def _token_from_file(path: str) -> str:
+    p = Path(path).expanduser()
+    try:
+        token = p.read_text("utf-8").strip()
+    except OSError as exc:
+        raise PrometheusAccessError(f"prometheus_bearer_token_file: cannot read {path} "
+                                    f"({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise PrometheusAccessError(f"prometheus_bearer_token_file: {path} is not a text token") from None
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise PrometheusAccessError(f"prometheus_bearer_token_file: {path} does not hold a single-line token")
+    return token
 
 
 @dataclass
@@ -42,13 +177,21 @@ def _value(raw: Any) -> float | None:
     return None if math.isnan(v) or math.isinf(v) else v
 
 
-async def instant(client: httpx.AsyncClient, base_url: str, query: str, timeout_s: float) -> QueryResult:
-    """`GET /api/v1/query`: a vector becomes one entry per series, NaN becomes None."""
+async def instant(client: httpx.AsyncClient, target: str | Prometheus, query: str,
+                  timeout_s: float) -> QueryResult:
+    """`GET /api/v1/query` (scoped by the target's selector): one entry per series, NaN becomes None.
+
+    `client` must come from `target.client_options` when the target needs credentials.
+    """
+    prom = as_prometheus(target)
+    query = prom.scoped(query)
     try:
         response = await asyncio.wait_for(
-            client.get(f"{base_url}/api/v1/query", params={"query": query}, timeout=timeout_s), timeout_s)
+            client.get(f"{prom.url}/api/v1/query", params={"query": query}, timeout=timeout_s), timeout_s)
     except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
-        return QueryResult(query, UNAVAILABLE, error=f"Prometheus unreachable: {type(exc).__name__}")
+        return QueryResult(query, UNAVAILABLE, error=prom.transport_problem(exc))
+    if response.status_code in (401, 403):
+        return QueryResult(query, UNAVAILABLE, error=prom.refused(response.status_code))
     try:
         body = response.json()
     except ValueError:
@@ -66,7 +209,7 @@ async def instant(client: httpx.AsyncClient, base_url: str, query: str, timeout_
     return QueryResult(query, OK if series else EMPTY, series)
 
 
-def triage_queries(window: str) -> dict[str, str]:
+def triage_queries(window: str) -> dict[str, str]:  # scoped by `instant`, per target
     """The seed's step 3 query plus the error ratio and p95 latency from the service's histogram."""
     return {
         "errors_per_model": f"sum by (model) (rate(mistral_errors_total[{window}]))",
@@ -81,30 +224,50 @@ def triage_queries(window: str) -> dict[str, str]:
     }
 
 
-async def triage_metrics(client: httpx.AsyncClient, base_url: str, window: str, timeout_s: float
-                         ) -> dict[str, QueryResult]:
-    """All step-3 queries concurrently, each bounded."""
+async def triage_metrics(target: str | Prometheus, window: str, timeout_s: float) -> dict[str, QueryResult]:
+    """All step-3 queries concurrently over one client of their own (Prometheus's credentials), each bounded."""
+    prom = as_prometheus(target)
     queries = triage_queries(window)
-    results = await asyncio.gather(*(instant(client, base_url, q, timeout_s) for q in queries.values()))
+    try:
+        options = prom.client_options(timeout_s)
+    except PrometheusAccessError as exc:
+        return {name: QueryResult(prom.scoped(q), UNAVAILABLE, error=str(exc)) for name, q in queries.items()}
+    async with httpx.AsyncClient(**options) as client:
+        results = await asyncio.gather(*(instant(client, prom, q, timeout_s) for q in queries.values()))
     return dict(zip(queries, results, strict=True))
 
 
-def range_query(base_url: str, query: str, start: float, end: float, step_s: float, timeout_s: float) -> Any:
-    """`GET /api/v1/query_range` as a long DataFrame (time, value, one column per label).
+def _get(prom: Prometheus, path: str, params: dict[str, Any], timeout_s: float) -> httpx.Response:
+    """One bounded GET with the target's credentials; SourceUnavailable (parameter named) on 401/403."""
+    options = prom.client_options(timeout_s)  # PrometheusAccessError is a SourceUnavailable
+    try:
+        with httpx.Client(**options) as client:
+            response = client.get(f"{prom.url}{path}", params=params)
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(prom.transport_problem(exc)) from None
+    if response.status_code in (401, 403):
+        raise SourceUnavailable(prom.refused(response.status_code))
+    return response
 
-    Raises SourceUnavailable when Prometheus cannot be reached and RunbookError on a PromQL
-    error; an empty result is an empty DataFrame with the columns, never zeros.
+
+def range_query(target: str | Prometheus, query: str, start: float, end: float, step_s: float,
+                timeout_s: float) -> Any:
+    """`GET /api/v1/query_range` (scoped by the target's selector) as a long DataFrame.
+
+    Columns: time, value, one per label. Raises SourceUnavailable when Prometheus cannot be
+    reached or refuses our credentials, RunbookError on a PromQL error; an empty result is an empty
+    DataFrame with the columns, never zeros.
     """
     import pandas as pd
 
-    from ..errors import RunbookError, SourceUnavailable
+    from ..errors import RunbookError
 
+    prom = as_prometheus(target)
+    query = prom.scoped(query)
+    response = _get(prom, "/api/v1/query_range", {"query": query, "start": start, "end": end, "step": step_s},
+                    timeout_s)
     try:
-        response = httpx.get(f"{base_url}/api/v1/query_range", timeout=timeout_s,
-                             params={"query": query, "start": start, "end": end, "step": step_s})
         body = response.json()
-    except httpx.HTTPError as exc:
-        raise SourceUnavailable(f"Prometheus unreachable at {base_url}: {type(exc).__name__}") from exc
     except ValueError as exc:
         raise RunbookError(f"Prometheus answered HTTP {response.status_code} without JSON") from exc
     if body.get("status") != "success":
@@ -118,30 +281,35 @@ def range_query(base_url: str, query: str, start: float, end: float, step_s: flo
     return frame.sort_values("time", ignore_index=True) if rows else frame
 
 
-def instant_sync(base_url: str, query: str, timeout_s: float) -> QueryResult:
-    """Blocking form of `instant` for code outside an event loop."""
+def instant_sync(target: str | Prometheus, query: str, timeout_s: float) -> QueryResult:
+    """Blocking form of `instant` for code outside an event loop (its own client, the target's credentials)."""
     from .._async import run_sync
 
+    prom = as_prometheus(target)
+    try:
+        options = prom.client_options(timeout_s)
+    except PrometheusAccessError as exc:
+        return QueryResult(prom.scoped(query), UNAVAILABLE, error=str(exc))
+
     async def go() -> QueryResult:
-        async with httpx.AsyncClient() as client:
-            return await instant(client, base_url, query, timeout_s)
+        async with httpx.AsyncClient(**options) as client:
+            return await instant(client, prom, query, timeout_s)
 
     return run_sync(go())
 
 
-def scrape_interval(base_url: str, timeout_s: float) -> float:
+def scrape_interval(target: str | Prometheus, timeout_s: float) -> float:
     """The server's global scrape interval in seconds (15 when it does not say), from its own config.
 
-    Doubles as a bounded reachability check before a batch of range queries.
+    Doubles as a bounded reachability (and credentials) check before a batch of range queries.
     """
-    from ..errors import RunbookError, SourceUnavailable
+    from ..errors import RunbookError
 
+    prom = as_prometheus(target)
     try:
-        body = httpx.get(f"{base_url}/api/v1/status/config", timeout=timeout_s).json()
-    except httpx.HTTPError as exc:
-        raise SourceUnavailable(f"Prometheus unreachable at {base_url}: {type(exc).__name__}") from exc
+        body = _get(prom, "/api/v1/status/config", {}, timeout_s).json()
     except ValueError as exc:
-        raise RunbookError(f"{base_url} answered without JSON: is it Prometheus?") from exc
+        raise RunbookError(f"{prom.url} answered without JSON: is it Prometheus?") from exc
     import yaml
 
     try:
