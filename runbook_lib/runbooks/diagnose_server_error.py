@@ -29,7 +29,9 @@ def start(*, status_feed_url: str, monitor_interval_s: float, monitor_max_s: flo
           probe_samples: int, **common: Any) -> ServerErrorRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
     cfg = steps.common_parameters(**common)  # the parameters every diagnosis notebook shares
-    cfg.update(status_feed_url=params.url("status_feed_url", status_feed_url),
+    feed = params.url("status_feed_url", status_feed_url, allow_empty=True)
+    feed, why = (feed, "given (status_feed_url)") if feed else statuspage.feed_for(cfg["mistral_url"])
+    cfg.update(status_feed_url=feed, status_feed_chosen=why,
                monitor_interval_s=params.timeout("monitor_interval_s", monitor_interval_s, maximum=600),
                monitor_max_s=params.timeout("monitor_max_s", monitor_max_s, maximum=3600),
                healthy_needed=params.positive_int("healthy_needed", healthy_needed, maximum=100),
@@ -116,11 +118,12 @@ class ServerErrorRunbook:
         value["state"] = ("unknown" if not self.provider.readable else
                           "incident" if self.provider.ongoing else "no_incident")
         if not self.provider.readable:
-            md = (f"**Provider status UNKNOWN** ({self.provider.error}): this is not an all clear. "
-                  "Check https://status.mistral.ai by hand.")
+            md = (f"**Provider status UNKNOWN** ({self.provider.error}; feed `{self.provider.feed_url}`: "
+                  f"{self.cfg['status_feed_chosen']}): this is not an all clear. Check https://status.mistral.ai "
+                  "by hand.")
         else:
             rows = [(u.title, u.status, ", ".join(u.affected), u.published, u.link) for u in self.provider.ongoing]
-            md = (f"**{self.provider.summary}** (feed `{self.provider.feed_url}`)"
+            md = (f"**{self.provider.summary}** (feed `{self.provider.feed_url}`: {self.cfg['status_feed_chosen']})"
                   + ("\n\n" + display.table(("incident", "status", "affected", "updated", "link"), rows) if rows else
                      "\n\nThe 5xx are not (yet) acknowledged by Mistral: keep the probes' correlation ids for "
                      "support@mistral.ai."))

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-DEFAULT_FEED = "https://status.mistral.ai/feed.rss"
+DEFAULT_FEED = "https://status.mistral.ai/feed.rss"  # Checkly-hosted page; RSS is its machine-readable surface
+SIMULATOR_FEED_PATH = "/feed.rss"  # where the embedded Mistral simulator serves its own status feed
 _STATUS = re.compile(r"Status:\s*([A-Za-z ]+?)\s*(<|$)")
 _AFFECTED = re.compile(r"<li>(.*?)</li>", re.S)
 
@@ -73,6 +74,27 @@ def ongoing_incidents(updates: list[Update]) -> list[Update]:
     for u in updates:  # newest first: keep the first seen per incident
         newest.setdefault(u.link or u.title, u)
     return [u for u in newest.values() if u.status.lower() != "resolved"]
+
+
+def feed_for(mistral_url: str) -> tuple[str, str]:
+    """The status feed to read for `mistral_url`, and why: the real provider's, unless the API is local.
+
+    A loopback API URL (127.0.0.0/8, ::1, localhost) is the embedded simulator, which serves its
+    own feed at `/feed.rss`; any other URL is Mistral's API (or a proxy to it), whose status page is
+    status.mistral.ai. `status_feed_url` given explicitly always wins (the caller's choice).
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(mistral_url).hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if loopback:
+        return (mistral_url.rstrip("/") + SIMULATOR_FEED_PATH,
+                "mistral_url is a loopback address (the embedded simulator): its own status feed")
+    return DEFAULT_FEED, "the provider's status page (mistral_url is not a loopback address)"
 
 
 def fetch(feed_url: str = DEFAULT_FEED, timeout_s: float = 5.0) -> ProviderStatus:
