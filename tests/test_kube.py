@@ -119,7 +119,8 @@ def test_error_logs_match_grep_over_every_container(cluster: kube.Cluster, emu: 
     t_after = time.time()
     assert r.ok, r.finding
     assert r.kubectl == (f"kubectl --kubeconfig {kubeconfig} --context embedded logs -n default -l app={APP} "
-                         "--all-containers --prefix --timestamps --since=5m --tail=-1 | grep -iE error | tail -10")
+                         "--all-containers --prefix --timestamps --since=5m --tail=-1 | sort -s -k2,2 | grep -iE error | "
+                         "tail -n 10")
     candidates = [_expected_errors(emu, t_before - 300), _expected_errors(emu, t_after - 300)]
     expected = next(e for e in candidates if len(e) == r.data["matched"])
     assert r.data["matched"] >= 15
@@ -199,7 +200,7 @@ def test_events_sorted_by_time(cluster: kube.Cluster, kubeconfig: str) -> None:
 
 def test_deployment_env_redacted(cluster: kube.Cluster, emu: KubeEmulator) -> None:
     r = cluster.deployment(NS, APP)
-    assert r.ok and r.kubectl.endswith(f"get deployment {APP} -n default -o yaml # env values redacted")
+    assert r.ok and r.kubectl.endswith(f"get deployment {APP} -n default -o yaml # env values redacted")  # kubectl: test_kubectl_real.py
     d = r.data
     assert (d["replicas"], d["ready"], d["revision"], d["selector"]) == (2, 2, "2", f"app={APP}")
     assert d["images"]["app"].endswith(":1.4.2") and [c["name"] for c in d["containers"]] == ["app", "proxy"]

@@ -58,14 +58,14 @@ def test_dry_runs_change_nothing(emu: KubeEmulator, cluster: kube.Cluster) -> No
     assert _snapshot(emu) == before
     writes = emu.writes()
     assert len(writes) == 3 and all(w["query"].get("dryRun") == "All" for w in writes)
-    assert env.kubectl.endswith(f"set env deployment/{APP} -n default -c app MAX_CONCURRENT_REQUESTS=3 "
-                                "RATE_LIMIT_MODE=queue")
+    assert (f"set env deployment/{APP} -n default -c app MAX_CONCURRENT_REQUESTS=3 RATE_LIMIT_MODE=queue "
+            "--field-manager=mistral-runbooks && ") in env.kubectl  # the real kubectl runs it: test_kubectl_real.py
     assert {"field": "containers[app].env[MAX_CONCURRENT_REQUESTS]", "before": "20", "after": "3"} in env.diff
     assert {"field": "containers[app].env[RATE_LIMIT_MODE]", "before": None, "after": "queue"} in env.diff
     assert len(env.diff) == 2  # changed fields only
-    assert restart.kubectl.endswith(f"rollout restart deployment/{APP} -n default")
+    assert f"rollout restart deployment/{APP} -n default --field-manager=mistral-runbooks && " in restart.kubectl
     assert [d["field"] for d in restart.diff] == [f"spec.template.metadata.annotations[{remediate.RESTARTED_AT}]"]
-    assert undo.kubectl.endswith(f"rollout undo deployment/{APP} -n default")
+    assert f"rollout undo deployment/{APP} -n default && " in undo.kubectl
     assert {"field": "containers[app].image", "before": "registry.example.com/mistral-service:1.4.2",
             "after": "registry.example.com/mistral-service:1.4.1"} in undo.diff
 
@@ -84,11 +84,11 @@ def test_env_apply_merges_by_name_and_undo_restores(emu: KubeEmulator, cluster: 
         {k: v for k, v in original.items() if k != "MAX_CONCURRENT_REQUESTS"}
     assert _env(emu, "proxy") == proxy
     assert ch.inverse == {"MAX_CONCURRENT_REQUESTS": "20", "MISTRAL_FALLBACK": None}
-    assert ch.undo.endswith("-c app MAX_CONCURRENT_REQUESTS=20 MISTRAL_FALLBACK-")
+    assert ch.undo.endswith("-c app MAX_CONCURRENT_REQUESTS=20 MISTRAL_FALLBACK- --field-manager=mistral-runbooks")
     # execute the undo command as the inverse change
     args = shlex.split(ch.undo)
     inverse = {a[:-1] if a.endswith("-") else a.split("=", 1)[0]: None if a.endswith("-") else a.split("=", 1)[1]
-               for a in args[args.index("-c") + 2:]}
+               for a in args[args.index("-c") + 2:] if not a.startswith("--")}
     assert inverse == ch.inverse
     back = remediate.plan_env(cluster, NS, APP, inverse, container="app", apply_changes=True)
     assert back.ok and back.verified
@@ -109,8 +109,9 @@ def test_rotate_secret_never_records_a_key(emu: KubeEmulator, cluster: kube.Clus
                                  apply_changes=True)
     assert ch.ok and ch.applied and ch.verified, ch.to_dict()
     assert base64.b64decode(emu.get("v1/secrets", "mistral-secrets")["data"]["api-key"]).decode() == new
-    assert ch.kubectl.endswith('--from-literal=api-key="$NEW_MISTRAL_API_KEY" --dry-run=client -o yaml | '
-                               'kubectl --kubeconfig ' + cluster.kubeconfig + ' --context embedded apply -f -')
+    assert ch.kubectl.endswith("| kubectl --kubeconfig " + cluster.kubeconfig + " --context embedded patch secret "
+                               "mistral-secrets -n default --type=merge --field-manager=mistral-runbooks "
+                               "--patch-file=/dev/stdin") and "apply" not in ch.kubectl
     assert ch.diff[0]["after"] == f"{remediate.fingerprint(new)}, {len(new)} chars"
     for record in (dry, ch):
         text = json.dumps(record.to_dict()) + repr(record)

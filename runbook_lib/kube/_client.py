@@ -204,9 +204,30 @@ def _config_finding(exc: BaseException, path: str, context: str, in_cluster: boo
                               "parameters. This section is unavailable; the runbook goes on.", detail=text)
 
 
+IN_CLUSTER = "in-cluster"
+
+
+def config_source(kubeconfig: str = "") -> tuple[str, str]:
+    """(path, source) with kubectl's precedence: the `kubeconfig` parameter, then $KUBECONFIG (a
+    colon-separated list, merged), then ~/.kube/config when it exists, and only when none of them
+    is there, inside a pod, the in-cluster service account ("", "in-cluster"). Outside a pod with
+    nothing configured: ~/.kube/config (its absence becomes the finding)."""
+    if kubeconfig:
+        return kubeconfig, "parameter"
+    env = os.environ.get("KUBECONFIG", "")
+    if env.strip(os.pathsep):
+        return env, "$KUBECONFIG"
+    home = os.path.expanduser("~/.kube/config")
+    if os.path.isfile(home) or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return home, "~/.kube/config"
+    return "", IN_CLUSTER
+
+
 # -- the transport -------------------------------------------------------------------------------------
 class ClusterClient:
     """One cluster's connection: bounded requests, and failures as `KubeFinding`s (the base of `kube.Cluster`)."""
+
+    config_source: str = ""  # where the configuration came from: parameter, $KUBECONFIG, ~/.kube/config, in-cluster
 
     def __init__(self, api_client: Any, *, kubeconfig: str = "", context: str = "", timeout_s: float = 5.0,
                  server: str = "", in_cluster: bool = False, finding: KubeFinding | None = None,
@@ -222,7 +243,8 @@ class ClusterClient:
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str = "", context: str = "", timeout_s: float = 5.0) -> Self:
-        """Connect from a kubeconfig (path and context) or, with an empty path inside a pod, in-cluster config.
+        """Connect from a kubeconfig (path and context) chosen as kubectl does (`config_source`: the
+        parameter, $KUBECONFIG, ~/.kube/config), or in-cluster config only inside a pod with none of them.
 
         Never raises for a bad or expired configuration: the returned object then carries a `finding`
         and every read returns it. Loading is bounded by `timeout_s` too (credential plugins can hang).
@@ -230,8 +252,8 @@ class ClusterClient:
         timeout_s = params.timeout("timeout_s", timeout_s)
         kubeconfig = params.text("kubeconfig", kubeconfig, maximum=4096)
         context = params.text("context", context)
-        in_cluster = not kubeconfig and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        path, source = config_source(kubeconfig)
+        in_cluster = source == IN_CLUSTER
         box: dict[str, Any] = {}
         from kubernetes import client, config  # imported here: local work that the deadline must not count
 
@@ -270,8 +292,10 @@ class ClusterClient:
         if "error" in box:
             return cls(None, kubeconfig=shown_path, context=context, timeout_s=timeout_s,
                        finding=_config_finding(box["error"], path, context, in_cluster))
-        return cls(box["client"], kubeconfig=shown_path, context=box.get("context", context), timeout_s=timeout_s,
+        made = cls(box["client"], kubeconfig=shown_path, context=box.get("context", context), timeout_s=timeout_s,
                    server=str(box["cfg"].host), in_cluster=in_cluster, user=box.get("user", ""))
+        made.config_source = source
+        return made
 
     def close(self) -> None:
         if self.api_client is not None:

@@ -226,10 +226,11 @@ class ClusterLogs(ClusterReads):
             rx = re.compile(params.text("pattern", pattern, allow_empty=False), re.IGNORECASE)
         except re.error as exc:
             raise params.ParameterError("pattern", pattern, f"a regular expression ({exc})") from None
+        # kubectl prints one container after another: sorted on the kubelet timestamp (the field
+        # after the --prefix), the last `tail` are the newest, as here
         cmd = (self.kubectl("logs", "-n", namespace, "-l", selector, "--all-containers", "--prefix", "--timestamps",
                             f"--since={_duration(since_s)}", "--tail=-1")
-               + f" | grep -iE {shlex.quote(pattern)} | tail -{tail}"
-               + ("  # and the same with --previous for restarted containers" if previous else ""))
+               + f" | sort -s -k2,2 | grep -iE {shlex.quote(pattern)} | tail -n {tail}")
 
         def run(deadline: float) -> tuple[dict[str, Any], KubeFinding | None]:
             pods = self.list_pods(deadline, namespace, selector, cmd)
@@ -252,7 +253,11 @@ class ClusterLogs(ClusterReads):
             entries.sort(key=lambda e: e["_t"])
             for e in entries:
                 del e["_t"]
+            prev_cmds = [self.kubectl("logs", "-n", namespace, pod, "-c", container, "--previous", "--timestamps",
+                                      f"--since={_duration(since_s)}") + f" | grep -iE {shlex.quote(pattern)}"
+                         for pod, container, prev in targets if prev]
             data = {"lines": entries[-tail:], "matched": len(entries), "scanned": sum(r["lines"] for r in per),
+                    "kubectl_previous": prev_cmds,
                     "since_s": since_s, "tail": tail, "pattern": pattern, "pods": [p["metadata"]["name"] for p in pods],
                     "containers": per, "groups": group_errors(entries), "partial": bool(findings),
                     "note": None if pods else no_pods_note(selector, namespace)}

@@ -365,15 +365,21 @@ class ClusterReads(ClusterClient):
 
         namespace = params.namespace("namespace", namespace)
         name = object_name(name)
-        cmd = self.kubectl("get", f"deployment/{name}", "replicasets", "-n", namespace, "-o", "yaml") + \
-            " # redacted"
+        cmd = self.kubectl("get", f"deployment/{name}", "-n", namespace, "-o", "yaml")
+        shown = {"cmd": cmd}
 
         def run(deadline: float) -> dict[str, Any]:
             dep = self.read_deployment(deadline, namespace, name, cmd)
             owned = self.owned_replica_sets(deadline, namespace, dep, cmd)
+            # the objects shown, by name: the deployment and the ReplicaSets it owns (by uid)
+            shown["cmd"] = self.kubectl("get", f"deployment/{name}",
+                                        *[f"replicaset/{rs['metadata']['name']}" for rs in owned],
+                                        "-n", namespace, "-o", "yaml")
             return redact_object({"deployment": dep, "replicasets": owned})
 
-        return self.run("manifests", cmd, run)
+        res = self.run("manifests", cmd, run)
+        res.kubectl = shown["cmd"]  # the record holds them redacted; kubectl shows them as stored
+        return res
 
     def secret_fingerprint(self, namespace: str = "default", name: str = "mistral-secrets",
                            key: str = "api-key") -> KubeResult:

@@ -25,6 +25,7 @@ Requests, deadlines and findings come from the read side's documented internal A
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,10 +41,13 @@ from .read import env_entry, rollout_status_of
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+FIELD_MANAGER = "mistral-runbooks"  # managedFields names us as the writer of what we change
 NOT_DONE = "not_done"  # finding status: the change was sent but did not take (in time)
 POLL_S = 0.25
 
 _SMP = "application/strategic-merge-patch+json"
+_MERGE = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
 _WRITE_ROUTES: dict[str, tuple[str, str]] = {
     "patch_namespaced_deployment": ("PATCH", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"),
@@ -66,9 +70,9 @@ class _WriteApi:
 
         def call(name: str, namespace: str, *, body: Any, content_type: str = _SMP, dry_run: bool = True,
                  _preload_content: bool = False, _request_timeout: float | None = None) -> Any:
-            return send(self.api_client, http_method, path, {"name": name, "namespace": namespace},
-                        [("dryRun", "All")] if dry_run else [], content_type=content_type, body=body,
-                        timeout_s=_request_timeout)
+            query = [("fieldManager", FIELD_MANAGER)] + ([("dryRun", "All")] if dry_run else [])
+            return send(self.api_client, http_method, path, {"name": name, "namespace": namespace}, query,
+                        content_type=content_type, body=body, timeout_s=_request_timeout)
 
         return call
 
@@ -87,7 +91,12 @@ class Change:
     dry_run_ok: bool = False
     verified: bool | None = None  # None: not applied, so nothing to verify
     at: str = ""
-    who: str = ""
+    who: str = ""  # the operator's words, else the kubeconfig user (kept for the record's "by")
+    identity: str = ""  # who the API server says the credentials are (SelfSubjectReview), "" if it cannot say
+    identity_source: str = ""  # "SelfSubjectReview", or why there is none
+    incident: str = ""
+    change_cause: str = ""  # the kubernetes.io/change-cause annotation the change carries
+    field_manager: str = FIELD_MANAGER
     finding: KubeFinding | None = None
     revision_before: str | None = None
     revision_after: str | None = None
@@ -119,6 +128,57 @@ def _who(cluster: Cluster, operator: str) -> str:
     return cluster.user or cluster.context or "unknown"
 
 
+_SSR_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+
+
+def whoami(cluster: Cluster, deadline: float) -> tuple[str, str]:
+    """(username, source): who the API server says these credentials are, by a SelfSubjectReview
+    (`kubectl auth whoami`, authentication.k8s.io/v1, Kubernetes 1.28+). Servers without it (404),
+    or any failure: ("", why). Asked once per connection; it stores nothing on the server."""
+    cached = getattr(cluster, "_whoami", None)
+    if cached is not None:
+        return cached
+    if cluster.api_client is None:
+        return "", "no connection"
+    from kubernetes.client.exceptions import ApiException
+
+    left = deadline - time.monotonic()
+    if left <= 0.05:
+        return "", "no time left to ask the API server"
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    try:
+        resp = send(cluster.api_client, "POST", _SSR_PATH, {}, [], content_type="application/json", body=body,
+                    timeout_s=min(left, cluster.timeout_s))
+        import json as _json
+
+        user = ((_json.loads(resp.data) or {}).get("status") or {}).get("userInfo") or {}
+        result = (str(user.get("username") or ""), "SelfSubjectReview")
+    except ApiException as exc:
+        why = ("the API server has no SelfSubjectReview (before Kubernetes 1.28)" if exc.status == 404
+               else f"SelfSubjectReview answered {exc.status}")
+        result = ("", why)
+    except Exception as exc:  # noqa: BLE001 - the identity is for the record; the change does not depend on it
+        result = ("", f"SelfSubjectReview failed: {type(exc).__name__}")
+    cluster._whoami = result  # type: ignore[attr-defined]
+    return result
+
+
+def _cause(change: Change, what: str) -> str:
+    """The kubernetes.io/change-cause text: incident, what, the operator and the authenticated identity."""
+    who = change.who + (f" (as {change.identity})" if change.identity and change.identity != change.who else "")
+    return f"{'incident ' + change.incident if change.incident else 'no incident id'}: {what} by {who} via mistral-runbooks"
+
+
+def _incident(incident: object) -> str:
+    text = params.text("incident", incident if incident is not None else "", maximum=200)
+    return text.strip()
+
+
+def _annotate_cmd(cluster: Cluster, kind_name: str, namespace: str, cause: str, portable: bool = False) -> str:
+    return cluster.kubectl("annotate", kind_name, "-n", namespace, "--overwrite", f"--field-manager={FIELD_MANAGER}",
+                           f"{CHANGE_CAUSE}={cause}", portable=portable)
+
+
 def _timeout(cluster: Cluster, timeout_s: float | None) -> float:
     return params.timeout("timeout_s", cluster.timeout_s if timeout_s is None else timeout_s)
 
@@ -137,6 +197,7 @@ def _run(cluster: Cluster, change: Change, timeout_s: float | None, fn: Any) -> 
     try:
         if cluster.finding is not None:
             raise KubeFailure(KubeFinding(**dict(cluster.finding.to_dict(), kubectl=change.kubectl)))
+        change.identity, change.identity_source = whoami(cluster, deadline)
         fn(deadline)
     except KubeFailure as fail:
         change.finding = _write_finding(fail.finding)
@@ -273,7 +334,8 @@ def _env_changes(changes: object) -> dict[str, str | None]:
 
 
 def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str | None], container: str | None = None,
-             *, apply_changes: bool = False, operator: str = "", timeout_s: float | None = None) -> Change:
+             *, apply_changes: bool = False, operator: str = "", timeout_s: float | None = None,
+             incident: str = "") -> Change:
     """`kubectl set env deployment/NAME -c CONTAINER K=V K2-`: set (str) or remove (None) env vars.
 
     `container` defaults to the one that already has one of the variables, else the first. Variables
@@ -285,11 +347,13 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
     clean = _env_changes(changes)
     if container is not None:
         params.text("container", container, allow_empty=False)
-    change = Change("set env", f"deployment/{name} -n {namespace}", "", at=iso_z(), who=_who(cluster, operator))
+    change = Change("set env", f"deployment/{name} -n {namespace}", "", at=iso_z(), who=_who(cluster, operator),
+                    incident=_incident(incident))
 
     def base(cname: str, mapping: dict[str, str | None], portable: bool = False) -> str:
         return cluster.kubectl("set", "env", f"deployment/{name}", "-n", namespace, "-c", cname,
-                               *[_env_arg(k, v) for k, v in mapping.items()], portable=portable)
+                               *[_env_arg(k, v) for k, v in mapping.items()], f"--field-manager={FIELD_MANAGER}",
+                               portable=portable)
 
     change.kubectl = base(container or "<container>", clean)
 
@@ -331,7 +395,12 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
             return
         change.inverse = inverse
         change.undo = base(cname, inverse, portable=True)
-        body = {"spec": {"template": {"spec": {"containers": [{"name": cname, "env": env_patch}]}}}}
+        change.change_cause = _cause(change, "set env " + " ".join(_env_arg(k, v) for k, v in clean.items())
+                                     + f" on container {cname}")
+        change.kubectl = (base(cname, clean) + " && "
+                          + _annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause))
+        body = {"metadata": {"annotations": {CHANGE_CAUSE: change.change_cause}},
+                "spec": {"template": {"spec": {"containers": [{"name": cname, "env": env_patch}]}}}}
         dry = _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=change.kubectl)
         change.diff = _template_diff(_tspec(dep), _tspec(dry))
         change.dry_run_ok = True
@@ -352,13 +421,98 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
 
 
 # -- secret ------------------------------------------------------------------------------------------------
+MANAGED_ELSEWHERE = "managed_elsewhere"  # finding status: the Secret is written by a controller from another store
+
+
+def _patch_recipe(cluster: Cluster, secret: str, namespace: str, key: str, env_var: str, cause: str,
+                  portable: bool = False) -> str:
+    """A shell pipeline that merge-patches `key` from `$env_var`: the key reaches kubectl on stdin
+    (printf is a shell builtin), never in any process's argv nor in an annotation
+    (`kubectl apply` would copy it into last-applied-configuration)."""
+    fmt = '{"metadata":{"annotations":{%s:%s}},"data":{%s:"%s"}}'
+    value = f'"$(printf %s "${env_var}" | base64 | tr -d \'\\n\')"'
+    return (f'test -n "${env_var}" && printf {shlex.quote(fmt)} {shlex.quote(json.dumps(CHANGE_CAUSE))} '
+            f"{shlex.quote(json.dumps(cause))} {shlex.quote(json.dumps(key))} {value} | "
+            + cluster.kubectl("patch", "secret", secret, "-n", namespace, "--type=merge",
+                              f"--field-manager={FIELD_MANAGER}", "--patch-file=/dev/stdin", portable=portable))
+
+
+def _managed_elsewhere(cluster: Cluster, deadline: float, meta: dict[str, Any], secret: str, key: str,
+                       namespace: str, cmd: str) -> KubeFinding | None:
+    """A finding when a controller writes this Secret from another store (a patch would be undone at its next sync):
+    External Secrets Operator (ownerReferences kind ExternalSecret, reconcile.external-secrets.io/* labels or
+    annotations), the Secrets Store CSI driver (secrets-store.csi.k8s.io/managed), Sealed Secrets."""
+    owners = meta.get("ownerReferences") or []
+    marks = {**(meta.get("labels") or {}), **(meta.get("annotations") or {})}
+    eso = next((o for o in owners if o.get("kind") == "ExternalSecret"), None)
+    if eso or any(k.startswith("reconcile.external-secrets.io/") for k in marks) \
+            or marks.get("app.kubernetes.io/managed-by") == "external-secrets":
+        es_name = (eso or {}).get("name") or secret
+        where = _external_secret_ref(cluster, deadline, (eso or {}).get("apiVersion") or "external-secrets.io/v1beta1",
+                                     namespace, es_name, key)
+        return KubeFinding(MANAGED_ELSEWHERE, f"secret/{secret} is written by the External Secrets Operator from "
+                                              f'ExternalSecret "{es_name}": a patch here would be overwritten at its next '
+                                              f"refresh. Rotation refused. Rotate the key where it comes from: {where}; "
+                                              "then make the operator refresh now: "
+                                              f"`kubectl annotate externalsecret {es_name} -n {namespace} "
+                                              "force-sync=$(date +%s) --overwrite`, and restart the deployment.",
+                           resource="externalsecrets.external-secrets.io", namespace=namespace, kubectl=cmd)
+    csi = next((o for o in owners if o.get("kind") == "SecretProviderClassPodStatus"), None)
+    if csi or str(marks.get("secrets-store.csi.k8s.io/managed", "")).lower() == "true":
+        return KubeFinding(MANAGED_ELSEWHERE, f"secret/{secret} is synced by the Secrets Store CSI driver "
+                                              "(secrets-store.csi.k8s.io/managed) from an external provider: a patch "
+                                              "here would be overwritten at the next sync. Rotation refused. Rotate "
+                                              "the key in the provider the SecretProviderClass names (its "
+                                              "spec.provider and spec.parameters: Vault path, AWS/GCP/Azure secret "
+                                              "name); the driver syncs it at its rotation poll "
+                                              "(--enable-secret-rotation) or when the pods restart.",
+                           resource="secretproviderclasses.secrets-store.csi.x-k8s.io", namespace=namespace,
+                           kubectl=cmd)
+    sealed = next((o for o in owners if o.get("kind") == "SealedSecret"), None)
+    if sealed:
+        return KubeFinding(MANAGED_ELSEWHERE, f'secret/{secret} is unsealed from SealedSecret "{sealed.get("name")}": '
+                                              "a patch here would be overwritten. Rotation refused. Seal the new key "
+                                              "with `kubeseal` into that SealedSecret (in git) and apply it.",
+                           resource="sealedsecrets.bitnami.com", namespace=namespace, kubectl=cmd)
+    return None
+
+
+def _external_secret_ref(cluster: Cluster, deadline: float, api_version: str, namespace: str, name: str,
+                         key: str) -> str:
+    """Where the ExternalSecret reads `key`: its store and remote ref, read if we may (else the fields to look at)."""
+    generic = (f'ExternalSecret "{name}" spec.data[secretKey={key}].remoteRef (or spec.dataFrom) in the store its '
+               "spec.secretStoreRef names")
+    if "/" not in api_version or time.monotonic() >= deadline:
+        return generic
+    try:
+        resp = send(cluster.api_client, "GET", f"/apis/{api_version}/namespaces/{{namespace}}/externalsecrets/{{name}}",
+                    {"namespace": namespace, "name": name}, [],
+                    timeout_s=max(0.05, min(deadline - time.monotonic(), cluster.timeout_s)))
+        es = json.loads(resp.data)
+    except Exception:  # noqa: BLE001 - the refusal stands; only its detail is less precise
+        return generic
+    spec = es.get("spec") or {}
+    store = spec.get("secretStoreRef") or {}
+    store_txt = f'{store.get("kind") or "SecretStore"} "{store.get("name", "?")}"'
+    for item in spec.get("data") or []:
+        if item.get("secretKey") == key:
+            ref = item.get("remoteRef") or {}
+            prop = f", property {ref['property']}" if ref.get("property") else ""
+            return f'{store_txt}, remote key "{ref.get("key", "?")}"{prop} (ExternalSecret "{name}" spec.data)'
+    if spec.get("dataFrom"):
+        return f'{store_txt}, the remote secret spec.dataFrom names (ExternalSecret "{name}")'
+    return f'{store_txt} (ExternalSecret "{name}")'
+
+
 def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "mistral-secrets", key: str = "api-key",
                   new_key_env: str = "NEW_MISTRAL_API_KEY", *, apply_changes: bool = False, operator: str = "",
-                  timeout_s: float | None = None) -> Change:
+                  timeout_s: float | None = None, incident: str = "") -> Change:
     """Put the key held by the environment variable named `new_key_env` into `secret`/`key`.
 
     Only fingerprints and lengths are recorded. Pods read the key when they start: follow with
-    `rollout_restart` for the deployment to use it.
+    `rollout_restart` for the deployment to use it. A Secret that a controller writes from another
+    store (External Secrets Operator, Secrets Store CSI driver, Sealed Secrets) is not patched: the
+    finding says where the key must be rotated instead.
     """
     namespace = params.namespace("namespace", namespace)
     secret = object_name(secret, "secret")
@@ -369,20 +523,24 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
         raise params.ParameterError("new_key_env", new_key_env, "the name of an environment variable that holds the "
                                                                 "new key (it is unset or empty)")
     new_value = ref.reveal() or ""
-    apply_cmd = cluster.kubectl("apply", "-f", "-")
-    cmd = (cluster.kubectl("create", "secret", "generic", secret, "-n", namespace)
-           + f' --from-literal={shlex.quote(key)}="${new_key_env}" --dry-run=client -o yaml | {apply_cmd}')
-    change = Change("rotate secret", f"secret/{secret}[{key}] -n {namespace}", cmd, at=iso_z(),
-                    who=_who(cluster, operator), note="pods read the key when they start: rollout restart the "
-                                                      "deployment for it to take effect")
+    change = Change("rotate secret", f"secret/{secret}[{key}] -n {namespace}", "", at=iso_z(),
+                    who=_who(cluster, operator), incident=_incident(incident),
+                    note="pods read the key when they start: rollout restart the deployment for it to take effect")
+    change.kubectl = _patch_recipe(cluster, secret, namespace, key, new_key_env, _cause(change, f"rotate {key}"))
     new_desc = f"{ref.fingerprint}, {ref.length} chars"
 
     def run(deadline: float) -> None:
+        change.change_cause = _cause(change, f"rotate secret key {key}")
+        change.kubectl = cmd = _patch_recipe(cluster, secret, namespace, key, new_key_env, change.change_cause)
         core = cluster.apis().CoreV1Api(cluster.api_client)
         cur = cluster.request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
                               resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
         raw = (cur.get("data") or {}).get(key)
+        meta = dict(cur.get("metadata") or {})
         cur.clear()
+        managed = _managed_elsewhere(cluster, deadline, meta, secret, key, namespace, cmd)
+        if managed is not None:
+            raise KubeFailure(managed)
         old_desc = None
         if raw is not None:
             try:
@@ -391,22 +549,23 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
                 old = ""
             except (ValueError, UnicodeDecodeError):
                 old_desc = "not valid base64/UTF-8"
+        undo_cause = _cause(change, f"undo: restore the previous secret key {key}")
         change.undo = ("restore the previous key " + (f"({old_desc}) " if old_desc else "")
                        + "from your secret manager into $OLD_MISTRAL_API_KEY, then: "
-                       + cluster.kubectl("create", "secret", "generic", secret, "-n", namespace, portable=True)
-                       + f' --from-literal={shlex.quote(key)}="$OLD_MISTRAL_API_KEY" --dry-run=client -o yaml | '
-                       + cluster.kubectl("apply", "-f", "-", portable=True))
+                       + _patch_recipe(cluster, secret, namespace, key, "OLD_MISTRAL_API_KEY", undo_cause,
+                                       portable=True))
         if old_desc == new_desc:
             change.dry_run_ok, change.note = True, "nothing to change: the Secret already holds this key"
             return
         change.diff = [{"field": f"data[{key}]", "before": old_desc, "after": new_desc}]
-        body = {"data": {key: base64.b64encode(new_value.encode("utf-8")).decode("ascii")}}
-        dry = _patch(cluster, deadline, "secret", namespace, secret, body, dry_run=True, cmd=cmd)
+        body = {"metadata": {"annotations": {CHANGE_CAUSE: change.change_cause}},
+                "data": {key: base64.b64encode(new_value.encode("utf-8")).decode("ascii")}}
+        dry = _patch(cluster, deadline, "secret", namespace, secret, body, dry_run=True, cmd=cmd, content_type=_MERGE)
         change.dry_run_ok = (dry.get("data") or {}).get(key) == body["data"][key]
         dry.clear()
         if not apply_changes:
             return
-        _patch(cluster, deadline, "secret", namespace, secret, body, dry_run=False, cmd=cmd).clear()
+        _patch(cluster, deadline, "secret", namespace, secret, body, dry_run=False, cmd=cmd, content_type=_MERGE).clear()
         change.applied = True
         back = cluster.request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
                                resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
@@ -422,13 +581,15 @@ def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "m
 
 # -- rollouts ------------------------------------------------------------------------------------------------
 def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "mistral-service", *,
-                    apply_changes: bool = False, operator: str = "", timeout_s: float | None = None) -> Change:
+                    apply_changes: bool = False, operator: str = "", timeout_s: float | None = None,
+                    incident: str = "") -> Change:
     """`kubectl rollout restart`: stamp `kubectl.kubernetes.io/restartedAt` on the pod template."""
     namespace = params.namespace("namespace", namespace)
     name = object_name(name)
-    cmd = cluster.kubectl("rollout", "restart", f"deployment/{name}", "-n", namespace)
+    cmd = cluster.kubectl("rollout", "restart", f"deployment/{name}", "-n", namespace,
+                          f"--field-manager={FIELD_MANAGER}")
     change = Change("rollout restart", f"deployment/{name} -n {namespace}", cmd, at=iso_z(),
-                    who=_who(cluster, operator))
+                    who=_who(cluster, operator), incident=_incident(incident))
 
     def run(deadline: float) -> None:
         dep = _read_dep(cluster, deadline, namespace, name, cmd)
@@ -437,8 +598,11 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
         if change.revision_before:
             change.undo = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
                                           f"--to-revision={change.revision_before}", portable=True)
+        change.change_cause = _cause(change, "rollout restart")
+        change.kubectl = cmd + " && " + _annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause)
         stamp = change.at
-        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+        body = {"metadata": {"annotations": {CHANGE_CAUSE: change.change_cause}},
+                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         dry = _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=cmd)
         change.diff = _template_diff(_tspec(dep), _tspec(dry))
         change.dry_run_ok = True
@@ -473,7 +637,7 @@ def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
 
 def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mistral-service",
                  to_revision: int = 0, *, apply_changes: bool = False, operator: str = "",
-                 timeout_s: float | None = None) -> Change:
+                 timeout_s: float | None = None, incident: str = "") -> Change:
     """`kubectl rollout undo [--to-revision=N]`: the revision's ReplicaSet template replaces the deployment's.
 
     `to_revision=0` means the revision before the current one. The deployment then gets a new revision
@@ -485,7 +649,8 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
         raise params.ParameterError("to_revision", to_revision, "0 (the previous revision) or a revision number")
     cmd = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
                           *([f"--to-revision={to_revision}"] if to_revision else []))
-    change = Change("rollout undo", f"deployment/{name} -n {namespace}", cmd, at=iso_z(), who=_who(cluster, operator))
+    change = Change("rollout undo", f"deployment/{name} -n {namespace}", cmd, at=iso_z(), who=_who(cluster, operator),
+                    incident=_incident(incident))
 
     def run(deadline: float) -> None:
         dep = _read_dep(cluster, deadline, namespace, name, cmd)
@@ -517,7 +682,12 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
             change.dry_run_ok, change.note = True, f"skipped: the current template already matches revision {want}"
             return
         change.note = f"back to the template of revision {want} (ReplicaSet {rs['metadata'].get('name')})"
-        patch = [{"op": "replace", "path": "/spec/template", "value": target}]
+        change.change_cause = _cause(change, f"rollout undo to revision {want}")
+        change.kubectl = cmd + " && " + _annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause)
+        annotations = dict((dep.get("metadata") or {}).get("annotations") or {}, **{CHANGE_CAUSE: change.change_cause})
+        patch = [{"op": "replace", "path": "/spec/template", "value": target},  # as kubectl rollout undo sends it
+                 {"op": "add" if "annotations" not in dep["metadata"] else "replace", "path": "/metadata/annotations",
+                  "value": annotations}]
         dry = _patch(cluster, deadline, "deployment", namespace, name, patch, dry_run=True, cmd=cmd,
                      content_type=_JSON_PATCH)
         change.diff = _template_diff(_tspec(dep), _tspec(dry))

@@ -239,7 +239,7 @@ class AuthRunbook:
                 apply = cfg["apply_changes"] and new_works
                 change = remediate.rotate_secret(cluster, cfg["namespace"], cfg["secret_name"], cfg["secret_key"],
                                                  cfg["new_key_env"], apply_changes=apply, operator=cfg["operator"],
-                                                 timeout_s=cfg["timeout_s"])
+                                                 incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
                 test_note = (f"New key {new.fingerprint} tested first: HTTP {check.status_code or '000'} "
                              f"({check.classification}).")
                 if cfg["apply_changes"] and not new_works:
@@ -257,7 +257,7 @@ class AuthRunbook:
                                                       (rotation_ok is None and self.outcome == RESTART))
             change = remediate.rollout_restart(cluster, cfg["namespace"], cfg["deployment"],
                                                apply_changes=restart_apply, operator=cfg["operator"],
-                                               timeout_s=cfg["timeout_s"])
+                                               incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
             if cfg["apply_changes"] and not restart_apply:
                 change.note = ("Not applied: " + ("the rotation did not succeed" if rotation_ok is False else
                                                   "no new key was rotated in and the diagnosis is not 'pods run an "

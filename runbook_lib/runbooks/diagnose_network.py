@@ -268,7 +268,7 @@ class NetworkRunbook:
             change = remediate.plan_env(cluster, cfg["namespace"], cfg["deployment"],
                                         {cfg["timeout_env_var"]: str(self.recommended_ms)}, cfg["container"],
                                         apply_changes=cfg["apply_changes"], operator=cfg["operator"],
-                                        timeout_s=cfg["timeout_s"])
+                                        incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
         value = steps.show_change("change_timeout_env", change)
         self.changes.append(value)
         return value

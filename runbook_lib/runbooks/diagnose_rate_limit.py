@@ -161,7 +161,7 @@ class RateLimitRunbook:
             change = remediate.plan_env(cluster, cfg["namespace"], cfg["deployment"],
                                         {"RATE_LIMIT_MODE": "queue", "MAX_CONCURRENT_REQUESTS": str(n)},
                                         cfg["container"], apply_changes=cfg["apply_changes"], operator=cfg["operator"],
-                                        timeout_s=cfg["timeout_s"])
+                                        incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
         value = steps.show_change("change_rate_limit_env", change)
         self.changes.append(value)
         return value

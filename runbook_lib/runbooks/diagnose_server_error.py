@@ -140,7 +140,7 @@ class ServerErrorRunbook:
         with kube.connect(cfg["kubeconfig"], cfg["kube_context"], cfg["timeout_s"]) as cluster:
             change = remediate.plan_env(cluster, cfg["namespace"], cfg["deployment"], dict(FALLBACK_ENV),
                                         cfg["container"], apply_changes=cfg["apply_changes"], operator=cfg["operator"],
-                                        timeout_s=cfg["timeout_s"])
+                                        incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
         change.note = ((change.note + "\n\n") if change.note else "") + (
             "If the fallback itself does not work (seed: *Fallback not working*), return cached responses or "
             "an error page rather than letting requests hang.")

@@ -125,7 +125,11 @@ def show_change(name: str, change: Any) -> dict[str, Any]:
           + (display.table(("field", "before", "after"), [(d["field"], d["before"], d["after"]) for d in change.diff])
              if change.diff else "No field changes.")
           + (f"\n\nUndo: `{change.undo}`" if change.undo else "")
-          + (f"\n\nWhen: {change.at}, by: {change.who}" if change.applied else
+          + (f"\n\nWhen: {change.at}, by: {change.who}"
+             + (f" (the API server knows the credentials as `{change.identity}`)" if change.identity else
+                f" ({change.identity_source or 'identity not checked'})")
+             + (f"; annotated `kubernetes.io/change-cause`: {change.change_cause}" if change.change_cause else "")
+             if change.applied else
              "\n\nTo apply: re-run with `apply_changes=True` (recorded with who, when, before and after).")
           + (f"\n\n{change.note}" if change.note else "")
           + (f"\n\n**{change.finding.status}**: {change.finding.message}" if change.finding else ""))

@@ -707,6 +707,13 @@ class _Cluster:
                         ann[_CHANGE_CAUSE] = cause
                     current["metadata"]["resourceVersion"] = self._next_rv()
                     self._store(rs_info, current, "MODIFIED")
+                else:  # the controller keeps the new ReplicaSet's change-cause in step (kubectl annotate later)
+                    cause = (dep["metadata"].get("annotations") or {}).get(_CHANGE_CAUSE)
+                    ann = current["metadata"].setdefault("annotations", {})
+                    if cause and ann.get(_CHANGE_CAUSE) != cause:
+                        ann[_CHANGE_CAUSE] = cause
+                        current["metadata"]["resourceVersion"] = self._next_rv()
+                        self._store(rs_info, current, "MODIFIED")
             cur_name = current["metadata"]["name"]
             cur_replicas = int(current["spec"].get("replicas", 0))
             if cur_replicas != replicas:
@@ -1658,8 +1665,10 @@ class KubeEmulator:
             return [dict(r, query=dict(r["query"])) for r in self._requests]
 
     def writes(self) -> list[dict[str, Any]]:
-        """The requests with a mutating method (POST, PUT, PATCH, DELETE), dry runs included."""
-        return [r for r in self.requests if r["method"] in _WRITE_METHODS]
+        """The requests with a mutating method (POST, PUT, PATCH, DELETE), dry runs included
+        (a SelfSubjectReview is a POST that stores nothing: not counted)."""
+        return [r for r in self.requests if r["method"] in _WRITE_METHODS
+                and not r["path"].endswith("/selfsubjectreviews")]  # a question, not a write
 
     def clear_requests(self) -> None:
         with self._req_lock:
