@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import params
     from .errors import ParameterError
     from .serve.server import ServeConfig, serve
+    from .serve.labelmap import LabelMap, load_label_map
 
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -113,11 +114,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if "apply_changes" in parameters:
         raise ParameterError("apply_changes", parameters["apply_changes"],
                              "nothing: alert-started runs are dry runs; apply changes from a person's run")
+    label_map = LabelMap()
+    if args.label_map:
+        label_map = load_label_map(args.label_map)
     config = ServeConfig(host=host.strip("[]"), port=int(port), output_dir=Path(args.output_dir),
                          state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
                          queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
                          token_env=args.token_env, parameters=parameters,
-                         correlate=not args.one_incident_per_alert)
+                         correlate=not args.one_incident_per_alert, label_map=label_map)
     return serve(config)
 
 
@@ -452,7 +456,11 @@ def _add_serve_command(sub: Any) -> None:
                           "`Authorization: Bearer <it>` (or basic auth with it as password)")
     srv.add_argument("--one-incident-per-alert", action="store_true",
                      help="open an incident per alert fingerprint; by default an alert that starts firing while "
-                          "an incident is firing joins it (one fault fires several rules)")
+                          "an incident of the same service is firing joins it (one fault fires several rules)")
+    srv.add_argument("--label-map", metavar="FILE",
+                     help="YAML file: which alert labels identify a service (its alerts share an incident) and "
+                          "how labels become runbook parameters (e.g. namespace, label_selector); see "
+                          "deploy/alertmanager/runbook-serve-labels.yml")
     srv.set_defaults(func=cmd_serve)
 
     from .serve.rules import DEFAULT_AUTH_MIN_REQUESTS, DEFAULT_RUNBOOK_BASE_URL, DEFAULT_SERVICE_LABELS

@@ -7,10 +7,12 @@ fingerprint are appended to it, and the `resolved` notification marks it resolve
 fingerprint run strictly in order; different fingerprints run concurrently up to `workers`.
 
 One fault usually fires several rules (5xx raise both MistralServerErrors and MistralErrorRateHigh).
-With `correlate` (the default), a Mistral alert that starts firing while an incident opened by serve
-is still firing joins that incident instead of opening another (no second respond run); the
-incident is marked resolved when the last of its alerts resolves. `correlate=False` gives one
-incident per fingerprint.
+With `correlate` (the default), a Mistral alert that starts firing while an incident of the SAME
+SERVICE opened by serve is still firing joins that incident instead of opening another (no second
+respond run); the incident is marked resolved when the last of its alerts resolves. A service is
+the alert's values of the label map's `service_labels` (labelmap.py): two services' alerts make two
+incidents. `correlate=False` gives one incident per fingerprint. The label map also turns an
+alert's labels into that service's runbook parameters (namespace, label_selector, ...).
 
 Routes: POST /webhook (also /), GET /healthz, GET /readyz, GET /metrics.
 """
@@ -35,6 +37,7 @@ from .._time import iso_z as _now, utc_stamp
 from ..records.incident import edit_index, read_index, update_index, write_index
 from ..run.execute import new_record_dir
 from . import alerts as _alerts
+from .labelmap import LabelMap
 from .http import HttpServer, Request, Response
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
@@ -57,7 +60,8 @@ class ServeConfig:
     run_timeout_s: float = 1800.0
     grace_s: float = 10.0
     token_env: str = DEFAULT_TOKEN_ENV
-    correlate: bool = True  # a new alert joins the incident that is already firing
+    correlate: bool = True  # a new alert joins the incident of its service that is already firing
+    label_map: LabelMap = field(default_factory=LabelMap)  # service identity + parameters from labels
     parameters: dict[str, Any] = field(default_factory=dict)  # passed to every `respond`
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "runbook_lib"])
 
@@ -130,8 +134,11 @@ class AlertServer(HttpServer):
             self._workers.append(t)
         self._ready = True
         token = "on (bearer/basic, from $" + self.config.token_env + ")" if self._token() else "off"
+        lm = self.config.label_map
         self.log(f"listening on {self.url}/webhook; workers {self.config.workers}, queue {self.config.queue_max}, "
-                 f"auth {token}, records in {self.config.output_dir}"
+                 f"auth {token}, records in {self.config.output_dir}; a service is "
+                 f"({', '.join(lm.service_labels)}), parameters from labels: "
+                 f"{', '.join(sorted(lm.parameters)) or 'none'}{' (' + lm.source + ')' if lm.source else ''}"
                  + (f"; {recovered} job(s) recovered from the spool" if recovered else ""))
         return self
 
@@ -356,22 +363,29 @@ class AlertServer(HttpServer):
             entry = self.incidents.open_entry(alert.fingerprint)
             if entry is not None:
                 return entry, "appended"
-            other = self.incidents.newest_open() if self.config.correlate else None
+            label_map = self.config.label_map
+            service = label_map.service_key(alert.labels)
+            other = self.incidents.newest_open(service) if self.config.correlate else None
             if other is not None:
                 entry = self.incidents.set(alert.fingerprint, id=other["id"], folder=other["folder"], state=OPEN,
-                                           alert=alert.name, opened_at=_now(), joined=True)
+                                           alert=alert.name, opened_at=_now(), joined=True, service=service)
                 return entry, "joined"
             incident_id, folder = self._new_folder(job)
+            mapped, skipped = label_map.parameters_for(alert.labels)
             write_index(folder, {"id": incident_id, "folder": ".", "status": "queued",
                                  "source": "alertmanager",
                                  "alert": {"name": alert.name, "fingerprint": alert.fingerprint,
                                            "error_class": alert.error_class, "runbook": alert.runbook,
                                            "severity_label": alert.labels.get("severity"),
                                            "summary": alert.annotations.get("summary")},
+                                 "service": label_map.service(alert.labels),
+                                 "parameters_from_labels": mapped,
+                                 "parameters_not_mapped": {k: f"alert has no label {', '.join(v)}"
+                                                           for k, v in skipped.items()},
                                  "alert_state": "firing", "alerts": [_entry(job)], "alerts_dropped": 0})
             self._claim(incident_id)
             entry = self.incidents.set(alert.fingerprint, id=incident_id, folder=str(folder), state=OPEN,
-                                       alert=alert.name, opened_at=_now())
+                                       alert=alert.name, opened_at=_now(), service=service)
             return entry, "new"
 
     def _new_folder(self, job: _Job) -> tuple[str, Path]:
@@ -424,7 +438,8 @@ class AlertServer(HttpServer):
     def _run_respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
         cmd = [*self.config.command, "respond", "--record-dir", str(folder), "--incident-id", incident_id,
                "--output-dir", str(self.config.output_dir), "-q"]
-        for name, value in self.config.parameters.items():
+        mapped, _ = self.config.label_map.parameters_for(alert.labels)  # this service's values win over -p
+        for name, value in {**self.config.parameters, **mapped}.items():
             cmd += ["-r", name, value] if isinstance(value, str) else ["-p", name, repr(value)]
         env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # kernels never see it
         self.metrics.started.inc()

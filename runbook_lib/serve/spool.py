@@ -83,7 +83,7 @@ class Spool:
 
 
 class IncidentMap:
-    """fingerprint -> {id, folder, state, alert, opened_at, joined}; persisted on every change.
+    """fingerprint -> {id, folder, state, alert, opened_at, joined, service}; persisted on every change.
 
     Several fingerprints map to one incident when alerts were correlated (`joined`).
     """
@@ -106,10 +106,12 @@ class IncidentMap:
         entry = self.get(fingerprint)
         return entry if entry and entry.get("state") == OPEN else None
 
-    def newest_open(self) -> dict[str, Any] | None:
-        """The most recently opened incident that still has a firing alert (what a new alert joins)."""
+    def newest_open(self, service: str = "") -> dict[str, Any] | None:
+        """The most recently opened incident of `service` that still has a firing alert (what a new alert
+        of that service joins); `service` is the label map's key ("" for alerts without service labels)."""
         with self._lock:
-            opened = [e for e in self._data.values() if e.get("state") == OPEN and e.get("id")]
+            opened = [e for e in self._data.values()
+                      if e.get("state") == OPEN and e.get("id") and e.get("service", "") == service]
             return dict(max(opened, key=lambda e: str(e.get("opened_at") or ""))) if opened else None
 
     def open_for(self, incident_id: str) -> dict[str, dict[str, Any]]:
