@@ -104,6 +104,42 @@ def test_validation_error_is_http_validation_error(sdk: Mistral) -> None:
     assert "less_than_equal" in exc.body
 
 
+def test_conversations_the_api_cannot_serve_are_sdkerror_400(sim: MistralSimulator, key: str) -> None:
+    """`messages=[]` and a last `assistant` message without `prefix: true`: 400, as the real API answers.
+
+    Both are valid under the published schema (no minItems; `prefix` defaults to false), so the SDK
+    sends them and the serving layer refuses them: SDKError (not HTTPValidationError), with the body.
+    """
+    import json
+
+    import httpx2
+
+    sent: list[bytes] = []
+    sdk = Mistral(api_key=key, server_url=sim.url, client=httpx2.Client(
+        follow_redirects=True, event_hooks={"request": [lambda r: sent.append(r.read())]}))
+    empty = _raised(lambda: sdk.chat.complete(model="mistral-small-latest", messages=[]))
+    assert type(empty) is errors.SDKError and empty.status_code == 400
+    assert json.loads(empty.body) == {"object": "error", "message": "Conversation must have at least one message",
+                                      "type": "invalid_request_message_order", "param": None, "code": "3230"}
+    history = [*MESSAGES, {"role": "assistant", "content": "Hello"}]
+    last = _raised(lambda: sdk.chat.complete(model="mistral-small-latest", messages=history))
+    assert type(last) is errors.SDKError and last.status_code == 400
+    assert json.loads(last.body)["message"] == ("Expected last role User or Tool (or Assistant with prefix True) "
+                                                "for serving but got assistant")
+    assert json.loads(sent[0])["messages"] == []  # what the SDK put on the wire
+    assert json.loads(sent[1])["messages"][-1].get("prefix", False) is False
+    # the same last message marked as a prefix is a request the API serves (it continues the text)
+    ok = sdk.chat.complete(model="mistral-small-latest",
+                           messages=[*MESSAGES, {"role": "assistant", "content": "Hello", "prefix": True}])
+    assert ok.choices[0].finish_reason == "stop"
+    with pytest.raises(errors.SDKError, match="got system"):
+        sdk.chat.complete(model="mistral-small-latest", messages=[{"role": "system", "content": "Be brief."}])
+    tool_last = [*MESSAGES, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "abc123xyz", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "content": "42", "tool_call_id": "abc123xyz", "name": "f"}]
+    assert sdk.chat.complete(model="mistral-small-latest", messages=tool_last).object == "chat.completion"
+
+
 def test_genuine_rate_limit_is_sdkerror_429(key: str) -> None:
     with MistralSimulator(api_keys=[key], req_per_minute=2) as s:
         sdk = Mistral(api_key=key, server_url=s.url)

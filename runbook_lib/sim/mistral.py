@@ -31,6 +31,17 @@ headers and status codes follow the fact sheet; where it is silent, the choices 
 - 422 also for values outside the spec's ranges (`temperature` 0-1.5, `top_p` 0-1, `max_tokens`
   >= 0), e.g. `less_than_equal`; this is how the SDK, which forbids unknown fields itself, can be
   made to meet a 422.
+- 400 for a conversation the serving layer cannot answer, after the schema (422) and model (400
+  `invalid_model`) checks: `messages: []` gets "Conversation must have at least one message", and
+  a last message that is not `user`/`tool` (an `assistant` one only with `prefix: true`) gets
+  "Expected last role User or Tool (or Assistant with prefix True) for serving but got <role>".
+  The spec allows both (no `minItems`; `prefix` defaults to false), so they are not 422s. Body:
+  `{"object":"error","message":...,"type":"invalid_request_message_order","param":null,
+  "code":"3230"}`, the form seen for the last-role message in 2025-26 (code 3230 reports;
+  earlier: type `invalid_request_error`, code null, e.g. smolagents#757, AiNiee#641). The
+  empty-list text is from public test suites run against the API (e.g. ai-dial-adapter-openai's
+  Mistral deployment: 400 "Conversation must have at least one message"); its envelope is not
+  captured and is assumed to be the same validator's.
 - Chat request fields accepted: the fact sheet's list plus those SDK 3.7.0 knows (`min_tokens`,
   `repetition_penalty`, `top_k`, `logprobs`, `top_logprobs`, `prompt_logprobs`,
   `top_prompt_logprobs`); anything else is 422 `extra_forbidden`.
@@ -110,6 +121,7 @@ CHAT_FIELDS = frozenset({
 UNAUTHORIZED = {"detail": "Unauthorized"}
 RATE_LIMITED_BODY = {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited", "param": None,
                      "code": "1300", "raw_status_code": 429}
+MESSAGE_ORDER_ERROR = {"object": "error", "type": "invalid_request_message_order", "param": None, "code": "3230"}
 CAPACITY_BODY = {"object": "error", "message": "Service tier capacity exceeded for this model.",
                  "type": "invalid_request_error", "param": None, "code": None}
 
@@ -206,6 +218,19 @@ def _validate_chat(body: Any) -> Response | None:
         errors.append({"type": "extra_forbidden", "loc": ["body", name], "msg": "Extra inputs are not permitted",
                        "input": body[name]})
     return _validation_error(errors) if errors else None
+
+
+def _serving_check(messages: list[dict[str, Any]]) -> Response | None:
+    """The serving layer's conversation checks (400), on a schema-valid `messages` list; None when fine."""
+    if not messages:
+        message = "Conversation must have at least one message"
+    else:
+        last = messages[-1]
+        role = last.get("role")
+        if role in ("user", "tool") or (role == "assistant" and last.get("prefix") is True):
+            return None
+        message = f"Expected last role User or Tool (or Assistant with prefix True) for serving but got {role}"
+    return Response.json(400, {**MESSAGE_ORDER_ERROR, "message": message})
 
 
 class _Windows:
@@ -465,6 +490,9 @@ class MistralSimulator(SimServer):
             return Response.json(400, {"object": "error", "message": f"Invalid model: {model}",
                                        "type": "invalid_model", "param": None, "code": "1500",
                                        "raw_status_code": 400})
+        refused = _serving_check(body["messages"])
+        if refused:
+            return refused
         words = _REPLY.split()
         finish = "stop"
         max_tokens = body.get("max_tokens")
