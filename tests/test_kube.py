@@ -119,8 +119,9 @@ def test_error_logs_match_grep_over_every_container(cluster: kube.Cluster, emu: 
     t_after = time.time()
     assert r.ok, r.finding
     assert r.kubectl == (f"kubectl --kubeconfig {kubeconfig} --context embedded logs -n default -l app={APP} "
-                         "--all-containers --prefix --timestamps --since=5m --tail=-1 | sort -s -k2,2 | grep -iE error | "
-                         "tail -n 10")
+                         "--all-containers --prefix --timestamps --since=5m --tail=-1 | sort -s -k2,2 | grep -iE "
+                         "'error|\"(level|lvl|severity|levelname|log[.]level)\": *\"(alert|crit|critical|emerg|"
+                         "emergency|err|error|fatal|panic|severe)\"' | tail -n 10")
     candidates = [_expected_errors(emu, t_before - 300), _expected_errors(emu, t_after - 300)]
     expected = next(e for e in candidates if len(e) == r.data["matched"])
     assert r.data["matched"] >= 15

@@ -288,10 +288,15 @@ class ClusterClient:
                                                 "credential plugin may be waiting for an interactive login. "
                                                 f"{REAUTH.capitalize()} (e.g. `gcloud auth login`, `aws sso login`, "
                                                 "`az login`), then run the runbook again.")
-            return cls(None, kubeconfig=shown_path, context=context, timeout_s=timeout_s, finding=finding)
+            failed = cls(None, kubeconfig=shown_path, context=context, timeout_s=timeout_s, finding=finding,
+                         in_cluster=in_cluster)
+            failed.config_source = source
+            return failed
         if "error" in box:
-            return cls(None, kubeconfig=shown_path, context=context, timeout_s=timeout_s,
-                       finding=_config_finding(box["error"], path, context, in_cluster))
+            failed = cls(None, kubeconfig=shown_path, context=context, timeout_s=timeout_s, in_cluster=in_cluster,
+                         finding=_config_finding(box["error"], path, context, in_cluster))
+            failed.config_source = source
+            return failed
         made = cls(box["client"], kubeconfig=shown_path, context=box.get("context", context), timeout_s=timeout_s,
                    server=str(box["cfg"].host), in_cluster=in_cluster, user=box.get("user", ""))
         made.config_source = source

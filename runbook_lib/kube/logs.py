@@ -148,6 +148,13 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def _grep_pattern(pattern: str) -> str:
+    """The ERE `grep -iE` needs to pick the lines `is_error_line` picks: `pattern`, or a JSON error level."""
+    keys = "|".join(re.escape(k).replace("\\.", "[.]") for k in _LEVEL_KEYS)
+    levels = "|".join(sorted(_ERROR_LEVELS))
+    return f'{pattern}|"({keys})": *"({levels})"'
+
+
 def _log_targets(pods: list[dict[str, Any]], previous: bool) -> list[tuple[str, str, bool]]:
     """(pod, container, previous) for every container, and the last instance of restarted ones with `previous`."""
     targets = []
@@ -230,7 +237,7 @@ class ClusterLogs(ClusterReads):
         # after the --prefix), the last `tail` are the newest, as here
         cmd = (self.kubectl("logs", "-n", namespace, "-l", selector, "--all-containers", "--prefix", "--timestamps",
                             f"--since={_duration(since_s)}", "--tail=-1")
-               + f" | sort -s -k2,2 | grep -iE {shlex.quote(pattern)} | tail -n {tail}")
+               + f" | sort -s -k2,2 | grep -iE {shlex.quote(_grep_pattern(pattern))} | tail -n {tail}")
 
         def run(deadline: float) -> tuple[dict[str, Any], KubeFinding | None]:
             pods = self.list_pods(deadline, namespace, selector, cmd)
@@ -254,7 +261,8 @@ class ClusterLogs(ClusterReads):
             for e in entries:
                 del e["_t"]
             prev_cmds = [self.kubectl("logs", "-n", namespace, pod, "-c", container, "--previous", "--timestamps",
-                                      f"--since={_duration(since_s)}") + f" | grep -iE {shlex.quote(pattern)}"
+                                      f"--since={_duration(since_s)}")
+                         + f" | grep -iE {shlex.quote(_grep_pattern(pattern))}"
                          for pod, container, prev in targets if prev]
             data = {"lines": entries[-tail:], "matched": len(entries), "scanned": sum(r["lines"] for r in per),
                     "kubectl_previous": prev_cmds,

@@ -93,6 +93,14 @@ _REVISION = "deployment.kubernetes.io/revision"
 _RETURN_DELETED_OBJECT = frozenset({"pods", "services", "namespaces"})
 _CHANGE_CAUSE = "kubernetes.io/change-cause"
 
+# Custom resources the Secret-rotation checks read (served, stored, not in discovery): (group, version, plural, kind).
+_EXTRA_KINDS = (
+    ("external-secrets.io", "v1beta1", "externalsecrets", "ExternalSecret"),
+    ("external-secrets.io", "v1", "externalsecrets", "ExternalSecret"),
+    ("secrets-store.csi.x-k8s.io", "v1", "secretproviderclasses", "SecretProviderClass"),
+    ("secrets-store.csi.x-k8s.io", "v1", "secretproviderclasspodstatuses", "SecretProviderClassPodStatus"),
+)
+
 # Strategic-merge list keys of the built-in types (field name -> merge key).
 _MERGE_KEYS = {
     "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
@@ -326,6 +334,8 @@ class _Cluster:
                 kind = info.kind or res.plural.capitalize()
                 self._info[(res.group, res.version, res.plural)] = _ResInfo(
                     res.group, res.version, res.plural, kind, bool(info.namespaced))
+        for group, version, plural, kind in _EXTRA_KINDS:  # custom resources a cluster often has; none seeded
+            self._info.setdefault((group, version, plural), _ResInfo(group, version, plural, kind, True))
         self._rv = 1000
         self._rng = random.Random(20240611)
         self._clock_override: float | None = None
@@ -1660,7 +1670,8 @@ class KubeEmulator:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Every request so far: ts, method, path, query, user (token kind), username, status, dry_run."""
+        """Every request so far: ts, method, path, query, user (token kind), username, status, dry_run;
+        writes also their body and content_type."""
         with self._req_lock:
             return [dict(r, query=dict(r["query"])) for r in self._requests]
 
@@ -1786,6 +1797,9 @@ class KubeEmulator:
         group = m.group("g") or ""
         version = m.group("cv") or m.group("v")
         plural, name, sub, ns = m.group("plural"), m.group("name"), m.group("sub"), m.group("ns")
+        if method in _WRITE_METHODS:
+            entry["body"] = request.body  # what the client sent (tests compare it with what a runbook sends)
+            entry["content_type"] = raw.headers.get("Content-Type", "")
         try:
             status, payload, ctype = await self._resource(method, user, group, version, plural, ns, name, sub,
                                                           query, raw, request.body, dry_run)
