@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import KERNEL_NAME, params
 from .._async import closing_thread_loop
+from . import _lean
 from .._time import iso_z as _iso, utc_stamp
 from ..errors import ParameterError, UnknownParameter
 from ..paths import OUTPUTS_ENV
@@ -177,7 +178,7 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     the run is recorded as timed_out, with the partial notebook kept. A request that cannot run
     (see `check_run_request`) returns a failed result recorded in `<notebook>.run.json` only.
     """
-    import papermill as pm
+    pm = _lean.papermill()  # without jsonschema's iri checkers: ~1.7 s of start-up (see run/_lean.py)
 
     parameters = dict(parameters or {})
     if "incident_id" not in parameters:  # into an incident's folder: its id, else a fresh one
