@@ -17,6 +17,8 @@ object's history), and answers every resource request itself:
   does), pods are replaced, status and events follow at once; a deleted pod is replaced;
 - pod logs as `text/plain` with `container`, `sinceSeconds`, `sinceTime`, `tailLines`, `timestamps`,
   `previous`, `limitBytes`; a multi-container pod without `container` gets the real 400;
+- HTTPS with a CA made at start (in the kubeconfig it writes), server-side Tables for `kubectl get`,
+  protobuf create bodies for ConfigMap/Secret/Namespace, SelfSubjectReview: the real kubectl works;
 - bearer-token authentication and a tiny RBAC: tokens for users "ok" (cluster admin), "expired"
   (401 everywhere), "forbidden" (403 on every resource, discovery allowed) and "viewer" (reads
   anything but Secrets, writes nothing), with the API server's own Status bodies and messages;
@@ -62,7 +64,8 @@ NOT_EMULATED = (
     "admission, defaulting and validation are minimal (containers need name and image; an env var "
     "cannot have both value and valueFrom); no OpenAPI schema checks, no immutable fields",
     "RBAC is four fixed users (ok, expired, forbidden, viewer), not Roles and Bindings",
-    "server-side apply (application/apply-patch+yaml), protobuf, tables (`Accept: ...as=Table`), "
+    "server-side apply (application/apply-patch+yaml), protobuf bodies other than ConfigMap/Secret/"
+    "Namespace creation, tables beyond the kinds the runbooks show (others get NAME and AGE), "
     "`limit`/`continue` paging and `resourceVersion` semantics on list/watch are not supported",
     "events.k8s.io/v1 and other resources are served from an empty store unless seeded; no "
     "garbage collection except deployment -> replicasets -> pods",
