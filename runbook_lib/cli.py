@@ -121,7 +121,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
                          queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
                          token_env=args.token_env, parameters=parameters,
-                         correlate=not args.one_incident_per_alert, label_map=label_map)
+                         correlate=not args.one_incident_per_alert, label_map=label_map,
+                         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                         tls_key=Path(args.tls_key) if args.tls_key else None, insecure=args.insecure)
     return serve(config)
 
 
@@ -457,6 +459,10 @@ def _add_serve_command(sub: Any) -> None:
     srv.add_argument("--one-incident-per-alert", action="store_true",
                      help="open an incident per alert fingerprint; by default an alert that starts firing while "
                           "an incident of the same service is firing joins it (one fault fires several rules)")
+    srv.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain); needs --tls-key")
+    srv.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (PEM)")
+    srv.add_argument("--insecure", action="store_true",
+                     help="allow listening on a non-loopback address with no token set (refused otherwise)")
     srv.add_argument("--label-map", metavar="FILE",
                      help="YAML file: which alert labels identify a service (its alerts share an incident) and "
                           "how labels become runbook parameters (e.g. namespace, label_selector); see "

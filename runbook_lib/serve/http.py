@@ -1,23 +1,26 @@
-"""serve's HTTP layer: a threaded stdlib server with one `handle(request) -> Response` hook.
+"""serve's HTTP layer on aiohttp.web (a maintained server), with one `handle(request) -> Response` hook.
 
-Only what `runbook serve` needs: short JSON answers over HTTP/1.1 keep-alive, a body-size limit
-checked before the body is read, and a `stop()` that closes the listener *and* open keep-alive
-connections within a bound, so a stopped server refuses even pooled clients. Standard library
-only, like the rest of serve today (a later issue moves serve to aiohttp; this is not a framework).
+aiohttp runs in its own event-loop thread; `handle` runs in a small thread pool (it writes the spool
+with fsync, which must not stall the loop), so the rest of serve stays plain threads. What serve
+needs from it: short JSON answers over HTTP/1.1 keep-alive, optional TLS, a body-size limit checked
+before the body is read (413, connection closed), and a `stop()` that closes the listener *and*
+open keep-alive connections within a bound, so a stopped server refuses even pooled clients.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
+import ssl
 import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import urlsplit
 
-IDLE_KEEPALIVE_S = 60.0  # an idle keep-alive connection is closed after this (bounds handler threads)
+IDLE_KEEPALIVE_S = 60.0  # an idle keep-alive connection is closed after this
+START_TIMEOUT_S = 10.0
+HANDLER_THREADS = 8
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Request:
 
     method: str
     path: str
-    headers: Message
+    headers: Mapping[str, str]
     body: bytes
     client: str
 
@@ -47,140 +50,111 @@ class Response:
                    dict(headers or {}))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, addr: tuple[str, int], owner: HttpServer) -> None:
-        self.owner = owner
-        self.conns: set[socket.socket] = set()  # open connections, so stop() can close keep-alive ones
-        self.conns_lock = threading.Lock()
-        super().__init__(addr, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "runbook-serve"
-    sys_version = ""
-    timeout = IDLE_KEEPALIVE_S
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        try:  # headers and body go out in separate writes: no Nagle/delayed-ACK 40 ms stalls
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        with self.server.conns_lock:
-            self.server.conns.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.conns_lock:
-            self.server.conns.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
-        pass  # serve logs what it decides, not every request line
-
-    def _read_body(self) -> bytes | None:
-        """The request body, or None when it is over the owner's `max_body_bytes` (left unread)."""
-        limit = self.server.owner.max_body_bytes
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            out = bytearray()
-            while True:
-                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(out)
-                if len(out) + size > limit:
-                    return None
-                out += self.rfile.read(size)
-                self.rfile.readline(1024)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > limit:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _dispatch(self) -> None:
-        owner = self.server.owner
-        try:
-            body = self._read_body()
-        except (ValueError, OSError):
-            self.close_connection = True
-            return
-        if body is None:  # the rest of the body is unread: answer, then close the connection
-            self._send(owner.too_large())
-            self.close_connection = True
-            return
-        request = Request(self.command, urlsplit(self.path).path or "/", self.headers, body, self.client_address[0])
-        try:
-            answer = owner.handle(request)
-        except Exception:  # noqa: BLE001 - a handler bug answers 500 instead of killing the connection thread
-            answer = Response.json(500, {"error": "internal server error"})
-        self._send(answer)
-
-    def _send(self, answer: Response) -> None:
-        try:
-            self.send_response(answer.status)
-            self.send_header("Content-Type", answer.content_type)
-            for k, v in answer.headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(answer.body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(answer.body)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
-
-
 class HttpServer:
-    """Bind, serve in daemon threads, stop within a bound; subclasses implement `handle`."""
+    """Bind, serve from an aiohttp loop thread, stop within a bound; subclasses implement `handle`."""
 
     max_body_bytes = 1024 * 1024  # a larger body is refused with `too_large()`, unread
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self._port = port
-        self._server: _Server | None = None
+        self.ssl_context = ssl_context
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._runner: Any = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def start(self) -> Self:
-        """Bind (port 0 = any free port) and serve in a daemon thread; a no-op when running."""
-        if self._server is not None:
+        """Bind (port 0 = any free port) and serve; OSError when the address cannot be bound. No-op if running."""
+        if self._runner is not None:
             return self
-        self._server = _Server((self.host, self._port), self)
-        self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"{type(self).__name__}:{self._port}", daemon=True)
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name=f"{type(self).__name__}-http", daemon=True)
         self._thread.start()
+        self._loop = loop
+        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix=f"{type(self).__name__}-handler")
+        try:
+            self._runner, self._port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(START_TIMEOUT_S)
+        except BaseException:
+            self._halt_loop()
+            raise
         return self
+
+    async def _serve(self) -> tuple[Any, int]:
+        from aiohttp import web
+
+        app = web.Application(client_max_size=self.max_body_bytes)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_KEEPALIVE_S, handle_signals=False,
+                               shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl_context, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        server = getattr(site, "_server", None)
+        port = server.sockets[0].getsockname()[1] if server and server.sockets else self._port
+        return runner, port
+
+    async def _read_body(self, request: Any) -> bytes | None:
+        """The request body, or None when it is over `max_body_bytes` (the rest is left unread)."""
+        limit = self.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return None
+        out = bytearray()
+        while chunk := await request.content.read(65536):
+            out += chunk
+            if len(out) > limit:
+                return None
+        return bytes(out)
+
+    async def _dispatch(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await self._read_body(request)
+        if body is None:  # answer, then close: the unread rest of the body must not be parsed as a request
+            answer = self.too_large()
+            close = True
+        else:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            req = Request(request.method, request.path or "/", request.headers, body, str(peer[0]) if peer else "")
+            try:
+                answer = await asyncio.get_running_loop().run_in_executor(self._pool, self.handle, req)
+            except Exception:  # noqa: BLE001 - a handler bug answers 500 instead of a dropped connection
+                answer = Response.json(500, {"error": "internal server error"})
+            close = False
+        response = web.Response(status=answer.status, body=answer.body,
+                                headers={"Content-Type": answer.content_type, "Server": "runbook-serve",
+                                         **answer.headers})
+        if close:
+            response.force_close()
+        return response
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop accepting and drop open connections (pooled keep-alive ones too); bounded."""
-        server, thread = self._server, self._thread
-        if server is None:
+        runner, loop = self._runner, self._loop
+        if runner is None or loop is None:
             return
-        server.shutdown()
-        server.server_close()  # listener closed: new connections are refused
-        with server.conns_lock:
-            conns = list(server.conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._runner = None
+        try:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout_s + 3.0)
+        except Exception:  # noqa: BLE001 - a slow cleanup must not hang the stop; the loop is stopped below
+            pass
+        self._halt_loop(timeout_s)
+
+    def _halt_loop(self, timeout_s: float = 2.0) -> None:
+        loop, thread, pool = self._loop, self._thread, self._pool
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout_s)
-        self._server = None
-        self._thread = None
+        if loop is not None and not loop.is_running():
+            loop.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._loop = self._thread = self._pool = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -195,14 +169,14 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:9095 (no trailing slash)."""
+        """Base URL, e.g. http://127.0.0.1:9095 or https://... with TLS (no trailing slash)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self._port}"
 
     def too_large(self) -> Response:
         """The answer to a body over `max_body_bytes` (the connection is closed after it)."""
         return Response.json(413, {"error": f"payload over {self.max_body_bytes} bytes"})
 
     def handle(self, request: Request) -> Response:
-        """Answer one request (runs in the connection's thread)."""
+        """Answer one request (runs in a handler thread)."""
         raise NotImplementedError

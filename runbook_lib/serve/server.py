@@ -14,14 +14,19 @@ the alert's values of the label map's `service_labels` (labelmap.py): two servic
 incidents. `correlate=False` gives one incident per fingerprint. The label map also turns an
 alert's labels into that service's runbook parameters (namespace, label_selector, ...).
 
-Routes: POST /webhook (also /), GET /healthz, GET /readyz, GET /metrics.
+Routes: POST /webhook (also /), GET /healthz, GET /readyz, GET /metrics; over HTTPS with `tls_cert`
+and `tls_key`. Without a token, serve listens on loopback only unless `insecure` (anyone who can reach
+it could start runs and choose their labels).
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import os
+import socket
+import ssl
 import signal
 import subprocess
 import sys
@@ -34,6 +39,7 @@ from typing import Any
 
 from .._signals import wait_for_stop_signal
 from .._time import iso_z as _now, utc_stamp
+from ..errors import ParameterError
 from ..records.incident import edit_index, read_index, update_index, write_index
 from ..run.execute import new_record_dir
 from . import alerts as _alerts
@@ -62,6 +68,9 @@ class ServeConfig:
     token_env: str = DEFAULT_TOKEN_ENV
     correlate: bool = True  # a new alert joins the incident of its service that is already firing
     label_map: LabelMap = field(default_factory=LabelMap)  # service identity + parameters from labels
+    tls_cert: Path | None = None  # PEM certificate (chain); with tls_key, serve speaks HTTPS
+    tls_key: Path | None = None
+    insecure: bool = False  # allow a non-loopback address without a token
     parameters: dict[str, Any] = field(default_factory=dict)  # passed to every `respond`
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "runbook_lib"])
 
@@ -125,15 +134,27 @@ class AlertServer(HttpServer):
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> AlertServer:
+        """Check the exposure and TLS options, replay the spool, bind, start the workers.
+
+        ParameterError (naming the option) before anything is bound or read for a refused set-up.
+        """
+        check_exposure(self.config)
+        self.ssl_context = tls_context(self.config)
         Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
-        recovered = self._recover()
-        super().start()
+        recovered = self._recover()  # queued before the first webhook can be: replayed jobs keep their order
+        try:
+            super().start()
+        except OSError as exc:
+            raise ParameterError("--listen", f"{self.config.host}:{self.config.port}",
+                                 f"an address this host can listen on ({exc.strerror or exc})") from None
         for i in range(max(1, self.config.workers)):
             t = threading.Thread(target=self._work, name=f"serve-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
         self._ready = True
         token = "on (bearer/basic, from $" + self.config.token_env + ")" if self._token() else "off"
+        if not self._token() and not is_loopback(self.config.host):
+            token += " (--insecure: anyone who reaches this address can start runs)"
         lm = self.config.label_map
         self.log(f"listening on {self.url}/webhook; workers {self.config.workers}, queue {self.config.queue_max}, "
                  f"auth {token}, records in {self.config.output_dir}; a service is "
@@ -500,8 +521,59 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def is_loopback(host: str) -> bool:
+    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not host:
+        return False  # all interfaces
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
+
+
+def check_exposure(config: ServeConfig) -> None:
+    """Refuse a non-loopback address with no token, unless `insecure`: anyone reaching it could start runs."""
+    if config.insecure or is_loopback(config.host) or os.environ.get(config.token_env, ""):
+        return
+    raise ParameterError("--listen", f"{config.host}:{config.port}",
+                         f"a loopback address (127.0.0.1, ::1, localhost) while no token is set (${config.token_env} "
+                         "is empty): set the token (--token-env names its variable) so webhooks must carry it, "
+                         "or pass --insecure to listen on this address without one")
+
+
+def tls_context(config: ServeConfig) -> ssl.SSLContext | None:
+    """The server-side TLS context from --tls-cert/--tls-key, or None; errors name the option."""
+    cert, key = config.tls_cert, config.tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        missing, given = ("--tls-cert", key) if cert is None else ("--tls-key", cert)
+        raise ParameterError(missing, None, f"a PEM file, given together with {'--tls-key' if cert is None else '--tls-cert'}"
+                                            f" ({given}): both or neither")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).is_file():
+            raise ParameterError(option, str(path), "a readable PEM file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as exc:
+        raise ParameterError("--tls-cert", str(cert), f"a PEM certificate matching the private key in --tls-key "
+                                                      f"({key}); OpenSSL said: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise ParameterError("--tls-key", str(key), f"a readable PEM private key ({exc.strerror or exc})") from None
+    return context
+
+
 def serve(config: ServeConfig) -> int:
     """Run until SIGINT/SIGTERM; the CLI's entry point."""
+    check_exposure(config)  # refused before anything is created under the output folder
+    tls_context(config)
     server = AlertServer(config).start()
     try:
         wait_for_stop_signal()
