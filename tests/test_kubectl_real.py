@@ -293,8 +293,10 @@ def test_identity_is_what_kubectl_auth_whoami_says(kubectl_bin: str, emu: KubeEm
         kc = str(emu.write_kubeconfig(tmp_path / f"kc-{user}", user=user))
         with kube.connect(kc, timeout_s=5) as c:
             ch = remediate.rollout_restart(c, NS, APP, operator="carol")
-        who = run_printed(f"kubectl --kubeconfig {kc} auth whoami -o jsonpath='{{.status.userInfo.username}}'",
-                          tmp_path, kc).stdout.strip()
+        # what `kubectl auth whoami` (1.27+) sends, in a form every kubectl has
+        review = '{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}'
+        who = run_printed(f"echo '{review}' | kubectl --kubeconfig {kc} create -f - "
+                          "-o jsonpath='{.status.userInfo.username}'", tmp_path, kc).stdout.strip()
         assert ch.identity == who == simkube_user(user) and ch.identity_source == "SelfSubjectReview"
         assert ch.who == "carol"
         if user == "viewer":  # the identity is known even when the write is refused

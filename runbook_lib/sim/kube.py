@@ -1281,6 +1281,47 @@ def protobuf_object(body: bytes) -> dict[str, Any]:
     return obj
 
 
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_len(num: int, payload: bytes) -> bytes:
+    return _pb_varint(num << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def _pb_str(num: int, text: str) -> bytes:
+    return _pb_len(num, text.encode("utf-8"))
+
+
+_OPENAPI_V2_PROTOBUF = "application/octet-stream"  # as kube-openapi serves it (the Accept has an "@" Go rejects)
+
+
+def openapi_v2_protobuf(infos: Iterable[_ResInfo]) -> bytes:
+    """A minimal OpenAPI v2 document (gnostic openapi_v2.Document, protobuf) with, for every resource,
+    a PATCH operation tagged with its group/version/kind and a `dryRun` query parameter: what kubectl
+    before 1.24 reads to decide that `--dry-run=server` is supported (its DryRunVerifier). No schemas
+    (client-side validation then has nothing to check, as for an unknown type)."""
+    paths = b""
+    for info in sorted(infos, key=lambda i: (i.group, i.version, i.plural)):
+        base = f"/apis/{info.group}/{info.version}" if info.group else f"/api/{info.version}"
+        path = f"{base}/namespaces/{{namespace}}/{info.plural}/{{name}}" if info.namespaced else \
+            f"{base}/{info.plural}/{{name}}"
+        gvk = json.dumps({"group": info.group, "kind": info.kind, "version": info.version})
+        query = _pb_str(2, "query") + _pb_str(4, "dryRun") + _pb_str(6, "string")  # QueryParameterSubSchema
+        parameter = _pb_len(8, _pb_len(1, _pb_len(2, _pb_len(3, query))))  # ParametersItem.Parameter.NonBody.Query
+        extension = _pb_len(13, _pb_str(1, "x-kubernetes-group-version-kind") + _pb_len(2, _pb_str(2, gvk)))
+        operation = _pb_str(5, f"patch{info.kind}") + parameter + extension
+        paths += _pb_len(2, _pb_str(1, path) + _pb_len(2, _pb_len(8, operation)))  # NamedPathItem{PathItem.patch}
+    info_msg = _pb_str(1, "Kubernetes") + _pb_str(2, "v1.26.4")
+    return _pb_str(1, "2.0") + _pb_len(2, info_msg) + _pb_len(8, paths)
+
+
 # -- server-side printing (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`) ------------------
 # kubectl asks the server for a Table on every plain `kubectl get` (and -o wide); a server that
 # answers with a list instead gets only NAME and AGE printed. Columns as the real API server's
@@ -1772,6 +1813,8 @@ class KubeEmulator:
             try:
                 if p == "/version":
                     return reply(200, await h._serve_server_version(request))
+                if p == "/openapi/v2" and self._cluster is not None:
+                    return reply(200, openapi_v2_protobuf(self._cluster._info.values()), _OPENAPI_V2_PROTOBUF)
                 if p == "/api":
                     return reply(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                         {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}]})
