@@ -95,50 +95,10 @@ def cmd_respond(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Alertmanager webhook receiver: one incident per ongoing fault, deduplicated by alert fingerprint."""
-    from . import params
-    from .errors import ParameterError
-    from .serve.server import ServeConfig, serve
-    from .serve.labelmap import LabelMap, load_label_map
+    """Alertmanager webhook receiver (runbook_lib/serve/commands.py); `-p`/`-r` parsed like every command's."""
+    from .serve.commands import run_serve
 
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ParameterError("--listen", args.listen, "HOST:PORT, e.g. 127.0.0.1:9095")
-    for name, value, low, high in (("--workers", args.workers, 1, 64), ("--queue-max", args.queue_max, 1, 100000),
-                                   ("--max-bytes", args.max_bytes, 1024, 64 * 1024 * 1024),
-                                   ("--run-timeout", args.run_timeout, 10, 86400)):
-        if not low <= value <= high:
-            raise ParameterError(name, value, f"a number from {low} to {high}")
-    params.env_var_name("--token-env", args.token_env)
-    parameters = _collect_params(args)
-    if "apply_changes" in parameters:
-        raise ParameterError("apply_changes", parameters["apply_changes"],
-                             "nothing: alert-started runs are dry runs; apply changes from a person's run")
-    label_map = LabelMap()
-    if args.label_map:
-        label_map = load_label_map(args.label_map)
-    config = ServeConfig(host=host.strip("[]"), port=int(port), output_dir=Path(args.output_dir),
-                         state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
-                         queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
-                         token_env=args.token_env, parameters=parameters,
-                         correlate=not args.one_incident_per_alert, label_map=label_map,
-                         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
-                         tls_key=Path(args.tls_key) if args.tls_key else None, insecure=args.insecure)
-    return serve(config)
-
-
-def cmd_rules(args: argparse.Namespace) -> int:
-    """Render the alerting rules for a team's service labels and runbook base URL."""
-    from .serve.rules import render_rules, rules_config
-
-    text = render_rules(rules_config(labels=args.service_labels, base_url=args.runbook_base_url,
-                                     auth_min_requests=args.auth_min_requests))
-    if args.output and args.output != "-":
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return run_serve(args, _collect_params(args))
 
 
 def _print_result(result: Any) -> None:
@@ -442,46 +402,17 @@ def _add_run_commands(sub: Any) -> None:
 
 
 def _add_serve_command(sub: Any) -> None:
+    """`serve` (Alertmanager webhooks -> respond) and `rules` (the alerting rules): serve/commands.py."""
+    from .serve.commands import add_rules_command, add_serve_arguments
+
     srv = sub.add_parser("serve", help="receive Alertmanager webhooks and run `respond` for each firing Mistral alert",
                          parents=[_params_option("parameter passed to every respond run (e.g. mistral_url, "
                                                  "prometheus_url)"),
                                   _output_dir_option("where incident folders go"),
                                   _run_timeout_option(1800.0, "seconds per respond run (default: 1800)")])
-    srv.add_argument("--listen", default="127.0.0.1:9095", metavar="HOST:PORT",
-                     help="address to listen on (default: 127.0.0.1:9095)")
-    srv.add_argument("--state-dir", help="spool and fingerprint map (default: <output-dir>/.serve)")
-    srv.add_argument("--workers", type=int, default=2, help="respond runs at once (default: 2)")
-    srv.add_argument("--queue-max", type=int, default=100, help="accepted jobs waiting at most (default: 100)")
-    srv.add_argument("--max-bytes", type=int, default=1024 * 1024, help="largest webhook body (default: 1 MiB)")
-    srv.add_argument("--token-env", default="RUNBOOK_SERVE_TOKEN",
-                     help="env var holding the shared secret; when set, webhooks need "
-                          "`Authorization: Bearer <it>` (or basic auth with it as password)")
-    srv.add_argument("--one-incident-per-alert", action="store_true",
-                     help="open an incident per alert fingerprint; by default an alert that starts firing while "
-                          "an incident of the same service is firing joins it (one fault fires several rules)")
-    srv.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain); needs --tls-key")
-    srv.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (PEM)")
-    srv.add_argument("--insecure", action="store_true",
-                     help="allow listening on a non-loopback address with no token set (refused otherwise)")
-    srv.add_argument("--label-map", metavar="FILE",
-                     help="YAML file: which alert labels identify a service (its alerts share an incident) and "
-                          "how labels become runbook parameters (e.g. namespace, label_selector); see "
-                          "deploy/alertmanager/runbook-serve-labels.yml")
+    add_serve_arguments(srv)
     srv.set_defaults(func=cmd_serve)
-
-    from .serve.rules import DEFAULT_AUTH_MIN_REQUESTS, DEFAULT_RUNBOOK_BASE_URL, DEFAULT_SERVICE_LABELS
-
-    rules = sub.add_parser("rules", help="render the Prometheus alerting rules (deploy/prometheus/mistral-rules.yml) "
-                                         "for your service labels and runbook base URL")
-    rules.add_argument("--service-labels", default=",".join(DEFAULT_SERVICE_LABELS), metavar="L1,L2",
-                       help="labels that identify one service; alerts aggregate by them "
-                            f"(default: {','.join(DEFAULT_SERVICE_LABELS)})")
-    rules.add_argument("--runbook-base-url", default=DEFAULT_RUNBOOK_BASE_URL, metavar="URL",
-                       help="where the repository is browsed; runbook_url = URL/notebooks/<runbook>.ipynb")
-    rules.add_argument("--auth-min-requests", type=int, default=DEFAULT_AUTH_MIN_REQUESTS, metavar="N",
-                       help=f"MistralAuthFailures needs at least N calls in 5m (default: {DEFAULT_AUTH_MIN_REQUESTS})")
-    rules.add_argument("-o", "--output", help="file to write (default: standard output)")
-    rules.set_defaults(func=cmd_rules)
+    add_rules_command(sub)
 
 
 def _add_local_commands(sub: Any) -> None:
