@@ -175,3 +175,52 @@ def test_stop_drops_pooled_keepalive_connections(tmp_path):
     finally:
         client.close()
         srv.close()
+
+
+def test_the_real_alertmanager_delivers_over_https_with_the_shipped_route(stack, tmp_path, monkeypatch,
+                                                                         require_binary):
+    """The shipped alertmanager.yml (webhook URL https://, its tls_config ca_file and bearer token file
+    filled in, group_wait shortened) delivers a Mistral alert to serve over TLS: one incident."""
+    import yaml
+
+    from runbook_lib.records.incident import read_index
+    from runbook_lib.sim.alertmanager import BINARY, LocalAlertmanager
+
+    require_binary(BINARY)
+    pki = _pki(tmp_path)
+    (tmp_path / "token").write_text(TOKEN)
+    monkeypatch.setenv("RUNBOOK_SERVE_TOKEN", TOKEN)
+    stack.set_mode("auth_failure")
+    assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
+    config = ServeConfig(port=0, output_dir=tmp_path / "outputs", tls_cert=pki["cert"], tls_key=pki["key"],
+                         parameters={"prometheus_url": "", "timeout_s": 2.0, "mistral_url": stack.mistral_url,
+                                     "service_health_url": stack.service_health_url})
+    with AlertServer(config, log=open(tmp_path / "serve.log", "w")) as srv:
+        shipped = yaml.safe_load((Path(__file__).resolve().parent.parent / "deploy" / "alertmanager"
+                                  / "alertmanager.yml").read_text())
+        shipped["route"].update(group_wait="1s", group_interval="1s")
+        hook = next(r for r in shipped["receivers"] if r["name"] == "runbook-serve")["webhook_configs"][0]
+        assert hook["url"].startswith("http://127.0.0.1:")
+        hook["url"] = f"{srv.url}/webhook"
+        hook["http_config"]["authorization"]["credentials_file"] = str(tmp_path / "token")
+        hook["http_config"]["tls_config"] = {"ca_file": str(pki["ca"])}
+
+        class ShippedRoute(LocalAlertmanager):
+            def config_text(self) -> str:
+                return yaml.safe_dump(shipped)
+
+        with ShippedRoute(hook["url"]) as am:
+            labels = {"alertname": "MistralAuthFailures", "severity": "page", "error_class": "auth",
+                      "namespace": "shop", "service": "checkout"}
+            posted = httpx.post(f"{am.url}/api/v2/alerts", timeout=5, json=[
+                {"labels": labels, "annotations": {"runbook": "diagnose_auth", "summary": "401s"}}])
+            assert posted.status_code == 200, posted.text
+            outputs = tmp_path / "outputs"
+            found = lambda: [read_index(p) for p in outputs.iterdir()  # noqa: E731
+                             if p.is_dir() and not p.name.startswith(".") and read_index(p)]
+            assert wait_until(lambda: [i for i in found() if i.get("status") in ("triaged", "diagnosed", "failed")],
+                              60, 0.3), f"{am.log_tail()}\n{(tmp_path / 'serve.log').read_text()}"
+    [incident] = found()
+    assert incident["source"] == "alertmanager" and incident["alert"]["name"] == "MistralAuthFailures"
+    assert incident["service"] == {"namespace": "shop", "service": "checkout"}
+    assert incident["status"] == "diagnosed" and incident["error_class"] == "auth", incident
