@@ -181,6 +181,23 @@ def file_path(name: str, value: object) -> str:
     return value.strip()
 
 
+def ca_file(name: str, value: object) -> str:
+    """A PEM CA bundle trusted instead of the system store, or "" for httpx's default (SSL_CERT_FILE, certifi).
+
+    Checked when given (it must load as CA certificates), so a typo fails in the first cell, named.
+    """
+    path = file_path(name, value)
+    if path:
+        from .sources.tls import TlsSetupError, ssl_context
+
+        try:
+            ssl_context(ca_bundle=path, names=(name, name, name))
+        except TlsSetupError as exc:
+            raise ParameterError(name, value, "a readable PEM file of CA certificates, or '' for the system "
+                                 f"store / SSL_CERT_FILE ({str(exc).split(': ', 1)[-1]})") from None
+    return path
+
+
 _MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\\n]|\\.)*)"\s*')
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 _CREDENTIAL_HEADER = re.compile(r"authorization|cookie|token|secret|password|api[-_]?key", re.IGNORECASE)
@@ -275,6 +292,7 @@ SHARED: dict[str, Any] = {
     "mistral_url": lambda n, v: url(n, v),
     "api_key_env": env_var_name,
     "service_health_url": lambda n, v: url(n, v, allow_empty=True),
+    "ca_bundle": ca_file,  # trusted by the probes of the Mistral API and our service (proxies: HTTPS_PROXY)
     "prometheus_url": lambda n, v: url(n, v, allow_empty=True),
     "metrics_window": prom_duration,
     # how to reach an authenticated Prometheus (checked together by `prometheus_access`) and which series

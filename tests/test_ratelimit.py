@@ -39,3 +39,17 @@ def test_no_limit_or_latency_gives_no_number_and_says_why():
     assert ratelimit.recommend_concurrency(ratelimit.Limits(0, 0, None, None, None), latency_s=1).caveat
     assert ratelimit.recommend_concurrency(ratelimit.Limits(720, 1, None, None, None), latency_s=None
                                            ).max_concurrent_requests is None
+
+
+def test_monthly_quota_headers_are_read_and_an_exhausted_month_is_its_own_kind():
+    headers = {"x-ratelimit-limit-req-minute": "720", "x-ratelimit-remaining-req-minute": "700",
+               "x-ratelimit-limit-tokens-month": "1000000", "x-ratelimit-remaining-tokens-month": "0",
+               "x-ratelimit-limit-req-month": "5000", "x-ratelimit-remaining-req-month": "12",
+               "x-ratelimit-reset-tokens-month": "86400"}
+    limits = ratelimit.Limits.from_headers(headers)
+    assert (limits.tokens_limit_month, limits.tokens_remaining_month, limits.req_remaining_month,
+            limits.tokens_reset_month_s) == (1_000_000, 0, 12, 86400)
+    assert ratelimit.kind_of_limit(["rate_limited"], limits) == ratelimit.MONTHLY_QUOTA
+    older = ratelimit.Limits.from_headers({"x-ratelimit-remaining-req-minute": "0"})  # no monthly headers: None
+    assert older.tokens_remaining_month is None and not older.monthly_exhausted
+    assert ratelimit.kind_of_limit(["rate_limited"], older) == ratelimit.REQUEST_LIMIT

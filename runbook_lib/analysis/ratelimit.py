@@ -1,6 +1,8 @@
 """What kind of 429 this is, and how much concurrency the observed limits allow.
 
-Mistral sends `x-ratelimit-{limit,remaining}-{req,tokens}-minute` (2026 names; undocumented) and
+Mistral sends `x-ratelimit-{limit,remaining}-{req,tokens}-minute` and the monthly quota's
+`x-ratelimit-{limit,remaining}-{req,tokens}-month` (+ `x-ratelimit-reset-tokens-month`, seconds)
+(2026 names; undocumented) and
 429 bodies that tell `rate_limited` (code 1300: our workspace's limit) from "Service tier capacity
 exceeded for this model" (Mistral's side, our counters still have room). The recommendation uses
 Little's law: concurrency = sustainable requests/s x seconds per request, with headroom.
@@ -15,8 +17,8 @@ from typing import Any
 LIMITS_PAGE = "https://admin.mistral.ai/plateforme/limits"
 HEADROOM = 0.8  # aim below the limit: bursts and other clients share it
 
-REQUEST_LIMIT, TOKEN_LIMIT, CAPACITY, NONE, UNKNOWN = (
-    "request_limit", "token_limit", "capacity_exceeded", "no_limit_hit", "unknown")
+REQUEST_LIMIT, TOKEN_LIMIT, MONTHLY_QUOTA, CAPACITY, NONE, UNKNOWN = (
+    "request_limit", "token_limit", "monthly_quota", "capacity_exceeded", "no_limit_hit", "unknown")
 
 
 def _int(headers: dict[str, str], name: str) -> int | None:
@@ -33,13 +35,27 @@ class Limits:
     tokens_limit_minute: int | None
     tokens_remaining_minute: int | None
     reset_s: int | None
+    # the monthly quota (absent from older gateways: None, never 0)
+    req_limit_month: int | None = None
+    req_remaining_month: int | None = None
+    tokens_limit_month: int | None = None
+    tokens_remaining_month: int | None = None
+    tokens_reset_month_s: int | None = None
 
     @classmethod
     def from_headers(cls, headers: dict[str, str]) -> Limits:
         h = {k.lower(): v for k, v in headers.items()}
         return cls(_int(h, "x-ratelimit-limit-req-minute"), _int(h, "x-ratelimit-remaining-req-minute"),
                    _int(h, "x-ratelimit-limit-tokens-minute"), _int(h, "x-ratelimit-remaining-tokens-minute"),
-                   _int(h, "x-ratelimit-reset-req-minute"))
+                   _int(h, "x-ratelimit-reset-req-minute"),
+                   _int(h, "x-ratelimit-limit-req-month"), _int(h, "x-ratelimit-remaining-req-month"),
+                   _int(h, "x-ratelimit-limit-tokens-month"), _int(h, "x-ratelimit-remaining-tokens-month"),
+                   _int(h, "x-ratelimit-reset-tokens-month"))
+
+    @property
+    def monthly_exhausted(self) -> bool:
+        """The month's requests or tokens are used up: no per-minute reset brings them back."""
+        return self.req_remaining_month == 0 or self.tokens_remaining_month == 0
 
 
 def kind_of_limit(classes: list[str], limits: Limits) -> str:
@@ -47,6 +63,8 @@ def kind_of_limit(classes: list[str], limits: Limits) -> str:
     if "capacity_exceeded" in classes and "rate_limited" not in classes:
         return CAPACITY
     if "rate_limited" in classes:
+        if limits.monthly_exhausted:
+            return MONTHLY_QUOTA
         if limits.tokens_remaining_minute == 0 and (limits.req_remaining_minute or 0) > 0:
             return TOKEN_LIMIT
         if limits.req_remaining_minute == 0 or limits.req_limit_minute == 0:

@@ -165,7 +165,8 @@ class AuthRunbook:
         """`n` bounded probes of `GET /v1/models` with `secret`, `TEST_INTERVAL_S` apart."""
         cfg = self.cfg
         out = []
-        async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+        async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:"),
+                                 ca_bundle=cfg["ca_bundle"]) as c:
             for i in range(n):
                 if i:
                     await asyncio.sleep(TEST_INTERVAL_S)

@@ -105,7 +105,7 @@ class NetworkRunbook:
     def measure(self) -> dict[str, Any]:
         """DNS, TCP, TLS (https) and first byte, each bounded by `timeout_s`; which failed, what it means."""
         cfg = self.cfg
-        rep = run_sync(netdiag.diagnose(cfg["mistral_url"], cfg["timeout_s"]))
+        rep = run_sync(netdiag.diagnose(cfg["mistral_url"], cfg["timeout_s"], ca_bundle=cfg["ca_bundle"]))
         self.report = rep
         failed = rep.failed_phase
         cause = failed

@@ -55,7 +55,8 @@ class RateLimitRunbook:
 
         async def go() -> list[probes.ProbeResult]:
             out = []
-            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:"),
+                                     ca_bundle=cfg["ca_bundle"]) as c:
                 for i in range(cfg["sample_requests"]):
                     if i:
                         await asyncio.sleep(cfg["sample_interval_s"])
@@ -71,11 +72,13 @@ class RateLimitRunbook:
         self.kind = ratelimit.kind_of_limit([r.classification for r in results], self.limits)
         rows = [(r.started_at, r.status_code or "000", r.classification,
                  r.ratelimit.get("x-ratelimit-remaining-req-minute", "n/a"),
-                 r.ratelimit.get("x-ratelimit-remaining-tokens-minute", "n/a"), r.retry_after or "none")
+                 r.ratelimit.get("x-ratelimit-remaining-tokens-minute", "n/a"),
+                 r.ratelimit.get("x-ratelimit-remaining-req-month", "n/a"),
+                 r.ratelimit.get("x-ratelimit-remaining-tokens-month", "n/a"), r.retry_after or "none")
                 for r in results]
         value = {"samples": self.samples, "limits": self.limits.__dict__, "kind": self.kind}
         md = (display.table(("sent (UTC)", "HTTP", "class", "remaining req/min", "remaining tokens/min",
-                             "Retry-After"), rows)
+                             "remaining req/month", "remaining tokens/month", "Retry-After"), rows)
               + "\n\n" + display.kv_table(self.limits.__dict__.items(), ("limit (latest headers)", "value")))
         record.record("rate_limit_headers", value, markdown=md)
         return value
@@ -89,6 +92,9 @@ class RateLimitRunbook:
                                    "lower `max_tokens`, queue",
             ratelimit.CAPACITY: "Mistral's **service tier capacity** for this model is exceeded (our counters still "
                                 "have room): not our limit; retry with backoff, or use another model",
+            ratelimit.MONTHLY_QUOTA: "our workspace's **monthly** quota (requests or tokens) is used up: no "
+                                     "per-minute reset helps; it resets at the start of next month "
+                                     f"(`x-ratelimit-reset-tokens-month`), or raise it at {LIMITS_PAGE}",
             ratelimit.NONE: "no 429 in the sample: the limit is not being hit right now",
             ratelimit.UNKNOWN: "429 without usable headers: treat as a request limit",
         }
@@ -140,7 +146,8 @@ class RateLimitRunbook:
             note = f" (Prometheus {rate.status}: {rate.error or 'no data'})"
         if cfg["service_health_url"]:
             async def health() -> probes.ServiceHealth:
-                async with probes.client(cfg["timeout_s"], tls=cfg["service_health_url"].startswith("https:")) as c:
+                async with probes.client(cfg["timeout_s"], tls=cfg["service_health_url"].startswith("https:"),
+                                         ca_bundle=cfg["ca_bundle"]) as c:
                     return await probes.probe_service(c, cfg["service_health_url"], cfg["timeout_s"])
 
             p95 = (run_sync(health()).mistral or {}).get("p95_latency_ms")
@@ -170,7 +177,11 @@ class RateLimitRunbook:
     def long_term(self) -> None:
         limits = self.limits.__dict__ if self.limits else {}
         md = (f"- Check the workspace limits: {LIMITS_PAGE} (current: {limits.get('req_limit_minute', 'n/a')} "
-              f"requests/min, {limits.get('tokens_limit_minute', 'n/a')} tokens/min).\n"
+              f"requests/min, {limits.get('tokens_limit_minute', 'n/a')} tokens/min; this month "
+              f"{limits.get('req_remaining_month', 'n/a')} of {limits.get('req_limit_month', 'n/a')} requests and "
+              f"{limits.get('tokens_remaining_month', 'n/a')} of {limits.get('tokens_limit_month', 'n/a')} tokens left"
+              + (f", reset in {limits['tokens_reset_month_s'] / 86400:.1f} days"
+                 if limits.get('tokens_reset_month_s') is not None else "") + ").\n"
               "- If the traffic is legitimate, ask Mistral for a higher tier (console.mistral.ai or support@mistral.ai).\n"
               "- Make the client honour 429s: backoff with jitter, and a queue instead of failing requests.")
         record.record("long_term", {"limits_page": LIMITS_PAGE, "limits": limits}, markdown=md)

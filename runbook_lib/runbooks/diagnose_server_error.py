@@ -55,7 +55,8 @@ class ServerErrorRunbook:
         cfg = self.cfg
 
         async def go() -> probes.ApiSummary:
-            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+            async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:"),
+                                     ca_bundle=cfg["ca_bundle"]) as c:
                 return await probes.sample_mistral(c, cfg["mistral_url"], self.secret, cfg["timeout_s"],
                                                    cfg["probe_samples"], 2000.0)
 
@@ -186,7 +187,7 @@ class ServerErrorRunbook:
 
         result = monitor.monitor_recovery(cfg["mistral_url"], self.secret, interval_s=cfg["monitor_interval_s"],
                                           max_duration_s=cfg["monitor_max_s"], healthy_needed=cfg["healthy_needed"],
-                                          timeout_s=cfg["timeout_s"], progress=progress)
+                                          timeout_s=cfg["timeout_s"], progress=progress, ca_bundle=cfg["ca_bundle"])
         self.monitor = {**result.to_dict(), "recovered": result.stopped_because == monitor.RECOVERED,
                         "interval_s": cfg["monitor_interval_s"], "max_duration_s": cfg["monitor_max_s"],
                         "healthy_needed": cfg["healthy_needed"]}

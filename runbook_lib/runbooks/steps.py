@@ -24,7 +24,7 @@ from ..secrets import SecretRef, read_secret
 def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url: str, kubeconfig: str,
                       kube_context: str, namespace: str, deployment: str, container: str, timeout_s: float,
                       apply_changes: bool, operator: str, incident_id: str, incident_commander: str,
-                      slack_webhook_env: str, affected_features: str = comms.DEFAULT_AFFECTED,
+                      slack_webhook_env: str, affected_features: str = comms.DEFAULT_AFFECTED, ca_bundle: str = "",
                       prometheus_url: str | None = None, metrics_window: str | None = None,
                       papermill_output_path: str = "", **prometheus_access: Any) -> dict[str, Any]:
     """Validate the parameters every diagnosis notebook shares; the first bad one names itself.
@@ -40,7 +40,7 @@ def common_parameters(*, mistral_url: str, api_key_env: str, service_health_url:
         kubeconfig=kubeconfig, kube_context=kube_context, namespace=namespace, deployment=deployment,
         container=container, timeout_s=timeout_s, **flag, operator=operator, incident_id=incident_id,
         incident_commander=incident_commander, slack_webhook_env=slack_webhook_env,
-        affected_features=affected_features)
+        affected_features=affected_features, ca_bundle=ca_bundle)
     metrics = {k: v for k, v in (("prometheus_url", prometheus_url), ("metrics_window", metrics_window))
                if v is not None}
     output = params.text(OUTPUT_PATH_PARAMETER, papermill_output_path, maximum=4096)
@@ -203,7 +203,8 @@ def state_after(cfg: dict[str, Any], secret: SecretRef, samples: int = 3) -> dic
     """Re-probe the API and our service, concurrently and bounded: the situation at the end of the run."""
 
     async def go() -> tuple[Any, Any]:
-        async with probes.client(cfg["timeout_s"], tls=cfg["mistral_url"].startswith("https:")) as c:
+        tls = cfg["mistral_url"].startswith("https:") or cfg["service_health_url"].startswith("https:")
+        async with probes.client(cfg["timeout_s"], tls=tls, ca_bundle=cfg["ca_bundle"]) as c:
             api = probes.sample_mistral(c, cfg["mistral_url"], secret, cfg["timeout_s"], samples, 2000.0)
             if cfg["service_health_url"]:
                 return await asyncio.gather(api, probes.probe_service(c, cfg["service_health_url"], cfg["timeout_s"]))

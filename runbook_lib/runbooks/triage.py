@@ -28,6 +28,7 @@ class TriageConfig:
     mistral_url: str
     api_key_env: str
     service_health_url: str
+    ca_bundle: str
     prometheus_url: str
     metrics_window: str
     prometheus_bearer_token_file: str
@@ -50,7 +51,7 @@ class TriageConfig:
 
 
 @refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
-def start(*, mistral_url: str, api_key_env: str, service_health_url: str, prometheus_url: str = "",
+def start(*, mistral_url: str, api_key_env: str, service_health_url: str, ca_bundle: str = "", prometheus_url: str = "",
           metrics_window: str = "5m", prometheus_bearer_token_file: str = "", prometheus_username: str = "",
           prometheus_password_env: str = "", prometheus_ca_bundle: str = "", prometheus_client_cert: str = "",
           prometheus_client_key: str = "", prometheus_headers: str = "", metrics_selector: str = "",
@@ -61,7 +62,7 @@ def start(*, mistral_url: str, api_key_env: str, service_health_url: str, promet
     """Validate the parameters (ParameterError names the first bad one) and show them."""
     common = params.shared(
         mistral_url=mistral_url, api_key_env=api_key_env, service_health_url=service_health_url,
-        prometheus_url=prometheus_url, metrics_window=metrics_window)
+        ca_bundle=ca_bundle, prometheus_url=prometheus_url, metrics_window=metrics_window)
     access = params.prometheus_access(
         prometheus_bearer_token_file=prometheus_bearer_token_file, prometheus_username=prometheus_username,
         prometheus_password_env=prometheus_password_env, prometheus_ca_bundle=prometheus_ca_bundle,
@@ -129,7 +130,7 @@ class Triage:
         cfg = self.cfg
         targets = (cfg.mistral_url, cfg.service_health_url)  # Prometheus has a client of its own (credentials)
         tls = any(t.startswith("https:") for t in targets)
-        async with probes.client(cfg.timeout_s, tls=tls) as client:
+        async with probes.client(cfg.timeout_s, tls=tls, ca_bundle=cfg.ca_bundle) as client:
             jobs: dict[str, Any] = {
                 "mistral_api": self._timed("mistral_api", probes.sample_mistral(
                     client, cfg.mistral_url, self.secret, cfg.timeout_s, cfg.samples, cfg.latency_threshold_ms)),

@@ -18,7 +18,10 @@ headers and status codes follow the fact sheet; where it is silent, the choices 
   `{"message":"The upstream server is timing out","request_id":...}`.
 - 422 (missing field, wrong type, bad JSON) uses the wrapped form observed in 2025-12:
   `{"object":"error","message":{"detail":[{type,loc,msg,input}]},"type":"invalid_request_error",...}`.
-- Rate-limit headers (`x-ratelimit-*`, per-minute fixed windows aligned on the wall-clock minute)
+- Rate-limit headers (`x-ratelimit-*`, per-minute fixed windows aligned on the wall-clock minute,
+  plus the monthly quota `x-ratelimit-{limit,remaining}-{req,tokens}-month` and
+  `x-ratelimit-reset-tokens-month` (seconds to the next UTC month) from this month's totals; the
+  monthly limits, 2,000,000 requests and 1,000,000,000 tokens, are our choice: none is published)
   and `mistral-correlation-id` are on every response of a matched `/v1` route, 401 included;
   `x-ratelimit-tokens-query-cost` only on chat completions. No `Retry-After` (none observed).
   The `rate_limited` mode reports `x-ratelimit-limit-req-minute: 0` and remaining 0 (the real
@@ -234,22 +237,46 @@ def _serving_check(messages: list[dict[str, Any]]) -> Response | None:
 
 
 class _Windows:
-    """Per-minute fixed windows (aligned on the wall-clock minute) for requests and tokens."""
+    """Per-minute fixed windows (aligned on the wall-clock minute) for requests and tokens, and the
+    calendar month's totals (UTC) behind the monthly quota headers."""
 
-    def __init__(self, req_limit: int, token_limit: int) -> None:
+    def __init__(self, req_limit: int, token_limit: int, req_limit_month: int = 2_000_000,
+                 token_limit_month: int = 1_000_000_000) -> None:
         self.req_limit = req_limit
         self.token_limit = token_limit
+        self.req_limit_month = req_limit_month
+        self.token_limit_month = token_limit_month
         self.window = -1
         self.reqs = 0
         self.tokens = 0
+        self.month: tuple[int, int] | None = None
+        self.month_reqs = 0
+        self.month_tokens = 0
 
     def roll(self, now: float) -> None:
         w = int(now // 60)
         if w != self.window:
             self.window, self.reqs, self.tokens = w, 0, 0
+        t = datetime.fromtimestamp(now, UTC)
+        if (t.year, t.month) != self.month:
+            self.month, self.month_reqs, self.month_tokens = (t.year, t.month), 0, 0
+
+    def count_request(self) -> None:
+        self.reqs += 1
+        self.month_reqs += 1
+
+    def count_tokens(self, n: int) -> None:
+        self.tokens += n
+        self.month_tokens += n
 
     def reset_s(self, now: float) -> int:
         return max(1, int((self.window + 1) * 60 - now + 0.999))
+
+    def month_reset_s(self, now: float) -> int:
+        """Seconds until the next calendar month (UTC) starts: when the monthly quota resets."""
+        t = datetime.fromtimestamp(now, UTC)
+        nxt = datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=UTC)
+        return max(1, int(nxt.timestamp() - now + 0.999))
 
 
 class MistralSimulator(SimServer):
@@ -411,7 +438,7 @@ class MistralSimulator(SimServer):
                 limited = True
             else:
                 limited = False
-                self._win.reqs += 1
+                self._win.count_request()
         if limited:
             return self._with_limits(Response.json(429, RATE_LIMITED_BODY), headers, count=False)
         resp = endpoint(request, headers)
@@ -439,7 +466,7 @@ class MistralSimulator(SimServer):
             now = time.time()
             self._win.roll(now)
             if count:
-                self._win.reqs += 1
+                self._win.count_request()
             w = self._win
             resp.headers.update(headers)
             resp.headers.update({
@@ -448,6 +475,12 @@ class MistralSimulator(SimServer):
                 "x-ratelimit-reset-req-minute": str(w.reset_s(now)),
                 "x-ratelimit-limit-tokens-minute": str(w.token_limit),
                 "x-ratelimit-remaining-tokens-minute": str(max(0, w.token_limit - w.tokens)),
+                # the monthly quota (names seen in 2026; values: this calendar month's totals)
+                "x-ratelimit-limit-req-month": str(w.req_limit_month),
+                "x-ratelimit-remaining-req-month": str(max(0, w.req_limit_month - w.month_reqs)),
+                "x-ratelimit-limit-tokens-month": str(w.token_limit_month),
+                "x-ratelimit-remaining-tokens-month": str(max(0, w.token_limit_month - w.month_tokens)),
+                "x-ratelimit-reset-tokens-month": str(w.month_reset_s(now)),
             })
         return resp
 
@@ -505,7 +538,7 @@ class MistralSimulator(SimServer):
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         with self._lock:
-            self._win.tokens += usage["total_tokens"]
+            self._win.count_tokens(usage["total_tokens"])
         headers = dict(headers, **{"x-ratelimit-tokens-query-cost": str(usage["total_tokens"])})
         cid, created = _hex32(), int(time.time())
         if body.get("stream"):

@@ -33,17 +33,18 @@ class MonitorResult:
 
 def monitor_recovery(base_url: str, secret: SecretRef, *, interval_s: float, max_duration_s: float,
                      healthy_needed: int, timeout_s: float,
-                     progress: Callable[[dict[str, Any]], None] | None = None) -> MonitorResult:
+                     progress: Callable[[dict[str, Any]], None] | None = None, ca_bundle: str = "") -> MonitorResult:
     """Probe until recovered or out of time; the whole watch never exceeds max_duration_s + timeout_s."""
-    return run_sync(_monitor(base_url, secret, interval_s, max_duration_s, healthy_needed, timeout_s, progress))
+    return run_sync(_monitor(base_url, secret, interval_s, max_duration_s, healthy_needed, timeout_s, progress,
+                             ca_bundle))
 
 
 async def _monitor(base_url: str, secret: SecretRef, interval_s: float, max_duration_s: float,
                    healthy_needed: int, timeout_s: float,
-                   progress: Callable[[dict[str, Any]], None] | None) -> MonitorResult:
+                   progress: Callable[[dict[str, Any]], None] | None, ca_bundle: str = "") -> MonitorResult:
     t0 = time.monotonic()
     result = MonitorResult(GAVE_UP, 0)
-    async with probes.client(timeout_s, tls=base_url.startswith("https:")) as client:
+    async with probes.client(timeout_s, tls=base_url.startswith("https:"), ca_bundle=ca_bundle) as client:
         while True:
             started = time.monotonic()
             r = await probes.probe_mistral(client, base_url, secret, timeout_s)

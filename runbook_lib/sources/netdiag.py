@@ -67,8 +67,12 @@ async def _phase(name: str, coro: Any, timeout_s: float) -> tuple[Phase, Any]:
     return Phase(name, True, round((time.perf_counter() - t0) * 1000, 1), ""), value
 
 
-async def diagnose(url: str, timeout_s: float = 5.0, path: str = "/v1/models") -> NetReport:
-    """Resolve, connect, handshake (https) and wait for the first byte of `GET path` (no key sent)."""
+async def diagnose(url: str, timeout_s: float = 5.0, path: str = "/v1/models", ca_bundle: str = "") -> NetReport:
+    """Resolve, connect, handshake (https) and wait for the first byte of `GET path` (no key sent).
+
+    Direct, never through a proxy (the proxy variables are reported separately); the handshake
+    trusts `ca_bundle` when given, else the system store (which honours `SSL_CERT_FILE`).
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     tls = parts.scheme == "https"
@@ -94,7 +98,7 @@ async def diagnose(url: str, timeout_s: float = 5.0, path: str = "/v1/models") -
     reader, writer = conn
     try:
         if tls:
-            ctx = ssl.create_default_context()
+            ctx = ssl.create_default_context(cafile=ca_bundle or None)
             phase, _ = await _phase("tls", writer.start_tls(ctx, server_hostname=host), timeout_s)
             if phase.ok:
                 cipher = writer.get_extra_info("cipher")

@@ -157,9 +157,13 @@ async def probe_mistral(client: httpx.AsyncClient, base_url: str, secret: Secret
     try:
         response = await asyncio.wait_for(client.get(url, headers=headers, timeout=timeout_s), timeout_s)
     except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+        from .tls import describe_tls_error
+
         cls = classify_transport_error(exc)
+        tls = describe_tls_error(exc, ca_name="ca_bundle", cert_name="a client certificate")
         return ProbeResult("mistral_api", url, started_at, _ms(t0), cls, None,
-                           f"no HTTP answer ({type(exc).__name__})", error_type=type(exc).__name__)
+                           f"no HTTP answer ({type(exc).__name__})" + (f": {tls}" if tls else ""),
+                           error_type=type(exc).__name__)
     try:
         body: Any = response.json()
     except ValueError:
@@ -283,12 +287,18 @@ async def probe_service(client: httpx.AsyncClient, health_url: str, timeout_s: f
     return ServiceHealth(health_url, started_at, _ms(t0), True, response.status_code, status, mistral, detail)
 
 
-def client(timeout_s: float, *, tls: bool = True) -> httpx.AsyncClient:
+def client(timeout_s: float, *, tls: bool = True, ca_bundle: str = "") -> httpx.AsyncClient:
     """One client for a triage run, redirects not followed (a redirect is itself a finding).
 
-    `tls=False` is only for runs whose every target is plain http: it skips loading the CA
-    bundle (30 ms, a fifth of a triage's own time); certificates are verified whenever https is used.
+    httpx's environment applies: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` route the probes through a
+    proxy (CONNECT for https), `SSL_CERT_FILE`/`SSL_CERT_DIR` replace the CA store; `ca_bundle` (the
+    runbooks' parameter, a PEM file) is trusted instead when given. `tls=False` is only for runs whose
+    every target is plain http: it skips loading the CA bundle (30 ms, a fifth of a triage's own
+    time); certificates are verified whenever https is used.
     """
     if tls:
-        return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        from .tls import ssl_context
+
+        verify = ssl_context(ca_bundle=ca_bundle, names=("ca_bundle", "ca_bundle", "ca_bundle"))
+        return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=verify)
     return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=False)
