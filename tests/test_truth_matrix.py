@@ -215,6 +215,10 @@ def _entry_point_problems(folder: Path, index: dict[str, Any]) -> list[str]:
         if "runbook-banner" not in nb["cells"][0].get("metadata", {}).get("tags", []) or \
                 f"Incident {index['id']}" not in first or run["status"].upper() not in first:
             problems.append(f"{name}.ipynb does not open with its banner: {first[:120]!r}")
+        noisy = [i for i, c in enumerate(nb["cells"]) for o in c.get("outputs", [])
+                 if o.get("output_type") == "error" or (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        if run["status"] == "succeeded" and noisy:
+            problems.append(f"{name}.ipynb succeeded but shows warnings or errors in cells {noisy}")
         prov = run.get("provenance") or {}
         want = hashlib.sha256((notebooks_dir / f"{name}.ipynb").read_bytes()).hexdigest()
         if prov.get("notebook_sha256") != want or not prov.get("version") or not prov.get("host"):
