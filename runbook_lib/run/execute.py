@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import KERNEL_NAME, params
+from .. import KERNEL_NAME, bounds, params
 from .._async import closing_thread_loop
 from . import _lean
 from .._time import iso_z as _iso, utc_stamp
@@ -86,8 +86,45 @@ def check_run_request(name: str, parameters: dict[str, Any], *, strict_names: bo
     if reserved:
         raise ParameterError(reserved[0], parameters[reserved[0]], RESERVED_PARAMETERS[reserved[0]])
     params.timeout(flag_names[0], cell_timeout_s, maximum=MAX_RUN_TIMEOUT_S)
-    return check_run_timeout(default_run_timeout(parameters) if run_timeout_s is None else run_timeout_s,
-                             flag_names[1])
+    bound = check_run_timeout(default_run_timeout(parameters) if run_timeout_s is None else run_timeout_s,
+                              flag_names[1])
+    if WAIT_PARAMETER in declared_parameters(name):
+        check_wait_fits(parameters, float(cell_timeout_s),  # type: ignore[arg-type]
+                        None if run_timeout_s is None else bound, flag_names, name)
+    return bound
+
+
+WAIT_PARAMETER = "monitor_max_s"  # a notebook's own long bounded wait (the 5xx recovery monitor)
+
+
+def check_wait_fits(parameters: dict[str, Any], cell_timeout_s: float, run_timeout_s: float | None,
+                    flag_names: tuple[str, str], notebook: str = "diagnose_server_error") -> None:
+    """Refuse a bounded wait that could not end in a verdict before the cell or run bound, naming it.
+
+    A wait that is not given is the notebook's default: the kernel shortens it to fit (`bounds`),
+    so only the cell bound itself can be too small for it.
+    """
+    from .. import bounds
+
+    probe = parameters.get("timeout_s")
+    probe_s = float(probe) if isinstance(probe, (int, float)) and not isinstance(probe, bool) and probe > 0 else None
+    room = bounds.wait_room(cell_timeout_s, probe_s)
+    needed = f"the watch, its last probe (timeout_s) and the verdict must end inside one cell ({flag_names[0]})"
+    if room < 1:
+        raise ParameterError(flag_names[0], cell_timeout_s, (
+            f"more than {cell_timeout_s - room + 1:g} s for {notebook}'s bounded recovery watch ({needed})"))
+    wait = parameters.get(WAIT_PARAMETER)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait):
+        return  # not given (the kernel fits the default) or not a number (the notebook's own check names it)
+    if wait > room:
+        raise ParameterError(WAIT_PARAMETER, wait, (
+            f"at most {room:g} s with {flag_names[0]} {cell_timeout_s:g} and timeout_s "
+            f"{probe_s or bounds.DEFAULT_PROBE_TIMEOUT_S:g} ({needed}); or a larger {flag_names[0]}"))
+    if run_timeout_s is not None and wait + bounds.WAIT_MARGIN_S + (probe_s or bounds.DEFAULT_PROBE_TIMEOUT_S) \
+            > run_timeout_s:
+        raise ParameterError(WAIT_PARAMETER, wait, (
+            f"less than {flag_names[1]} {run_timeout_s:g} minus {bounds.WAIT_MARGIN_S:g} s and timeout_s (the "
+            f"watch must end, with its verdict, before the whole run's deadline); or a larger {flag_names[1]}"))
 
 
 @dataclass
@@ -179,6 +216,7 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     (see `check_run_request`) returns a failed result recorded in `<notebook>.run.json` only.
     """
     pm = _lean.papermill()  # without jsonschema's iri checkers: ~1.7 s of start-up (see run/_lean.py)
+    from .engine import ENGINE_NAME  # papermill's nbclient engine, one record write per code cell
 
     parameters = dict(parameters or {})
     if "incident_id" not in parameters:  # into an incident's folder: its id, else a fresh one
@@ -203,10 +241,13 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
         with closing_thread_loop():
             pm.execute_notebook(str(source), str(out_nb), parameters=parameters, kernel_name=kernel_name,
                                 progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
-                                request_save_on_cell_execute=True,
+                                request_save_on_cell_execute=True, engine_name=ENGINE_NAME,
                                 resources={"metadata": {"path": str(Path(record_dir).resolve())}},
                                 kernel_manager_class=kernel_with_env(watchdog.kernel_manager_class(), {
-                                    OUTPUTS_ENV: str(Path(output_root).resolve())}))
+                                    OUTPUTS_ENV: str(Path(output_root).resolve()),
+                                    # the bounds, so a runbook's own wait ends (with its verdict) inside them
+                                    bounds.CELL_TIMEOUT_ENV: f"{float(cell_timeout_s):g}",
+                                    bounds.RUN_DEADLINE_ENV: f"{time.time() + bound:.3f}"}))
     except pm.PapermillExecutionError as exc:
         status, error = FAILED, f"{exc.ename}: {_first_line(exc.evalue)}"
     except Exception as exc:  # noqa: BLE001 - kernel death, cell timeout, missing kernel: all recorded
