@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from matrix_support import ROOT, cli_env
 
@@ -61,3 +62,19 @@ def test_the_cli_run_path_never_imports_rfc3987_syntax(tmp_path, api_key):
     got = json.loads(out.stdout.splitlines()[-1])
     assert got == {"rc": 0, "modules": ["jsonschema", "nbconvert", "papermill"]}, got
     assert list((tmp_path / "o").glob("*-LEAN-1/triage.html")), "the run left no record"
+
+
+def test_the_html_rendered_with_the_warmed_exporter_equals_a_fresh_render(tmp_path, api_key):
+    """run_notebook renders with an exporter warmed during the run; the page must be the same."""
+    from nbconvert import HTMLExporter
+
+    from runbook_lib.run.execute import run_notebook
+
+    dead = "http://127.0.0.1:9"
+    result = run_notebook("triage", {"mistral_url": dead, "service_health_url": dead + "/health",
+                                     "prometheus_url": "", "timeout_s": 1, "incident_id": "HTML-1"},
+                          output_root=tmp_path, progress=False)
+    assert result.status == "succeeded" and result.html_path
+    fresh, _ = HTMLExporter().from_filename(result.notebook_path)
+    written = Path(result.html_path).read_text("utf-8")
+    assert "Incident HTML-1" in written and written == fresh
