@@ -76,8 +76,8 @@ def cmd_respond(args: argparse.Namespace) -> int:
         parameters["incident_id"] = args.incident_id
     if args.apply_changes:
         parameters["apply_changes"] = True
-    try:  # an unknown parameter name or a bad incident id: refused before any kernel, as `run` does
-        check_respond_request(parameters)
+    try:  # an unknown parameter name, a bad incident id or bound: refused before any kernel, as `run` does
+        check_respond_request(parameters, cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout)
     except ParameterError as exc:
         rejected = record_rejected_respond(parameters, exc, output_root=args.output_dir, folder=args.record_dir)
         print(f"FAILED: {exc}")
@@ -85,7 +85,8 @@ def cmd_respond(args: argparse.Namespace) -> int:
         print(f"runbook: {exc}\nstatus: failed (refused before the run started; nothing was executed)",
               file=sys.stderr)
         return 2
-    index = respond(parameters, output_root=args.output_dir, progress=not args.quiet, folder=args.record_dir)
+    index = respond(parameters, output_root=args.output_dir, progress=not args.quiet, folder=args.record_dir,
+                    cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout)
     for nb in index["notebooks"]:
         print(f"{nb['name']}: {nb['verdict'] or nb['status'] + ' (' + str(nb['error']) + ')'}")
         print(f"  record: {Path(index['folder']) / nb['path'] if nb.get('path') else 'none'}")
@@ -396,7 +397,12 @@ def _add_run_commands(sub: Any) -> None:
                                       _incident_id_option(),
                                       _apply_changes_option("approve the diagnosis notebook's mitigation "
                                                             "(default: dry run)"),
-                                      _output_dir_option(), _quiet_option()])
+                                      _output_dir_option(), _cell_timeout_option(),
+                                      _run_timeout_option(None, "seconds for the whole respond (triage and "
+                                                                "diagnosis); the diagnosis gets what triage left "
+                                                                "and its recovery watch ends before it (default: "
+                                                                "each notebook's own, as for run)"),
+                                      _quiet_option()])
     respond.add_argument("--record-dir", help="an existing incident folder to run into (used by `runbook serve`)")
     respond.set_defaults(func=cmd_respond)
 

@@ -22,15 +22,21 @@ from .execute import RunResult, new_record_dir, record_rejected_run, run_noteboo
 
 
 def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", progress: bool = True,
-            cell_timeout_s: int = 300, folder: str | Path | None = None) -> dict[str, Any]:
+            cell_timeout_s: int = 300, folder: str | Path | None = None,
+            run_timeout_s: float | None = None) -> dict[str, Any]:
     """Triage, then the diagnosis the decision names; return the incident index (also written).
 
     `folder`: an incident folder made beforehand (by `runbook serve`, which records the alert
-    there first); what its index already holds is kept.
+    there first); what its index already holds is kept. `cell_timeout_s` bounds every cell of both
+    notebooks; `run_timeout_s` (None: each notebook's default) bounds the whole respond, triage and
+    diagnosis together: the diagnosis gets what triage left, and its recovery watch ends before that.
     """
+    import time
+
     parameters = dict(parameters)
+    t0 = time.monotonic()
     try:
-        check_respond_request(parameters)
+        check_respond_request(parameters, cell_timeout_s=cell_timeout_s, run_timeout_s=run_timeout_s)
     except ParameterError as exc:  # refused before any kernel, as `run` does: the failed record is kept
         record_rejected_respond(parameters, exc, output_root=output_root, folder=folder)
         raise
@@ -54,8 +60,11 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     update_index(folder, **index)
 
     triage_params = {k: v for k, v in parameters.items() if k in declared_parameters("triage")}
+    def left() -> float | None:  # of the whole respond's bound, for the next notebook
+        return None if run_timeout_s is None else max(1.0, run_timeout_s - (time.monotonic() - t0))
+
     triage = run_notebook("triage", triage_params, output_root=output_root, progress=progress,
-                          cell_timeout_s=cell_timeout_s, record_dir=folder)
+                          cell_timeout_s=cell_timeout_s, record_dir=folder, run_timeout_s=left())
     _add(index, triage)
     verdict = triage.verdict or {}
     index.update(error_class=verdict.get("branch"), verdict=verdict.get("line"))
@@ -68,7 +77,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
         accepted = declared_parameters(next_notebook)
         diag_params = {k: v for k, v in parameters.items() if k in accepted}
         diag = run_notebook(next_notebook, diag_params, output_root=output_root, progress=progress,
-                            cell_timeout_s=cell_timeout_s, record_dir=folder)
+                            cell_timeout_s=cell_timeout_s, record_dir=folder, run_timeout_s=left())
         _add(index, diag)
         records = read_records(diag.notebook_path) if Path(diag.notebook_path).exists() else {}
         index["changes_applied"] = [
@@ -96,13 +105,18 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     return {**final, "folder": str(folder)}  # the caller gets the real path
 
 
-def check_respond_request(parameters: dict[str, Any]) -> None:
-    """What must hold before respond starts a kernel: known parameter names, a usable incident id.
+def check_respond_request(parameters: dict[str, Any], *, cell_timeout_s: object = 300,
+                          run_timeout_s: object = None,
+                          flag_names: tuple[str, str] = ("--cell-timeout", "--run-timeout")) -> None:
+    """What must hold before respond starts a kernel: known names, a usable incident id, bounds that fit.
 
     The id names the folder and goes into incident.json as given, so a bad one (empty included,
     however it was passed) is refused here rather than recorded; an unknown name's value is not
-    shown (it is often a misplaced secret).
+    shown (it is often a misplaced secret). The bounds are checked as `runbook run` checks them,
+    including a recovery watch (`monitor_max_s`) that could not end before them.
     """
+    from .execute import MAX_RUN_TIMEOUT_S, WAIT_PARAMETER, check_run_timeout, check_wait_fits
+
     known = set().union(*(declared_parameters(n) for n in available_notebooks()))
     for name in sorted(parameters):
         if name not in known:
@@ -110,6 +124,11 @@ def check_respond_request(parameters: dict[str, Any]) -> None:
                                  + ", ".join(sorted(known)))
     if "incident_id" in parameters:
         params.incident_id("incident_id", parameters["incident_id"])
+    cell = params.timeout(flag_names[0], cell_timeout_s, maximum=MAX_RUN_TIMEOUT_S)
+    run = None if run_timeout_s is None else check_run_timeout(run_timeout_s, flag_names[1])
+    for name in available_notebooks():
+        if WAIT_PARAMETER in declared_parameters(name):  # the diagnosis respond may pick
+            check_wait_fits(parameters, cell, run, flag_names, name)
 
 
 def record_rejected_respond(parameters: dict[str, Any], error: ParameterError, *,

@@ -36,7 +36,33 @@ def start(*, status_feed_url: str, monitor_interval_s: float, monitor_max_s: flo
                monitor_max_s=params.timeout("monitor_max_s", monitor_max_s, maximum=3600),
                healthy_needed=params.positive_int("healthy_needed", healthy_needed, maximum=100),
                probe_samples=params.positive_int("probe_samples", probe_samples, maximum=30))
+    cfg["monitor_bound_note"] = _fit_monitor_to_cell(cfg)
     return ServerErrorRunbook(cfg, steps.show_parameters(cfg))
+
+
+def _fit_monitor_to_cell(cfg: dict[str, Any]) -> str:
+    """Shorten the watch to end, with its verdict, inside the cell bound `runbook run`/`respond` set.
+
+    An explicit `monitor_max_s` that cannot fit is refused before the kernel starts (naming it);
+    what arrives too long here is the notebook's default, so it is shortened and the record says so.
+    Returns the note ("" when nothing changed or no bound is known, as under raw papermill).
+    """
+    from .. import bounds
+
+    cell, _deadline = bounds.from_kernel()
+    if cell is None:
+        return ""
+    room = bounds.wait_room(cell, cfg["timeout_s"])
+    if room < 1:
+        raise params.ParameterError("monitor_max_s", cfg["monitor_max_s"], (
+            f"a cell bound longer than {cell:g} s: the recovery watch, its last probe and its verdict cannot "
+            "end inside it (raise --cell-timeout)"))
+    if cfg["monitor_max_s"] <= room:
+        return ""
+    note = (f"monitor_max_s {cfg['monitor_max_s']:g} s shortened to {room:g} s so that the watch ends, with its "
+            f"verdict, inside the {cell:g} s cell bound (--cell-timeout)")
+    cfg["monitor_max_s"] = float(room)
+    return note
 
 
 class ServerErrorRunbook:
@@ -176,26 +202,49 @@ class ServerErrorRunbook:
         """The seed's `watch -n 30 curl ...`, bounded: stops after N healthy probes in a row or at max duration."""
         from ..sources import monitor
 
+        from .. import bounds
+
         cfg = self.cfg
+        limit, notes = cfg["monitor_max_s"], [n for n in [cfg.get("monitor_bound_note")] if n]
+        room = bounds.run_room(bounds.from_kernel()[1], cfg["timeout_s"])
+        if room is not None and room < limit:  # the run's deadline comes first: end before it
+            if room < 1:
+                return self._not_monitored(room, notes + [
+                    "the run's deadline (--run-timeout) leaves no time for a watch that ends with a verdict"])
+            notes.append(f"watch shortened to {room:g} s to end, with its verdict, before the run's "
+                         "deadline (--run-timeout)")
+            limit = float(room)
         print(f"Watching {cfg['mistral_url']}/v1/models every {cfg['monitor_interval_s']:g} s for at most "
-              f"{cfg['monitor_max_s']:g} s; recovered after {cfg['healthy_needed']} healthy probes in a row.",
-              flush=True)
+              f"{limit:g} s; recovered after {cfg['healthy_needed']} healthy probes in a row."
+              + "".join(f" ({n})" for n in notes), flush=True)
 
         def progress(s: dict[str, Any]) -> None:
             print(f"  t+{s['t_s']:>6.2f}s  HTTP {s['status_code'] or '000'}  {s['classification']:<18} "
                   f"{s['latency_ms']:>8.1f} ms  healthy in a row: {s['consecutive_healthy']}", flush=True)
 
         result = monitor.monitor_recovery(cfg["mistral_url"], self.secret, interval_s=cfg["monitor_interval_s"],
-                                          max_duration_s=cfg["monitor_max_s"], healthy_needed=cfg["healthy_needed"],
+                                          max_duration_s=limit, healthy_needed=cfg["healthy_needed"],
                                           timeout_s=cfg["timeout_s"], progress=progress, ca_bundle=cfg["ca_bundle"])
-        self.monitor = {**result.to_dict(), "recovered": result.stopped_because == monitor.RECOVERED,
-                        "interval_s": cfg["monitor_interval_s"], "max_duration_s": cfg["monitor_max_s"],
-                        "healthy_needed": cfg["healthy_needed"]}
-        word = ("**RECOVERED**" if self.monitor["recovered"] else "**NOT recovered** (maximum duration reached)")
+        recovered = result.stopped_because == monitor.RECOVERED
+        watched = f"{round(result.duration_s) if result.duration_s >= 10 else round(result.duration_s, 1):g}"
+        self.monitor = {**result.to_dict(), "recovered": recovered, "interval_s": cfg["monitor_interval_s"],
+                        "max_duration_s": limit, "healthy_needed": cfg["healthy_needed"], "notes": notes,
+                        "verdict": "recovered" if recovered else f"not recovered after {watched} s"}
+        word = ("**RECOVERED**" if recovered else "**NOT recovered**")
         record.record("recovery_monitor", self.monitor, markdown=(
-            f"{word} after {result.duration_s:g} s and {len(result.samples)} probes "
-            f"({result.consecutive_healthy} healthy in a row at the end)."))
+            f"{word} after {watched} s (bound {limit:g} s) and {len(result.samples)} probes "
+            f"({result.consecutive_healthy} healthy in a row at the end)."
+            + "".join(f"\n\n{n[:1].upper()}{n[1:]}." for n in notes)))
         _plot_monitor(result.samples)
+        return self.monitor
+
+    def _not_monitored(self, limit: float, notes: list[str]) -> dict[str, Any]:
+        """No time left for even one probe before the run's deadline: say so, as a verdict."""
+        self.monitor = {"recovered": False, "samples": [], "duration_s": 0.0, "max_duration_s": max(limit, 0),
+                        "notes": notes, "stopped_because": "no_time_left",
+                        "verdict": "not monitored (no time left before the run's deadline)"}
+        record.record("recovery_monitor", self.monitor, markdown=(
+            "**NOT monitored**: " + "; ".join(notes) + ". Watch by hand: `watch -n 30 curl ...`"))
         return self.monitor
 
     def summary(self) -> dict[str, Any]:
@@ -205,8 +254,7 @@ class ServerErrorRunbook:
         verdict = self.api.verdict if self.api else "unknown"
         provider = ("unknown" if not self.provider or not self.provider.readable else
                     "incident" if self.provider.ongoing else "no incident")
-        watch = ("recovered" if self.monitor and self.monitor["recovered"] else
-                 "not recovered" if self.monitor else "not monitored")
+        watch = self.monitor["verdict"] if self.monitor else "not monitored"
         line = (f"5xx {verdict} (HTTP {'/'.join(codes) or 'none'}): provider {provider}; "
                 f"fallback {'applied' if applied else 'dry run'}; {watch}")
         value = {"line": line, "verdict": verdict, "codes": codes, "provider": provider,
