@@ -8,6 +8,7 @@ share and the incident id), and keeps both records in one incident folder with a
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,7 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     notebooks; `run_timeout_s` (None: each notebook's default) bounds the whole respond, triage and
     diagnosis together: the diagnosis gets what triage left, and its recovery watch ends before that.
     """
-    import time
-
-    parameters = dict(parameters)
-    t0 = time.monotonic()
+    parameters, t0 = dict(parameters), time.monotonic()
     try:
         check_respond_request(parameters, cell_timeout_s=cell_timeout_s, run_timeout_s=run_timeout_s)
     except ParameterError as exc:  # refused before any kernel, as `run` does: the failed record is kept
@@ -62,7 +60,6 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     triage_params = {k: v for k, v in parameters.items() if k in declared_parameters("triage")}
     def left() -> float | None:  # of the whole respond's bound, for the next notebook
         return None if run_timeout_s is None else max(1.0, run_timeout_s - (time.monotonic() - t0))
-
     triage = run_notebook("triage", triage_params, output_root=output_root, progress=progress,
                           cell_timeout_s=cell_timeout_s, record_dir=folder, run_timeout_s=left())
     _add(index, triage)

@@ -19,6 +19,7 @@ import httpx
 
 from .._time import iso_z
 from ..secrets import SecretRef
+from .tls import describe_tls_error, exception_chain, ssl_context
 
 # Classes of a single Mistral API probe.
 OK = "ok"
@@ -105,7 +106,7 @@ def classify_transport_error(exc: BaseException) -> str:
     """Tell timeouts, refused connections and DNS failures apart (curl's `000` hides which)."""
     if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
         return TIMEOUT
-    text = " ".join(repr(e) for e in _exception_chain(exc)).lower()
+    text = " ".join(repr(e) for e in exception_chain(exc)).lower()
     dns_markers = ("name or service not known", "nodename nor servname", "temporary failure in name resolution",
                    "no address associated", "getaddrinfo failed", "name resolution")
     if any(m in text for m in dns_markers):
@@ -113,19 +114,6 @@ def classify_transport_error(exc: BaseException) -> str:
     if "connection refused" in text or "errno 111" in text or "connect call failed" in text:
         return CONNECTION_REFUSED
     return NETWORK_ERROR
-
-
-def _exception_chain(exc: BaseException, limit: int = 20) -> list[BaseException]:
-    """The exception and its causes/contexts/grouped members: anyio buries ECONNREFUSED deep."""
-    seen: list[BaseException] = []
-    stack = [exc]
-    while stack and len(seen) < limit:
-        e = stack.pop()
-        if e is None or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        stack.extend([e.__cause__, e.__context__, *getattr(e, "exceptions", ())])
-    return seen
 
 
 def _error_detail(body: Any) -> str:
@@ -157,8 +145,6 @@ async def probe_mistral(client: httpx.AsyncClient, base_url: str, secret: Secret
     try:
         response = await asyncio.wait_for(client.get(url, headers=headers, timeout=timeout_s), timeout_s)
     except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
-        from .tls import describe_tls_error
-
         cls = classify_transport_error(exc)
         tls = describe_tls_error(exc, ca_name="ca_bundle", cert_name="a client certificate")
         return ProbeResult("mistral_api", url, started_at, _ms(t0), cls, None,
@@ -297,8 +283,6 @@ def client(timeout_s: float, *, tls: bool = True, ca_bundle: str = "") -> httpx.
     time); certificates are verified whenever https is used.
     """
     if tls:
-        from .tls import ssl_context
-
         verify = ssl_context(ca_bundle=ca_bundle, names=("ca_bundle", "ca_bundle", "ca_bundle"))
         return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=verify)
     return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=False)

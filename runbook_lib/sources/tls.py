@@ -65,11 +65,22 @@ def _readable(parameter: str, path: str) -> str:
     return str(p)
 
 
+def exception_chain(exc: BaseException, limit: int = 20) -> list[BaseException]:
+    """The exception and its causes/contexts/grouped members: anyio buries ECONNREFUSED (and TLS alerts) deep."""
+    seen: list[BaseException] = []
+    stack = [exc]
+    while stack and len(seen) < limit:
+        e = stack.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        stack.extend([e.__cause__, e.__context__, *getattr(e, "exceptions", ())])
+    return seen
+
+
 def describe_tls_error(exc: BaseException, *, ca_name: str, cert_name: str) -> str | None:
     """A TLS failure in words that name the parameter to fix; None when `exc` is not about TLS."""
-    from .probes import _exception_chain
-
-    text = " ".join(repr(e) for e in _exception_chain(exc)).lower()
+    text = " ".join(repr(e) for e in exception_chain(exc)).lower()
     if "certificate_verify_failed" in text or "certificate verify failed" in text:
         return (f"TLS: the server's certificate is not trusted (set {ca_name} to the CA bundle that signed it, "
                 "or SSL_CERT_FILE)")
