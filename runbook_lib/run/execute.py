@@ -38,6 +38,7 @@ from ..paths import OUTPUTS_ENV
 from ..records import index_page, provenance
 from ..record import read_records
 from ..secrets import check_no_secret_values, secret_env_values, secret_held
+from .kernel import RunKernel, notebook_kernel_name
 from .catalog import declared_parameters, resolve_notebook
 from .catalog import available_notebooks  # noqa: F401  re-exported for callers
 from .watchdog import RunWatchdog
@@ -191,6 +192,17 @@ def new_record_dir(root: Path, incident_id: object, now: datetime | None = None,
     raise RuntimeError(f"could not create a record folder under {root}")
 
 
+def _early_kernel(manager_class: type, kernel_name: str, record_dir: Path) -> RunKernel | None:
+    """The run's kernel, launched now; None when it cannot start (papermill then starts one itself,
+    failing the same way, with the parameterised notebook written first, so the record says why)."""
+    kernel = RunKernel(manager_class, kernel_name, Path(record_dir).resolve())
+    try:
+        kernel.start()
+    except Exception:  # noqa: BLE001 - e.g. no such kernel: recorded through papermill's own attempt
+        return None
+    return kernel
+
+
 def kernel_with_env(manager_class: type, env: dict[str, str]) -> type:
     """`manager_class` starting its kernel with `env` added to this process's environment.
 
@@ -218,9 +230,6 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     the run is recorded as timed_out, with the partial notebook kept. A request that cannot run
     (see `check_run_request`) returns a failed result recorded in `<notebook>.run.json` only.
     """
-    pm = _lean.papermill()  # without jsonschema's iri checkers: ~1.7 s of start-up (see run/_lean.py)
-    from .engine import ENGINE_NAME  # papermill's nbclient engine, one record write per code cell
-
     parameters = dict(parameters or {})
     if "incident_id" not in parameters:  # into an incident's folder: its id, else a fresh one
         from ..records.incident import read_index
@@ -238,21 +247,31 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     started, t0 = datetime.now(UTC), time.perf_counter()
     status, error = SUCCEEDED, None
     watchdog = RunWatchdog(bound)
-    warm = HtmlWarmup() if html else None  # nbconvert's import and templates, while the kernel works
+    manager_class = kernel_with_env(watchdog.kernel_manager_class(), {
+        OUTPUTS_ENV: str(Path(output_root).resolve()),
+        # the bounds, so a runbook's own wait ends (with its verdict) inside them
+        bounds.CELL_TIMEOUT_ENV: f"{float(cell_timeout_s):g}",
+        bounds.RUN_DEADLINE_ENV: f"{time.time() + bound:.3f}"})
+    warm: HtmlWarmup | None = None
     try:
-        # The kernel's cwd is the record folder, given through nbclient's `resources` rather than
-        # papermill's `cwd` (which chdirs this whole process: unsafe with runs in other threads).
         with closing_thread_loop():
-            pm.execute_notebook(str(source), str(out_nb), parameters=parameters, kernel_name=kernel_name,
-                                progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
-                                request_save_on_cell_execute=True, engine_name=ENGINE_NAME,
-                                resources={"metadata": {"path": str(Path(record_dir).resolve())}},
-                                kernel_manager_class=kernel_with_env(watchdog.kernel_manager_class(), {
-                                    OUTPUTS_ENV: str(Path(output_root).resolve()),
-                                    # the bounds, so a runbook's own wait ends (with its verdict) inside them
-                                    bounds.CELL_TIMEOUT_ENV: f"{float(cell_timeout_s):g}",
-                                    bounds.RUN_DEADLINE_ENV: f"{time.time() + bound:.3f}"}))
-    except pm.PapermillExecutionError as exc:
+            # The kernel boots (~0.7 s) while papermill loads and parameterises the notebook; its
+            # cwd is the record folder (never papermill's `cwd`, which chdirs this whole process).
+            kernel = _early_kernel(manager_class, notebook_kernel_name(source, kernel_name), record_dir)
+            try:
+                pm = _lean.papermill()  # without jsonschema's iri checkers: ~1.7 s (see run/_lean.py)
+                from .engine import ENGINE_NAME  # papermill's nbclient engine, one write per code cell
+
+                warm = HtmlWarmup() if html else None  # nbconvert and its templates, while the kernel works
+                pm.execute_notebook(str(source), str(out_nb), parameters=parameters, kernel_name=kernel_name,
+                                    progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
+                                    request_save_on_cell_execute=True, engine_name=ENGINE_NAME,
+                                    km=kernel.km if kernel else None, kernel_manager_class=manager_class,
+                                    resources={"metadata": {"path": str(Path(record_dir).resolve())}})
+            finally:
+                if kernel is not None:
+                    kernel.stop()
+    except _lean.papermill().PapermillExecutionError as exc:
         status, error = FAILED, f"{exc.ename}: {_first_line(exc.evalue)}"
     except Exception as exc:  # noqa: BLE001 - kernel death, cell timeout, missing kernel: all recorded
         status = TIMED_OUT if "Timeout" in type(exc).__name__ else FAILED

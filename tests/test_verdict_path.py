@@ -78,3 +78,38 @@ def test_the_html_rendered_with_the_warmed_exporter_equals_a_fresh_render(tmp_pa
     fresh, _ = HTMLExporter().from_filename(result.notebook_path)
     written = Path(result.html_path).read_text("utf-8")
     assert "Incident HTML-1" in written and written == fresh
+
+
+def _kernel_children() -> list[str]:
+    """Command lines of this process's live children that are Jupyter kernels."""
+    import os
+
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields.get("PPid", "0")) != os.getpid() or fields.get("State", "").startswith("Z"):
+                continue
+            cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if "ipykernel" in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_the_early_kernel_is_stopped_and_writes_no_ipython_history(tmp_path, api_key, monkeypatch):
+    """run/kernel.py starts the kernel itself (before papermill loads): it must end with the run,
+    and like nbclient's own it keeps IPython's history in memory (nothing under $HOME)."""
+    from runbook_lib.run.execute import run_notebook
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("IPYTHONDIR", str(home / ".ipython"))
+    dead = "http://127.0.0.1:9"
+    result = run_notebook("triage", {"mistral_url": dead, "service_health_url": dead + "/health",
+                                     "prometheus_url": "", "timeout_s": 1, "incident_id": "KERNEL-1"},
+                          output_root=tmp_path / "o", progress=False)
+    assert result.status == "succeeded", result.error
+    assert _kernel_children() == []
+    assert not list(home.rglob("history.sqlite")), "the kernel wrote IPython history outside the record"

@@ -1,0 +1,72 @@
+"""One run's kernel, started before papermill is loaded so its boot overlaps ours.
+
+A kernel takes ~0.7 s to boot (IPython's import) and papermill's import and the notebook's
+parameterisation take ~0.35 s; started by nbclient, the two happen one after the other. Here the
+kernel process is launched first (launching returns at once; the boot goes on in the child) and
+handed to papermill (`km=`: nbclient's documented way to run against an existing kernel). Since
+nbclient then leaves the kernel and its client to their owner, `stop()` does what nbclient's own
+cleanup would: the client's channels closed, the kernel stopped, its connection files removed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# nbclient starts its kernels with IPython's history in memory (no ~/.ipython/…/history.sqlite
+# written outside the record); a kernel started here must be given the same.
+HISTORY_IN_MEMORY = "--HistoryManager.hist_file=:memory:"
+
+
+def notebook_kernel_name(source: Path, given: str | None) -> str:
+    """The kernel papermill would pick: the one given, else the notebook's kernelspec (read as JSON)."""
+    if given:
+        return given
+    meta = json.loads(source.read_text("utf-8")).get("metadata", {})
+    return str((meta.get("kernelspec") or {}).get("name") or "python3")
+
+
+def tracking_clients(manager_class: type) -> type:
+    """`manager_class` remembering the clients made from it, so their channels can be closed."""
+
+    class ClientTrackingKernelManager(manager_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.run_clients: list[Any] = []
+
+        def client(self, **kwargs: Any) -> Any:
+            kc = super().client(**kwargs)
+            self.run_clients.append(kc)
+            return kc
+
+    return ClientTrackingKernelManager
+
+
+class RunKernel:
+    """A kernel for one run: `start()` it early, pass `km` to papermill, `stop()` it afterwards."""
+
+    def __init__(self, manager_class: type, kernel_name: str, cwd: Path) -> None:
+        self.km = tracking_clients(manager_class)(kernel_name=kernel_name)
+        self.cwd = cwd
+
+    def start(self) -> None:
+        """Launch the kernel process (jupyter_client's start returns once it is spawned)."""
+        from jupyter_core.utils import run_sync
+
+        run_sync(self.km.start_kernel)(cwd=str(self.cwd), extra_arguments=[HISTORY_IN_MEMORY])
+
+    def stop(self) -> None:
+        """Close the clients' channels, stop the kernel at once (every cell has ended), clean up."""
+        from jupyter_core.utils import run_sync
+
+        for kc in self.km.run_clients:
+            kc.stop_channels()
+        try:
+            if self.km.has_kernel and run_sync(self.km.is_alive)():
+                run_sync(self.km.shutdown_kernel)(now=True)
+        except RuntimeError as exc:  # already gone (killed by the watchdog, or crashed)
+            if "No kernel is running" not in str(exc):
+                raise
+        finally:
+            run_sync(self.km.cleanup_resources)()
