@@ -97,3 +97,25 @@ def test_respond_apply_changes_on_a_fault_that_never_clears_ends_with_a_verdict(
     assert "not recovered after" in rec["verdict"]["line"] and "fallback applied" in rec["verdict"]["line"]
     assert index["changes_applied"], index  # the approved fallback was applied and recorded
     assert "diagnose_server_error: 5xx" in out.stdout and "not recovered after" in out.stdout
+
+
+@pytest.mark.notebook
+def test_respond_run_timeout_covers_both_notebooks_and_the_watch_ends_before_it(cluster_stack, tmp_path):
+    """`respond(run_timeout_s=35)`: the diagnosis gets what triage left; its watch ends before the deadline."""
+    from runbook_lib.run.respond import respond
+
+    st = cluster_stack
+    st.set_mode("server_error", status=503)
+    params = {"mistral_url": st.mistral_url, "service_health_url": st.service_health_url, "prometheus_url": "",
+              "kubeconfig": st.kubeconfig["ok"], "timeout_s": 2.0, "monitor_interval_s": 1.0,
+              "incident_id": "INC-RUN"}
+    index = respond(params, output_root=tmp_path, progress=False, run_timeout_s=35)
+    assert [(n["name"], n["status"]) for n in index["notebooks"]] == [("triage", "succeeded"),
+                                                                      ("diagnose_server_error", "succeeded")]
+    folder = Path(index["folder"])
+    runs = [json.loads((folder / f"{n}.run.json").read_text()) for n in ("triage", "diagnose_server_error")]
+    assert runs[1]["run_timeout_s"] < 35 and runs[1]["status"] == "succeeded"  # what triage left, not 35 again
+    watch = read_records(folder / "diagnose_server_error.ipynb")["recovery_monitor"]
+    assert "--run-timeout" in " ".join(watch["notes"]), watch
+    assert watch["verdict"].startswith(("not recovered after", "not monitored")), watch["verdict"]
+    assert watch["max_duration_s"] < runs[1]["run_timeout_s"] - 2.0

@@ -352,3 +352,42 @@ def test_triage_with_basic_auth_and_with_wrong_credentials(servers, monkeypatch,
         if path.is_file():
             text = path.read_text(errors="replace")
             assert wrong not in text and servers["password"] not in text, path
+
+
+def test_evidence_range_exports_with_credentials_and_scoped_or_listed_missing(servers, monkeypatch, tmp_path,
+                                                                             dead_port):
+    """The evidence bundle's metrics through basic auth over TLS, scoped by the selector; refused: missing, named."""
+    from runbook_lib.records import collect as evidence
+
+    cfg = tmp_path / "kc"  # an unreachable cluster: only the metrics part matters here
+    cfg.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "x",
+                               "clusters": [{"name": "x", "cluster": {"server": f"http://127.0.0.1:{dead_port}"}}],
+                               "users": [{"name": "x", "user": {"token": "t"}}],
+                               "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]}))
+    monkeypatch.setenv("PROM_PASSWORD", servers["password"])
+    prom = Prometheus(servers["basic"].url, username=USER, password_env="PROM_PASSWORD",
+                      ca_bundle=str(servers["ca"].cert), selector='service="api"')
+    end = time.time()
+    manifest = evidence.collect(tmp_path, "ok", start=end - 30, end=end, kubeconfig=str(cfg), prometheus_url=prom,
+                                secrets=[servers["password"]], timeout_s=3.0)
+    exported = {f["path"]: f for f in manifest["files"] if f["path"].startswith("metrics/")}
+    assert "metrics/requests_total_by_model_code.csv" in exported, manifest["missing"]
+    assert 'service="api"' in exported["metrics/requests_total_by_model_code.csv"]["source"]
+    monkeypatch.setenv("PROM_PASSWORD", "wrong-" + secrets.token_urlsafe(12))
+    refused = evidence.collect(tmp_path, "refused", start=end - 30, end=end, kubeconfig=str(cfg),
+                               prometheus_url=prom, timeout_s=3.0)
+    missing = [m for m in refused["missing"] if m["what"].startswith("metrics")]
+    assert len(missing) == 1 and "HTTP 401" in missing[0]["reason"] and "prometheus_password_env" in missing[0]["reason"]
+    everything = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+    assert servers["password"] not in everything
+
+
+def test_the_password_env_is_a_secret_env_refused_as_a_parameter_value(monkeypatch):
+    from runbook_lib.secrets import check_no_secret_values
+
+    value = "pw-" + secrets.token_urlsafe(12)
+    monkeypatch.setenv("PROM_PASS_PLAIN", value)  # a name the secret-name pattern alone would not catch
+    check_no_secret_values({"operator": value})  # not named by any parameter: not known as a secret
+    with pytest.raises(ParameterError) as exc:
+        check_no_secret_values({"prometheus_password_env": "PROM_PASS_PLAIN", "operator": value})
+    assert exc.value.name == "operator" and value not in str(exc.value)
