@@ -7,7 +7,7 @@
    counts, and a plain per-line `json.loads` reading for scale; targets <= 3 s, <= 1 GB, <= 3x the
    pipeline, and the counts must match;
 3. streaming: the same on a gzip'd copy, and peak RSS for N vs 3N lines (same groups, 3x lines);
-4. `runbook list` over 1,000 synthetic incidents with realistic-size notebooks (target <= 2 s).
+4. `runbook list` over 10,000 synthetic incidents with realistic-size notebooks (target <= 1 s).
 
 Run: `.venv/bin/python benchmarks/evidence.py [--lines N] [--incidents N] [--runs R]`
 """
@@ -248,10 +248,18 @@ def make_archive(root: Path, n: int) -> int:
                  "changes_applied": [],
                  "postmortem": {"time_to_detect_s": 40, "time_to_mitigate_s": 300, "time_to_resolve_s": duration,
                                 "duration_s": duration, "failed_requests": rnd.randint(0, 5000)}}
-        for name, data in (("incident.json", json.dumps(index, indent=2).encode()), ("triage.ipynb", notebook),
+        for name, data in (("incident.json", json.dumps(index, indent=2).encode()),
                            ("triage.run.json", json.dumps(run, indent=2).encode())):
             (folder / name).write_bytes(data)
             total += len(data)
+        # The notebook is the same bytes in every folder: hard links keep a 10,000-incident archive
+        # small on disk while every folder still holds a realistic-size notebook to skip over.
+        if i == 1:
+            (folder / "triage.ipynb").write_bytes(notebook)
+            first_notebook = folder / "triage.ipynb"
+        else:
+            os.link(first_notebook, folder / "triage.ipynb")
+        total += len(notebook)
     return total
 
 
@@ -278,7 +286,7 @@ def runbook_list(root: Path, runs: int) -> tuple[float, str] | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
-    ap.add_argument("--incidents", type=int, default=1000)
+    ap.add_argument("--incidents", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3, help="best of N for each timed command (default 3)")
     args = ap.parse_args()
 
@@ -350,8 +358,8 @@ def main() -> None:
     if listed is None:
         print("  runbook list: not available")
     else:
-        print(f"  `runbook list --output-dir ROOT`, best of {args.runs}: {listed[0]:.2f} s   target <= 2 s: "
-              f"{verdict(listed[0] <= 2)}   (last line: {listed[1]!r})")
+        print(f"  `runbook list --output-dir ROOT`, best of {args.runs}: {listed[0]:.2f} s   target <= 1 s: "
+              f"{verdict(listed[0] <= 1)}   (last line: {listed[1]!r})")
 
 
 if __name__ == "__main__":
