@@ -62,11 +62,16 @@ class RunKernel:
 
         for kc in self.km.run_clients:
             kc.stop_channels()
+        run_sync(self._kill_and_clean)()
+
+    async def _kill_and_clean(self) -> None:
+        # Not km.shutdown_kernel(now=True): it sends SIGINT first, and an idle kernel then prints
+        # "KeyboardInterrupt caught in kernel" on the run's stderr. The provisioner's kill is
+        # jupyter_client's public way to stop the process outright (SIGKILL), reaped by wait().
         try:
-            if self.km.has_kernel and run_sync(self.km.is_alive)():
-                run_sync(self.km.shutdown_kernel)(now=True)
-        except RuntimeError as exc:  # already gone (killed by the watchdog, or crashed)
-            if "No kernel is running" not in str(exc):
-                raise
+            provisioner = self.km.provisioner
+            if provisioner is not None and await provisioner.poll() is None:
+                await provisioner.kill()
+                await provisioner.wait()
         finally:
-            run_sync(self.km.cleanup_resources)()
+            await self.km.cleanup_resources()
