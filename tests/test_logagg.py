@@ -415,3 +415,35 @@ def test_last_line_without_newline_is_counted(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text("\n".join(MIXED[:3]))
     assert logagg.aggregate(path, chunk_bytes=50).parsed == 3
+
+
+# -- a big plain file counted by worker processes ---------------------------------------------------
+@pytest.mark.parametrize("workers,trailing_newline", [(3, True), (4, False)])
+def test_workers_count_exactly_what_json_loads_counts(tmp_path, workers, trailing_newline):
+    """Byte ranges cut at line starts, counted in spawned processes and summed: the same counts,
+    lines, skips and first/last as the reference reading, whatever falls on a cut."""
+    lines = _noisy_log(30_000, seed=5)
+    path = tmp_path / "noisy.jsonl"
+    path.write_bytes(b"\n".join(lines) + (b"\n" if trailing_newline else b""))
+    ranges = logagg._ranges(path, workers)  # noqa: SLF001 - the cuts themselves are the risk
+    assert len(ranges) == workers and ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+    data = path.read_bytes()
+    for a, b in ranges:
+        assert a == 0 or data[a - 1:a] == b"\n", "a range starts inside a line"
+    expected, n = _reference(lines, 60)
+    agg = logagg.aggregate(path, workers=workers)
+    serial = logagg.aggregate(path, workers=1)
+    assert _as_counter(agg) == expected == _as_counter(serial)
+    assert agg.lines == n == serial.lines and agg.skipped_by == serial.skipped_by
+    assert (agg.first_ts, agg.last_ts, agg.source) == (serial.first_ts, serial.last_ts, serial.source)
+    assert agg.frame.equals(serial.frame)
+
+
+def test_gzip_and_small_files_stay_in_this_process(tmp_path):
+    lines = [json.dumps({"ts": "2026-01-01T00:00:00Z", "model": "m", "code": "200"}).encode()] * 10
+    gz = _write(tmp_path / "a.jsonl.gz", [x.decode() for x in lines], opener=gzip.open)
+    plain = _write(tmp_path / "a.jsonl", [x.decode() for x in lines])
+    assert logagg._ranges(gz, 3) == [] and logagg._ranges(plain, None) == []  # noqa: SLF001
+    assert logagg.aggregate(gz, workers=3).parsed == 10
+    with pytest.raises(ValueError, match="workers"):
+        logagg.aggregate(plain, workers=0)
