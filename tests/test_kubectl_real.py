@@ -86,7 +86,7 @@ def _table(text: str) -> list[dict[str, str]]:
 
 
 def _split(cmd: str) -> list[str]:
-    parts = cmd.split(" && ")
+    parts = re.split(r" && (?=kubectl )", cmd)
     assert len(parts) >= 1 and all("kubectl " in p for p in parts), cmd
     return parts
 
