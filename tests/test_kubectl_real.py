@@ -245,6 +245,21 @@ def test_writes_dry_run_server_describe_the_same_change(kubectl_bin: str, emu: K
     annotations = patched["metadata"]["annotations"]
     assert annotations == {remediate.CHANGE_CAUSE: rot.change_cause}  # no last-applied-configuration copy
     assert key not in json.dumps(patched["metadata"])
+    # no process the recipe starts gets the key (or its base64) in its argv: every program it execs
+    # (base64, tr, kubectl; test and printf are shell builtins) logs its arguments through a wrapper
+    wrap, argv_log = tmp_path / "wrap", tmp_path / "argv.log"
+    wrap.mkdir()
+    for prog in ("base64", "tr", "kubectl"):
+        real = shutil.which(prog)
+        assert real is not None
+        (wrap / prog).write_text(f'#!/bin/sh\nprintf "%s\\n" "{prog} $*" >> {argv_log}\nexec {real} "$@"\n')
+        (wrap / prog).chmod(0o755)
+    patched_again = _dry(rot.kubectl, tmp_path, kubeconfig,
+                         env={"NEW_MISTRAL_API_KEY": key, "PATH": f"{wrap}:{os.environ['PATH']}"})
+    assert patched_again["data"] == patched["data"]
+    logged = argv_log.read_text()
+    assert {ln.split()[0] for ln in logged.splitlines()} == {"base64", "tr", "kubectl"}
+    assert key not in logged and base64.b64encode(key.encode()).decode() not in logged
     unset = run_printed(rot.kubectl + " --dry-run=server -o json", tmp_path, kubeconfig, check=False)
     assert unset.returncode != 0 and not unset.stdout  # $NEW_MISTRAL_API_KEY unset: nothing is sent
 
