@@ -55,7 +55,8 @@ class Cluster(ClusterLogs, ClusterNetpol):
 
 
 def connect(kubeconfig: str = "", context: str = "", timeout_s: float = 5.0) -> Cluster:
-    """A `Cluster` from a kubeconfig (path and context) or, with an empty path inside a pod, in-cluster config.
+    """A `Cluster` from a kubeconfig chosen as kubectl does (the `kubeconfig` path, else $KUBECONFIG, else
+    ~/.kube/config), or in-cluster config only inside a pod with none of them (`_client.config_source`).
 
     Never raises for a bad or expired configuration: the returned Cluster then carries a `finding`
     and every read returns it. Loading is bounded by `timeout_s` too (credential plugins can hang).

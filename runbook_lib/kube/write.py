@@ -17,6 +17,13 @@ Refusals become the same `KubeFinding`s as the read side (401 re-authenticate, 4
 the verb and resource, unreachable). Every call is bounded by `timeout_s` (default: the cluster's).
 Secret values never appear in a `Change`: only their fingerprint and length.
 
+Every write is sent with `fieldManager=mistral-runbooks` and sets the `kubernetes.io/change-cause`
+annotation: the incident id, the `operator` text and the identity the API server gives the
+credentials (`whoami`: a SelfSubjectReview; both kept on the `Change` as `who` and `identity`).
+The printed `kubectl` is the exact equivalent, tested with the real kubectl (tests/test_kubectl_real.py);
+a Secret that External Secrets, the Secrets Store CSI driver or Sealed Secrets writes is not patched
+(`MANAGED_ELSEWHERE`: the finding says where the key must be rotated).
+
 Requests, deadlines and findings come from the read side's documented internal API
 (`Cluster.request`, `.apis`, `.read_deployment`, `.owned_replica_sets`; `KubeFailure`,
 `object_name`, `rollout_status_of`, `env_entry`), so both sides fail in the same words.
