@@ -15,6 +15,7 @@ import pytest
 
 from runbook_lib import kube
 from runbook_lib.kube import write as remediate
+from runbook_lib.secrets import fingerprint
 from runbook_lib.sim.kube import KubeEmulator
 
 NS, APP, DEP = "default", "mistral-service", "apps/v1/deployments"
@@ -112,7 +113,7 @@ def test_rotate_secret_never_records_a_key(emu: KubeEmulator, cluster: kube.Clus
     assert ch.kubectl.endswith("| kubectl --kubeconfig " + cluster.kubeconfig + " --context embedded patch secret "
                                "mistral-secrets -n default --type=merge --field-manager=mistral-runbooks "
                                "--patch-file=/dev/stdin") and "apply" not in ch.kubectl
-    assert ch.diff[0]["after"] == f"{remediate.fingerprint(new)}, {len(new)} chars"
+    assert ch.diff[0]["after"] == f"{fingerprint(new)}, {len(new)} chars"
     for record in (dry, ch):
         text = json.dumps(record.to_dict()) + repr(record)
         for secret in (old, new, base64.b64encode(new.encode()).decode(), base64.b64encode(old.encode()).decode()):

@@ -2,8 +2,9 @@
 
 - `plan_env`: set, change or remove deployment env vars (`RATE_LIMIT_MODE=queue`,
   `MAX_CONCURRENT_REQUESTS=3`, `MISTRAL_FALLBACK=true`, `MISTRAL_TIMEOUT=...`), as `kubectl set env`;
-- `rotate_secret`: put a new API key into the Secret; the key is read from the environment variable
-  *named* by `new_key_env` (never a parameter: papermill records parameters);
+- `rotate_secret` (in `kube.rotation`, re-exported here): put a new API key into the Secret; the key
+  is read from the environment variable *named* by `new_key_env` (never a parameter: papermill
+  records parameters);
 - `rollout_restart`: the `kubectl.kubernetes.io/restartedAt` pod-template annotation, as kubectl does;
 - `rollout_undo`: the previous (or a given) revision's pod template copied into the deployment, as
   `kubectl rollout undo` does;
@@ -24,207 +25,37 @@ The printed `kubectl` is the exact equivalent, tested with the real kubectl (tes
 a Secret that External Secrets, the Secrets Store CSI driver or Sealed Secrets writes is not patched
 (`MANAGED_ELSEWHERE`: the finding says where the key must be rotated).
 
-Requests, deadlines and findings come from the read side's documented internal API
+What every change shares (the `Change` record, `whoami`, the PATCH routes, `run_change`) is in
+`kube._change`. Requests, deadlines and findings come from the read side's documented internal API
 (`Cluster.request`, `.apis`, `.read_deployment`, `.owned_replica_sets`; `KubeFailure`,
 `object_name`, `rollout_status_of`, `env_entry`), so both sides fail in the same words.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import shlex
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import params
 from .._time import iso_z
 from ..redact import secret_looking
-from ..secrets import fingerprint, read_secret
 from . import Cluster
-from ._client import ERROR, ESCALATE, FORBIDDEN, NOT_FOUND, KubeFailure, KubeFinding, KubeResult, object_name, send
+from ._change import (CHANGE_CAUSE, DEPLOYMENTS, FIELD_MANAGER, JSON_PATCH, NOT_DONE, Change, annotate_cmd,
+                      cause_text, incident_text, patch_object, run_change, timeout_of, who_of, whoami)
+from ._client import ERROR, NOT_FOUND, KubeFailure, KubeFinding, KubeResult, object_name
 from .read import env_entry, rollout_status_of
+from .rotation import MANAGED_ELSEWHERE, rotate_secret
+
+__all__ = ["CHANGE_CAUSE", "FIELD_MANAGER", "MANAGED_ELSEWHERE", "NOT_DONE", "REVISION", "RESTARTED_AT", "Change",
+           "plan_env", "rollout_restart", "rollout_undo", "rotate_secret", "wait_for_rollout", "whoami"]
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
-CHANGE_CAUSE = "kubernetes.io/change-cause"
-FIELD_MANAGER = "mistral-runbooks"  # managedFields names us as the writer of what we change
-NOT_DONE = "not_done"  # finding status: the change was sent but did not take (in time)
 POLL_S = 0.25
-
-_SMP = "application/strategic-merge-patch+json"
-_MERGE = "application/merge-patch+json"
-_JSON_PATCH = "application/json-patch+json"
-_WRITE_ROUTES: dict[str, tuple[str, str]] = {
-    "patch_namespaced_deployment": ("PATCH", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"),
-    "patch_namespaced_secret": ("PATCH", "/api/v1/namespaces/{namespace}/secrets/{name}"),
-}
-_DEPLOYMENTS, _SECRETS = "deployments.apps", "secrets"
-
-
-class _WriteApi:
-    """Write routes over the official `ApiClient`, like the read routes in `kube._client` (no generated API classes)."""
-
-    def __init__(self, api_client: Any) -> None:
-        self.api_client = api_client
-
-    def __getattr__(self, method: str) -> Any:
-        try:
-            http_method, path = _WRITE_ROUTES[method]
-        except KeyError:
-            raise AttributeError(method) from None
-
-        def call(name: str, namespace: str, *, body: Any, content_type: str = _SMP, dry_run: bool = True,
-                 _preload_content: bool = False, _request_timeout: float | None = None) -> Any:
-            query = [("fieldManager", FIELD_MANAGER)] + ([("dryRun", "All")] if dry_run else [])
-            return send(self.api_client, http_method, path, {"name": name, "namespace": namespace}, query,
-                        content_type=content_type, body=body, timeout_s=_request_timeout)
-
-        return call
-
-
-# -- the record -----------------------------------------------------------------------------------------
-@dataclass
-class Change:
-    """One mitigation, dry run or applied: what, on what, the diff, how to undo it, whether it took."""
-
-    action: str
-    target: str
-    kubectl: str
-    undo: str = ""
-    diff: list[dict[str, Any]] = field(default_factory=list)
-    applied: bool = False
-    dry_run_ok: bool = False
-    verified: bool | None = None  # None: not applied, so nothing to verify
-    at: str = ""
-    who: str = ""  # the operator's words, else the kubeconfig user (kept for the record's "by")
-    identity: str = ""  # who the API server says the credentials are (SelfSubjectReview), "" if it cannot say
-    identity_source: str = ""  # "SelfSubjectReview", or why there is none
-    incident: str = ""
-    change_cause: str = ""  # the kubernetes.io/change-cause annotation the change carries
-    field_manager: str = FIELD_MANAGER
-    finding: KubeFinding | None = None
-    revision_before: str | None = None
-    revision_after: str | None = None
-    rollout: dict[str, Any] | None = None
-    inverse: dict[str, str | None] | None = None  # plan_env: the changes that restore the old values
-    note: str = ""
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """No finding: the dry run passed, or the change was applied and verified."""
-        return self.finding is None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["finding"] = self.finding.to_dict() if self.finding else None
-        d["ok"] = self.ok
-        d["elapsed_s"] = round(self.elapsed_s, 3)
-        return d
-
-
-def _who(cluster: Cluster, operator: str) -> str:
-    """The `operator` argument, else the kubeconfig user of the context, else the context name."""
-    operator = params.text("operator", operator)
-    if operator.strip():
-        return operator.strip()
-    if cluster.in_cluster:
-        return "in-cluster service account"
-    return cluster.user or cluster.context or "unknown"
-
-
-_SSR_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
-
-
-def whoami(cluster: Cluster, deadline: float) -> tuple[str, str]:
-    """(username, source): who the API server says these credentials are, by a SelfSubjectReview
-    (`kubectl auth whoami`, authentication.k8s.io/v1, Kubernetes 1.28+). Servers without it (404),
-    or any failure: ("", why). Asked once per connection; it stores nothing on the server."""
-    cached = getattr(cluster, "_whoami", None)
-    if cached is not None:
-        return cached
-    if cluster.api_client is None:
-        return "", "no connection"
-    from kubernetes.client.exceptions import ApiException
-
-    left = deadline - time.monotonic()
-    if left <= 0.05:
-        return "", "no time left to ask the API server"
-    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
-    try:
-        resp = send(cluster.api_client, "POST", _SSR_PATH, {}, [], content_type="application/json", body=body,
-                    timeout_s=min(left, cluster.timeout_s))
-        import json as _json
-
-        user = ((_json.loads(resp.data) or {}).get("status") or {}).get("userInfo") or {}
-        result = (str(user.get("username") or ""), "SelfSubjectReview")
-    except ApiException as exc:
-        why = ("the API server has no SelfSubjectReview (before Kubernetes 1.28)" if exc.status == 404
-               else f"SelfSubjectReview answered {exc.status}")
-        result = ("", why)
-    except Exception as exc:  # noqa: BLE001 - the identity is for the record; the change does not depend on it
-        result = ("", f"SelfSubjectReview failed: {type(exc).__name__}")
-    cluster._whoami = result  # type: ignore[attr-defined]
-    return result
-
-
-def _cause(change: Change, what: str) -> str:
-    """The kubernetes.io/change-cause text: incident, what, the operator and the authenticated identity."""
-    who = change.who + (f" (as {change.identity})" if change.identity and change.identity != change.who else "")
-    return f"{'incident ' + change.incident if change.incident else 'no incident id'}: {what} by {who} via mistral-runbooks"
-
-
-def _incident(incident: object) -> str:
-    text = params.text("incident", incident if incident is not None else "", maximum=200)
-    return text.strip()
-
-
-def _annotate_cmd(cluster: Cluster, kind_name: str, namespace: str, cause: str, portable: bool = False) -> str:
-    return cluster.kubectl("annotate", kind_name, "-n", namespace, "--overwrite", f"--field-manager={FIELD_MANAGER}",
-                           f"{CHANGE_CAUSE}={cause}", portable=portable)
-
-
-def _timeout(cluster: Cluster, timeout_s: float | None) -> float:
-    return params.timeout("timeout_s", cluster.timeout_s if timeout_s is None else timeout_s)
-
-
-def _write_finding(f: KubeFinding) -> KubeFinding:
-    """A refused write must say "escalate" (kube's finding names the role that grants the verb)."""
-    if f.status == FORBIDDEN:
-        if ESCALATE not in f.message.lower():
-            f.message += f" {ESCALATE.capitalize()}."
-    return f
-
-
-def _run(cluster: Cluster, change: Change, timeout_s: float | None, fn: Any) -> Change:
-    t0 = time.monotonic()
-    deadline = t0 + _timeout(cluster, timeout_s)
-    try:
-        if cluster.finding is not None:
-            raise KubeFailure(KubeFinding(**dict(cluster.finding.to_dict(), kubectl=change.kubectl)))
-        change.identity, change.identity_source = whoami(cluster, deadline)
-        fn(deadline)
-    except KubeFailure as fail:
-        change.finding = _write_finding(fail.finding)
-        if not change.finding.kubectl:
-            change.finding.kubectl = change.kubectl
-    change.elapsed_s = time.monotonic() - t0
-    return change
 
 
 def _read_dep(cluster: Cluster, deadline: float, namespace: str, name: str, cmd: str) -> dict[str, Any]:
     return cluster.read_deployment(deadline, namespace, name, cmd)
-
-
-def _patch(cluster: Cluster, deadline: float, kind: str, namespace: str, name: str, body: Any, *, dry_run: bool,
-           cmd: str, content_type: str = _SMP) -> dict[str, Any]:
-    method, resource = (("patch_namespaced_deployment", _DEPLOYMENTS) if kind == "deployment"
-                        else ("patch_namespaced_secret", _SECRETS))
-    return cluster.request(deadline, _WriteApi(cluster.api_client), method, name, namespace, body=body,
-                           content_type=content_type, dry_run=dry_run, verb="patch", resource=resource,
-                           namespace=namespace, name=name, kubectl=cmd)
 
 
 def _revision(dep: dict[str, Any]) -> str | None:
@@ -340,6 +171,26 @@ def _env_changes(changes: object) -> dict[str, str | None]:
     return clean
 
 
+def _env_patch(cname: str, container: dict[str, Any],
+               clean: dict[str, str | None]) -> tuple[dict[str, str | None], list[dict[str, Any]]]:
+    """(inverse, strategic-merge env items) for `clean` on `container`; `valueFrom` variables refused."""
+    old = {e.get("name"): e for e in container.get("env") or []}
+    for var in clean:
+        if var in old and old[var].get("valueFrom"):
+            shown = env_entry(cname, old[var])["display"]
+            raise params.ParameterError("changes", var, f"a variable with a literal value: {var} is {shown}; "
+                                                        "change its Secret/ConfigMap instead")
+    inverse: dict[str, str | None] = {}
+    env_patch: list[dict[str, Any]] = []
+    for var, value in clean.items():
+        before = old[var].get("value", "") if var in old else None
+        if before == value:
+            continue
+        inverse[var] = before
+        env_patch.append({"name": var, "$patch": "delete"} if value is None else {"name": var, "value": value})
+    return inverse, env_patch
+
+
 def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str | None], container: str | None = None,
              *, apply_changes: bool = False, operator: str = "", timeout_s: float | None = None,
              incident: str = "") -> Change:
@@ -354,8 +205,8 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
     clean = _env_changes(changes)
     if container is not None:
         params.text("container", container, allow_empty=False)
-    change = Change("set env", f"deployment/{name} -n {namespace}", "", at=iso_z(), who=_who(cluster, operator),
-                    incident=_incident(incident))
+    change = Change("set env", f"deployment/{name} -n {namespace}", "", at=iso_z(), who=who_of(cluster, operator),
+                    incident=incident_text(incident))
 
     def base(cname: str, mapping: dict[str, str | None], portable: bool = False) -> str:
         return cluster.kubectl("set", "env", f"deployment/{name}", "-n", namespace, "-c", cname,
@@ -373,7 +224,7 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
             if target is None:
                 has = ", ".join(str(c.get("name")) for c in containers)
                 raise KubeFailure(KubeFinding(NOT_FOUND, f'Container "{container}" is not in deployment/{name} (it has '
-                                                         f'{has}).', verb="get", resource=_DEPLOYMENTS,
+                                                         f'{has}).', verb="get", resource=DEPLOYMENTS,
                                               namespace=namespace))
         else:
             target = next((c for c in containers if any(e.get("name") in clean for e in c.get("env") or [])),
@@ -382,38 +233,25 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
                 raise KubeFailure(KubeFinding(ERROR, f"deployment/{name} has no containers.", namespace=namespace))
         cname = str(target["name"])
         change.kubectl = base(cname, clean)
-        old = {e.get("name"): e for e in target.get("env") or []}
-        for var in clean:
-            if var in old and old[var].get("valueFrom"):
-                shown = env_entry(cname, old[var])["display"]
-                raise params.ParameterError("changes", var, f"a variable with a literal value: {var} is {shown}; "
-                                                            "change its Secret/ConfigMap instead")
-        inverse: dict[str, str | None] = {}
-        env_patch: list[dict[str, Any]] = []
-        for var, value in clean.items():
-            before = old[var].get("value", "") if var in old else None
-            if before == value:
-                continue
-            inverse[var] = before
-            env_patch.append({"name": var, "$patch": "delete"} if value is None else {"name": var, "value": value})
+        inverse, env_patch = _env_patch(cname, target, clean)
         if not env_patch:
             change.dry_run_ok, change.note = True, "nothing to change: the variables already have these values"
             change.verified = None
             return
         change.inverse = inverse
         change.undo = base(cname, inverse, portable=True)
-        change.change_cause = _cause(change, "set env " + " ".join(_env_arg(k, v) for k, v in clean.items())
+        change.change_cause = cause_text(change, "set env " + " ".join(_env_arg(k, v) for k, v in clean.items())
                                      + f" on container {cname}")
         change.kubectl = (base(cname, clean) + " && "
-                          + _annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause))
+                          + annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause))
         body = {"metadata": {"annotations": {CHANGE_CAUSE: change.change_cause}},
                 "spec": {"template": {"spec": {"containers": [{"name": cname, "env": env_patch}]}}}}
-        dry = _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=change.kubectl)
+        dry = patch_object(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=change.kubectl)
         change.diff = _template_diff(_tspec(dep), _tspec(dry))
         change.dry_run_ok = True
         if not apply_changes:
             return
-        _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=False, cmd=change.kubectl)
+        patch_object(cluster, deadline, "deployment", namespace, name, body, dry_run=False, cmd=change.kubectl)
         change.applied = True
 
         def check(now: dict[str, Any]) -> str:
@@ -422,168 +260,9 @@ def plan_env(cluster: Cluster, namespace: str, name: str, changes: dict[str, str
             wrong = [v for v, want in clean.items() if (env.get(v) if v in env else None) != want]
             return f"read back, {', '.join(wrong)} differ(s) from what was set" if wrong else ""
 
-        _finish_deployment(cluster, change, deadline, _timeout(cluster, timeout_s), namespace, name, check)
+        _finish_deployment(cluster, change, deadline, timeout_of(cluster, timeout_s), namespace, name, check)
 
-    return _run(cluster, change, timeout_s, run)
-
-
-# -- secret ------------------------------------------------------------------------------------------------
-MANAGED_ELSEWHERE = "managed_elsewhere"  # finding status: the Secret is written by a controller from another store
-
-
-def _patch_recipe(cluster: Cluster, secret: str, namespace: str, key: str, env_var: str, cause: str,
-                  portable: bool = False) -> str:
-    """A shell pipeline that merge-patches `key` from `$env_var`: the key reaches kubectl on stdin
-    (printf is a shell builtin), never in any process's argv nor in an annotation
-    (`kubectl apply` would copy it into last-applied-configuration)."""
-    fmt = '{"metadata":{"annotations":{%s:%s}},"data":{%s:"%s"}}'
-    value = f'"$(printf %s "${env_var}" | base64 | tr -d \'\\n\')"'
-    return (f'test -n "${env_var}" && printf {shlex.quote(fmt)} {shlex.quote(json.dumps(CHANGE_CAUSE))} '
-            f"{shlex.quote(json.dumps(cause))} {shlex.quote(json.dumps(key))} {value} | "
-            + cluster.kubectl("patch", "secret", secret, "-n", namespace, "--type=merge",
-                              f"--field-manager={FIELD_MANAGER}", "--patch-file=/dev/stdin", portable=portable))
-
-
-def _managed_elsewhere(cluster: Cluster, deadline: float, meta: dict[str, Any], secret: str, key: str,
-                       namespace: str, cmd: str) -> KubeFinding | None:
-    """A finding when a controller writes this Secret from another store (a patch would be undone at its next sync):
-    External Secrets Operator (ownerReferences kind ExternalSecret, reconcile.external-secrets.io/* labels or
-    annotations), the Secrets Store CSI driver (secrets-store.csi.k8s.io/managed), Sealed Secrets."""
-    owners = meta.get("ownerReferences") or []
-    marks = {**(meta.get("labels") or {}), **(meta.get("annotations") or {})}
-    eso = next((o for o in owners if o.get("kind") == "ExternalSecret"), None)
-    if eso or any(k.startswith("reconcile.external-secrets.io/") for k in marks) \
-            or marks.get("app.kubernetes.io/managed-by") == "external-secrets":
-        es_name = (eso or {}).get("name") or secret
-        where = _external_secret_ref(cluster, deadline, (eso or {}).get("apiVersion") or "external-secrets.io/v1beta1",
-                                     namespace, es_name, key)
-        return KubeFinding(MANAGED_ELSEWHERE, f"secret/{secret} is written by the External Secrets Operator from "
-                                              f'ExternalSecret "{es_name}": a patch here would be overwritten at its next '
-                                              f"refresh. Rotation refused. Rotate the key where it comes from: {where}; "
-                                              "then make the operator refresh now: "
-                                              f"`kubectl annotate externalsecret {es_name} -n {namespace} "
-                                              "force-sync=$(date +%s) --overwrite`, and restart the deployment.",
-                           resource="externalsecrets.external-secrets.io", namespace=namespace, kubectl=cmd)
-    csi = next((o for o in owners if o.get("kind") == "SecretProviderClassPodStatus"), None)
-    if csi or str(marks.get("secrets-store.csi.k8s.io/managed", "")).lower() == "true":
-        return KubeFinding(MANAGED_ELSEWHERE, f"secret/{secret} is synced by the Secrets Store CSI driver "
-                                              "(secrets-store.csi.k8s.io/managed) from an external provider: a patch "
-                                              "here would be overwritten at the next sync. Rotation refused. Rotate "
-                                              "the key in the provider the SecretProviderClass names (its "
-                                              "spec.provider and spec.parameters: Vault path, AWS/GCP/Azure secret "
-                                              "name); the driver syncs it at its rotation poll "
-                                              "(--enable-secret-rotation) or when the pods restart.",
-                           resource="secretproviderclasses.secrets-store.csi.x-k8s.io", namespace=namespace,
-                           kubectl=cmd)
-    sealed = next((o for o in owners if o.get("kind") == "SealedSecret"), None)
-    if sealed:
-        return KubeFinding(MANAGED_ELSEWHERE, f'secret/{secret} is unsealed from SealedSecret "{sealed.get("name")}": '
-                                              "a patch here would be overwritten. Rotation refused. Seal the new key "
-                                              "with `kubeseal` into that SealedSecret (in git) and apply it.",
-                           resource="sealedsecrets.bitnami.com", namespace=namespace, kubectl=cmd)
-    return None
-
-
-def _external_secret_ref(cluster: Cluster, deadline: float, api_version: str, namespace: str, name: str,
-                         key: str) -> str:
-    """Where the ExternalSecret reads `key`: its store and remote ref, read if we may (else the fields to look at)."""
-    generic = (f'ExternalSecret "{name}" spec.data[secretKey={key}].remoteRef (or spec.dataFrom) in the store its '
-               "spec.secretStoreRef names")
-    if "/" not in api_version or time.monotonic() >= deadline:
-        return generic
-    try:
-        resp = send(cluster.api_client, "GET", f"/apis/{api_version}/namespaces/{{namespace}}/externalsecrets/{{name}}",
-                    {"namespace": namespace, "name": name}, [],
-                    timeout_s=max(0.05, min(deadline - time.monotonic(), cluster.timeout_s)))
-        es = json.loads(resp.data)
-    except Exception:  # noqa: BLE001 - the refusal stands; only its detail is less precise
-        return generic
-    spec = es.get("spec") or {}
-    store = spec.get("secretStoreRef") or {}
-    store_txt = f'{store.get("kind") or "SecretStore"} "{store.get("name", "?")}"'
-    for item in spec.get("data") or []:
-        if item.get("secretKey") == key:
-            ref = item.get("remoteRef") or {}
-            prop = f", property {ref['property']}" if ref.get("property") else ""
-            return f'{store_txt}, remote key "{ref.get("key", "?")}"{prop} (ExternalSecret "{name}" spec.data)'
-    if spec.get("dataFrom"):
-        return f'{store_txt}, the remote secret spec.dataFrom names (ExternalSecret "{name}")'
-    return f'{store_txt} (ExternalSecret "{name}")'
-
-
-def rotate_secret(cluster: Cluster, namespace: str = "default", secret: str = "mistral-secrets", key: str = "api-key",
-                  new_key_env: str = "NEW_MISTRAL_API_KEY", *, apply_changes: bool = False, operator: str = "",
-                  timeout_s: float | None = None, incident: str = "") -> Change:
-    """Put the key held by the environment variable named `new_key_env` into `secret`/`key`.
-
-    Only fingerprints and lengths are recorded. Pods read the key when they start: follow with
-    `rollout_restart` for the deployment to use it. A Secret that a controller writes from another
-    store (External Secrets Operator, Secrets Store CSI driver, Sealed Secrets) is not patched: the
-    finding says where the key must be rotated instead.
-    """
-    namespace = params.namespace("namespace", namespace)
-    secret = object_name(secret, "secret")
-    key = params.text("key", key, allow_empty=False)
-    new_key_env = params.env_var_name("new_key_env", new_key_env)
-    ref = read_secret(new_key_env)
-    if not ref.present:
-        raise params.ParameterError("new_key_env", new_key_env, "the name of an environment variable that holds the "
-                                                                "new key (it is unset or empty)")
-    new_value = ref.reveal() or ""
-    change = Change("rotate secret", f"secret/{secret}[{key}] -n {namespace}", "", at=iso_z(),
-                    who=_who(cluster, operator), incident=_incident(incident),
-                    note="pods read the key when they start: rollout restart the deployment for it to take effect")
-    change.kubectl = _patch_recipe(cluster, secret, namespace, key, new_key_env, _cause(change, f"rotate {key}"))
-    new_desc = f"{ref.fingerprint}, {ref.length} chars"
-
-    def run(deadline: float) -> None:
-        change.change_cause = _cause(change, f"rotate secret key {key}")
-        change.kubectl = cmd = _patch_recipe(cluster, secret, namespace, key, new_key_env, change.change_cause)
-        core = cluster.apis().CoreV1Api(cluster.api_client)
-        cur = cluster.request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
-                              resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
-        raw = (cur.get("data") or {}).get(key)
-        meta = dict(cur.get("metadata") or {})
-        cur.clear()
-        managed = _managed_elsewhere(cluster, deadline, meta, secret, key, namespace, cmd)
-        if managed is not None:
-            raise KubeFailure(managed)
-        old_desc = None
-        if raw is not None:
-            try:
-                old = base64.b64decode(raw).decode("utf-8").strip()
-                old_desc = f"{fingerprint(old)}, {len(old)} chars"
-                old = ""
-            except (ValueError, UnicodeDecodeError):
-                old_desc = "not valid base64/UTF-8"
-        undo_cause = _cause(change, f"undo: restore the previous secret key {key}")
-        change.undo = ("restore the previous key " + (f"({old_desc}) " if old_desc else "")
-                       + "from your secret manager into $OLD_MISTRAL_API_KEY, then: "
-                       + _patch_recipe(cluster, secret, namespace, key, "OLD_MISTRAL_API_KEY", undo_cause,
-                                       portable=True))
-        if old_desc == new_desc:
-            change.dry_run_ok, change.note = True, "nothing to change: the Secret already holds this key"
-            return
-        change.diff = [{"field": f"data[{key}]", "before": old_desc, "after": new_desc}]
-        body = {"metadata": {"annotations": {CHANGE_CAUSE: change.change_cause}},
-                "data": {key: base64.b64encode(new_value.encode("utf-8")).decode("ascii")}}
-        dry = _patch(cluster, deadline, "secret", namespace, secret, body, dry_run=True, cmd=cmd, content_type=_MERGE)
-        change.dry_run_ok = (dry.get("data") or {}).get(key) == body["data"][key]
-        dry.clear()
-        if not apply_changes:
-            return
-        _patch(cluster, deadline, "secret", namespace, secret, body, dry_run=False, cmd=cmd, content_type=_MERGE).clear()
-        change.applied = True
-        back = cluster.request(deadline, core, "read_namespaced_secret", secret, namespace, verb="get",
-                               resource=_SECRETS, namespace=namespace, name=secret, kubectl=cmd)
-        stored = (back.get("data") or {}).get(key)
-        back.clear()
-        change.verified = stored == body["data"][key]
-        if not change.verified:
-            change.finding = KubeFinding(NOT_DONE, f"The new key was sent, but secret/{secret} does not hold it when "
-                                                   "read back: rotation did not take.", kubectl=cmd)
-
-    return _run(cluster, change, timeout_s, run)
+    return run_change(cluster, change, timeout_s, run)
 
 
 # -- rollouts ------------------------------------------------------------------------------------------------
@@ -596,7 +275,7 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
     cmd = cluster.kubectl("rollout", "restart", f"deployment/{name}", "-n", namespace,
                           f"--field-manager={FIELD_MANAGER}")
     change = Change("rollout restart", f"deployment/{name} -n {namespace}", cmd, at=iso_z(),
-                    who=_who(cluster, operator), incident=_incident(incident))
+                    who=who_of(cluster, operator), incident=incident_text(incident))
 
     def run(deadline: float) -> None:
         dep = _read_dep(cluster, deadline, namespace, name, cmd)
@@ -605,26 +284,26 @@ def rollout_restart(cluster: Cluster, namespace: str = "default", name: str = "m
         if change.revision_before:
             change.undo = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
                                           f"--to-revision={change.revision_before}", portable=True)
-        change.change_cause = _cause(change, "rollout restart")
-        change.kubectl = cmd + " && " + _annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause)
+        change.change_cause = cause_text(change, "rollout restart")
+        change.kubectl = cmd + " && " + annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause)
         stamp = change.at
         body = {"metadata": {"annotations": {CHANGE_CAUSE: change.change_cause}},
                 "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-        dry = _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=cmd)
+        dry = patch_object(cluster, deadline, "deployment", namespace, name, body, dry_run=True, cmd=cmd)
         change.diff = _template_diff(_tspec(dep), _tspec(dry))
         change.dry_run_ok = True
         if not apply_changes:
             return
-        _patch(cluster, deadline, "deployment", namespace, name, body, dry_run=False, cmd=cmd)
+        patch_object(cluster, deadline, "deployment", namespace, name, body, dry_run=False, cmd=cmd)
         change.applied = True
 
         def check(now: dict[str, Any]) -> str:
             got = ((_tspec(now).get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
             return "" if got == stamp else f"read back, {RESTARTED_AT} is {got!r}, not {stamp!r}"
 
-        _finish_deployment(cluster, change, deadline, _timeout(cluster, timeout_s), namespace, name, check)
+        _finish_deployment(cluster, change, deadline, timeout_of(cluster, timeout_s), namespace, name, check)
 
-    return _run(cluster, change, timeout_s, run)
+    return run_change(cluster, change, timeout_s, run)
 
 
 def _refuse_paused(dep: dict[str, Any], name: str, cmd: str) -> None:
@@ -656,8 +335,8 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
         raise params.ParameterError("to_revision", to_revision, "0 (the previous revision) or a revision number")
     cmd = cluster.kubectl("rollout", "undo", f"deployment/{name}", "-n", namespace,
                           *([f"--to-revision={to_revision}"] if to_revision else []))
-    change = Change("rollout undo", f"deployment/{name} -n {namespace}", cmd, at=iso_z(), who=_who(cluster, operator),
-                    incident=_incident(incident))
+    change = Change("rollout undo", f"deployment/{name} -n {namespace}", cmd, at=iso_z(), who=who_of(cluster, operator),
+                    incident=incident_text(incident))
 
     def run(deadline: float) -> None:
         dep = _read_dep(cluster, deadline, namespace, name, cmd)
@@ -689,25 +368,25 @@ def rollout_undo(cluster: Cluster, namespace: str = "default", name: str = "mist
             change.dry_run_ok, change.note = True, f"skipped: the current template already matches revision {want}"
             return
         change.note = f"back to the template of revision {want} (ReplicaSet {rs['metadata'].get('name')})"
-        change.change_cause = _cause(change, f"rollout undo to revision {want}")
-        change.kubectl = cmd + " && " + _annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause)
+        change.change_cause = cause_text(change, f"rollout undo to revision {want}")
+        change.kubectl = cmd + " && " + annotate_cmd(cluster, f"deployment/{name}", namespace, change.change_cause)
         annotations = dict((dep.get("metadata") or {}).get("annotations") or {}, **{CHANGE_CAUSE: change.change_cause})
         patch = [{"op": "replace", "path": "/spec/template", "value": target},  # as kubectl rollout undo sends it
                  {"op": "add" if "annotations" not in dep["metadata"] else "replace", "path": "/metadata/annotations",
                   "value": annotations}]
-        dry = _patch(cluster, deadline, "deployment", namespace, name, patch, dry_run=True, cmd=cmd,
-                     content_type=_JSON_PATCH)
+        dry = patch_object(cluster, deadline, "deployment", namespace, name, patch, dry_run=True, cmd=cmd,
+                     content_type=JSON_PATCH)
         change.diff = _template_diff(_tspec(dep), _tspec(dry))
         change.dry_run_ok = True
         if not apply_changes:
             return
-        _patch(cluster, deadline, "deployment", namespace, name, patch, dry_run=False, cmd=cmd,
-               content_type=_JSON_PATCH)
+        patch_object(cluster, deadline, "deployment", namespace, name, patch, dry_run=False, cmd=cmd,
+               content_type=JSON_PATCH)
         change.applied = True
 
         def check(now: dict[str, Any]) -> str:
             return "" if _strip_hash(_tspec(now)) == target else f"read back, the template is not revision {want}'s"
 
-        _finish_deployment(cluster, change, deadline, _timeout(cluster, timeout_s), namespace, name, check)
+        _finish_deployment(cluster, change, deadline, timeout_of(cluster, timeout_s), namespace, name, check)
 
-    return _run(cluster, change, timeout_s, run)
+    return run_change(cluster, change, timeout_s, run)
