@@ -295,6 +295,9 @@ def test_restart_and_undo_commands_do_what_the_runbook_said(kubectl_bin: str, em
     ch = remediate.plan_env(cluster, NS, APP, {"MAX_CONCURRENT_REQUESTS": "4", "MISTRAL_FALLBACK": "true"},
                             apply_changes=True, operator="bob", incident="INC-8")
     assert ch.ok and ch.applied and ch.verified and ch.identity == "kubernetes-admin"
+    managers = run_printed(f"kubectl --kubeconfig {kubeconfig} get deployment {APP} -n {NS} "
+                           "-o jsonpath='{.metadata.managedFields[*].manager}'", tmp_path, kubeconfig).stdout.split()
+    assert remediate.FIELD_MANAGER in managers  # the API server's record of who wrote it
     assert "--kubeconfig" not in ch.undo and "--context embedded" in ch.undo
     run_printed(ch.undo, tmp_path, kubeconfig)
     assert emu.container_env() == original
@@ -316,6 +319,15 @@ def test_identity_is_what_kubectl_auth_whoami_says(kubectl_bin: str, emu: KubeEm
         assert ch.who == "carol"
         if user == "viewer":  # the identity is known even when the write is refused
             assert ch.finding is not None and ch.finding.status == kube.FORBIDDEN
+
+
+def test_identity_without_self_subject_review_says_why(tmp_path: Path) -> None:
+    with KubeEmulator(self_subject_review=False) as old_server:  # before Kubernetes 1.28
+        with kube.connect(str(old_server.write_kubeconfig(tmp_path / "kc")), timeout_s=5) as c:
+            ch = remediate.plan_env(c, NS, APP, {"MAX_CONCURRENT_REQUESTS": "5"}, operator="frank", incident="INC-9")
+    assert ch.ok and ch.who == "frank" and ch.identity == "" and "1.28" in ch.identity_source
+    assert ch.change_cause == "incident INC-9: set env MAX_CONCURRENT_REQUESTS=5 on container app by frank via " \
+                              "mistral-runbooks"
 
 
 def simkube_user(kind: str) -> str:

@@ -348,6 +348,7 @@ class _Cluster:
         self.log_source: Callable[[], list[str]] | None = None
         self.log_selector: str = SELECTOR
         self.watches: list[_Watch] = []
+        self.current_manager: str | None = None  # the fieldManager of the write being served
 
     # ---- time, ids -------------------------------------------------------------------------
     def now(self) -> float:
@@ -521,9 +522,22 @@ class _Cluster:
                 return obj
             if info.plural == "pods":
                 self._pod_defaults(obj)
+            self._stamp_manager(info, obj["metadata"], [], "Update")
             self._store(info, obj, "ADDED")
             self._after_write(info, obj, None)
             return self.get(info, obj["metadata"].get("namespace"), name) or obj
+
+    def _stamp_manager(self, info: _ResInfo, meta: dict[str, Any], previous: list[Any], operation: str) -> None:
+        """metadata.managedFields: who wrote the object (the request's fieldManager), as the API server keeps it;
+        kept as they were when a write leaves them out. Field sets are not tracked (fieldsV1 is empty)."""
+        fields = [dict(f) for f in (meta["managedFields"] if "managedFields" in meta else previous) or []]
+        manager, self.current_manager = self.current_manager, None
+        if manager:
+            fields = [f for f in fields if (f.get("manager"), f.get("operation")) != (manager, operation)]
+            fields.append({"manager": manager, "operation": operation, "apiVersion": info.api_version,
+                           "time": _iso(self.now()), "fieldsType": "FieldsV1", "fieldsV1": {}})
+        if fields:
+            meta["managedFields"] = fields
 
     def _existing(self, info: _ResInfo, namespace: str | None, name: str) -> dict[str, Any]:
         cur = self.get(info, namespace, name)
@@ -552,6 +566,7 @@ class _Cluster:
         if dry_run:
             return new
         meta["resourceVersion"] = self._next_rv()
+        self._stamp_manager(info, meta, meta_cur.get("managedFields") or [], "Update")
         self._store(info, new, "MODIFIED")
         if controllers:  # a status write is what a controller reports: no reconcile on top
             self._after_write(info, new, cur)
@@ -1524,10 +1539,11 @@ class KubeEmulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, namespace: str = NAMESPACE,
                  log_source: Callable[[], list[str]] | None = None, api_key: str | None = None,
-                 tls: bool = True) -> None:
+                 tls: bool = True, self_subject_review: bool = True) -> None:
         self.host = host
         self.tls = tls  # HTTPS with a CA made at start: kubectl sends no bearer token over plain HTTP
         self._tls_material: Any = None
+        self.self_subject_review = self_subject_review  # False: a server before Kubernetes 1.28 (404)
         self._want_port = port
         self.namespace = namespace
         self.log_source = log_source
@@ -1851,6 +1867,9 @@ class KubeEmulator:
                                                           query, raw, request.body, dry_run)
         except ApiError as err:
             return reply(err.code, err.body())
+        finally:
+            if self._cluster is not None:
+                self._cluster.current_manager = None
         if ctype == "stream":
             entry["status"] = 200
             return payload
@@ -1865,6 +1884,8 @@ class KubeEmulator:
         verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PUT": "update",
                 "PATCH": "patch", "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
         if (group, plural) == ("authentication.k8s.io", "selfsubjectreviews") and method == "POST" and not name:
+            if not self.self_subject_review:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return 201, self._self_subject_review(user, info), "application/json"
         self._authorize(user, verb, info, ns, name, sub)
         if dry_run and query.get("dryRun") != "All":
@@ -1894,6 +1915,9 @@ class KubeEmulator:
                 return 200, as_table(info, listed["items"], query.get("includeObject", "Metadata"), c.now(),
                                      listed["metadata"]["resourceVersion"]), "application/json"
             return 200, listed, "application/json"
+        if not dry_run:  # the real server names a write without fieldManager after the client's user agent
+            agent = raw.headers.get("User-Agent", "").split("/", 1)[0]
+            c.current_manager = query.get("fieldManager") or agent or "unknown"
         data = None
         if method in ("POST", "PUT"):
             if raw.headers.get("Content-Type", "").split(";")[0].strip() == _PROTOBUF:
