@@ -192,6 +192,20 @@ def new_record_dir(root: Path, incident_id: object, now: datetime | None = None,
     raise RuntimeError(f"could not create a record folder under {root}")
 
 
+def _outcome(exc: Exception) -> tuple[str, str]:
+    """The status and error line a run that raised `exc` is recorded with."""
+    if isinstance(exc, _lean.papermill().PapermillExecutionError):
+        return FAILED, f"{exc.ename}: {_first_line(exc.evalue)}"
+    status = TIMED_OUT if "Timeout" in type(exc).__name__ else FAILED
+    error = f"{type(exc).__name__}: {_first_line(str(exc))}"
+    if "No such kernel" in str(exc):
+        error += f" (register it with `make install`; notebooks use kernel {KERNEL_NAME!r})"
+    elif type(exc).__name__ == "DeadKernelError" or "died" in str(exc):
+        error = (f"{type(exc).__name__}: the kernel died (killed from outside, crashed or out of memory) "
+                 "before the notebook finished; the partial record is kept")
+    return status, error
+
+
 def _early_kernel(manager_class: type, kernel_name: str, record_dir: Path) -> RunKernel | None:
     """The run's kernel, launched now; None when it cannot start (papermill then starts one itself,
     failing the same way, with the parameterised notebook written first, so the record says why)."""
@@ -271,16 +285,8 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
             finally:
                 if kernel is not None:
                     kernel.stop()
-    except _lean.papermill().PapermillExecutionError as exc:
-        status, error = FAILED, f"{exc.ename}: {_first_line(exc.evalue)}"
-    except Exception as exc:  # noqa: BLE001 - kernel death, cell timeout, missing kernel: all recorded
-        status = TIMED_OUT if "Timeout" in type(exc).__name__ else FAILED
-        error = f"{type(exc).__name__}: {_first_line(str(exc))}"
-        if "No such kernel" in str(exc):
-            error += f" (register it with `make install`; notebooks use kernel {KERNEL_NAME!r})"
-        elif type(exc).__name__ == "DeadKernelError" or "died" in str(exc):
-            error = (f"{type(exc).__name__}: the kernel died (killed from outside, crashed or out of memory) "
-                     "before the notebook finished; the partial record is kept")
+    except Exception as exc:  # noqa: BLE001 - a failing cell, kernel death, timeout, missing kernel: recorded
+        status, error = _outcome(exc)
     finally:
         watchdog.stop()
     if watchdog.fired:
