@@ -45,6 +45,7 @@ from ..run.execute import new_record_dir
 from . import alerts as _alerts
 from .labelmap import LabelMap
 from .http import HttpServer, Request, Response
+from .owned import RunLocks, StateLock, kill_group
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
 DEFAULT_PORT = 9095
@@ -99,6 +100,8 @@ class _Metrics:
         self.alerts = Counter("runbook_serve_alerts", "Alerts handled by status and action",
                               ["status", "action"], registry=r)
         self.started = Counter("runbook_serve_runs_started", "respond runs started", registry=r)
+        self.adopted = Counter("runbook_serve_runs_adopted", "respond runs found alive from a previous serve "
+                               "and adopted (waited for) instead of started again", registry=r)
         self.failed = Counter("runbook_serve_runs_failed", "respond runs that failed or timed out", registry=r)
         self.queued = Gauge("runbook_serve_runs_queued", "Accepted jobs waiting for a worker", registry=r)
         self.running = Gauge("runbook_serve_runs_running", "respond runs in progress", registry=r)
@@ -118,8 +121,10 @@ class AlertServer(HttpServer):
         super().__init__(config.host, config.port)
         self.config = config
         self.max_body_bytes = config.max_body_bytes
+        self.lock = StateLock(config.state)
         self.spool = Spool(config.state)
         self.incidents = IncidentMap(config.state)
+        self.runs = RunLocks(config.state)
         self.metrics = _Metrics()
         self._log_stream = log or sys.stderr
         self._pending: list[_Job] = []
@@ -127,6 +132,7 @@ class AlertServer(HttpServer):
         self._cond = threading.Condition()
         self._workers: list[threading.Thread] = []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._adopted: dict[str, dict[str, Any]] = {}  # incident id -> run record of a previous serve's run
         self._active: set[str] = set()  # incident ids with a respond starting or running (guarded by _cond)
         self._assign_lock = threading.Lock()  # find-or-open of an incident is one step
         self._ready = False
@@ -141,12 +147,18 @@ class AlertServer(HttpServer):
         check_exposure(self.config)
         self.ssl_context = tls_context(self.config)
         Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
-        recovered = self._recover()  # queued before the first webhook can be: replayed jobs keep their order
+        self.lock.acquire()  # StateDirInUse (naming the holder's pid) while another serve owns this state
+        self.incidents = IncidentMap(self.config.state)  # read under the lock: the last holder's final word
         try:
+            recovered = self._recover()  # queued before the first webhook can be: replayed jobs keep their order
             super().start()
         except OSError as exc:
+            self.lock.release()
             raise ParameterError("--listen", f"{self.config.host}:{self.config.port}",
                                  f"an address this host can listen on ({exc.strerror or exc})") from None
+        except BaseException:
+            self.lock.release()
+            raise
         for i in range(max(1, self.config.workers)):
             t = threading.Thread(target=self._work, name=f"serve-worker-{i}", daemon=True)
             t.start()
@@ -178,9 +190,12 @@ class AlertServer(HttpServer):
             t.join(max(0.0, deadline - time.monotonic()))
         for proc in list(self._procs.values()):
             _kill_group(proc)
+        for record in list(self._adopted.values()):
+            kill_group(record)
         for t in self._workers:
             t.join(5)
         self._workers.clear()
+        self.lock.release()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -342,7 +357,8 @@ class AlertServer(HttpServer):
                 self.log(f"{entry['id']}: {alert.name} firing ({alert.fingerprint}) joins this open incident")
             index = read_index(entry["folder"]) or {}
             if index.get("status") in ("queued", "running") and self._claim(entry["id"]):
-                self.log(f"{entry['id']}: respond did not finish before the last stop; running it again")
+                self.log(f"{entry['id']}: respond did not finish before the last stop; running it again "
+                         "(or adopting it, if it still runs)")
                 self._respond(entry["id"], Path(entry["folder"]), alert)
             return
         with self._assign_lock:  # two alerts of one incident resolving at once: exactly one marks it
@@ -457,29 +473,12 @@ class AlertServer(HttpServer):
                 self._active.discard(incident_id)
 
     def _run_respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
-        cmd = [*self.config.command, "respond", "--record-dir", str(folder), "--incident-id", incident_id,
-               "--output-dir", str(self.config.output_dir), "-q"]
-        mapped, _ = self.config.label_map.parameters_for(alert.labels)  # this service's values win over -p
-        for name, value in {**self.config.parameters, **mapped}.items():
-            cmd += ["-r", name, value] if isinstance(value, str) else ["-p", name, repr(value)]
-        env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # kernels never see it
-        self.metrics.started.inc()
-        self.metrics.running.inc()
         t0 = time.monotonic()
-        failed, reason = False, ""
-        with open(folder / "respond.log", "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)  # its own group: a timeout kills kernels too
-            self._procs[incident_id] = proc
-            try:
-                code = proc.wait(timeout=self.config.run_timeout_s)
-                failed, reason = code != 0, f"respond exited {code}" if code else ""
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                failed, reason = True, f"respond ran over the {self.config.run_timeout_s:g} s run timeout; killed"
-            finally:
-                self._procs.pop(incident_id, None)
-                self.metrics.running.dec()
+        lock_fd = self.runs.take(incident_id)
+        if lock_fd is None:  # a respond from a previous serve still holds this incident's run lock
+            failed, reason = self._adopt(incident_id, folder)
+        else:
+            failed, reason = self._start_and_wait(incident_id, folder, alert, lock_fd)
         elapsed = time.monotonic() - t0
         self.metrics.duration.observe(elapsed)
         index = read_index(folder) or {}
@@ -489,8 +488,68 @@ class AlertServer(HttpServer):
             self.metrics.failed.inc()
             if reason.startswith("respond ran over") or index.get("status") in ("queued", "running"):
                 update_index(folder, status="failed", error=reason, finished_at=_now())
+        self.runs.forget(incident_id)
         self.log(f"{incident_id}: respond {'FAILED (' + reason + ')' if failed else 'done'} in {elapsed:.1f} s: "
                  f"{(read_index(folder) or {}).get('verdict') or (read_index(folder) or {}).get('status')}")
+
+    def _start_and_wait(self, incident_id: str, folder: Path, alert: _alerts.Alert,
+                        lock_fd: int) -> tuple[bool, str]:
+        """Start respond holding the incident's run lock (passed to it), note its pid, wait within the timeout."""
+        cmd = [*self.config.command, "respond", "--record-dir", str(folder), "--incident-id", incident_id,
+               "--output-dir", str(self.config.output_dir), "-q"]
+        mapped, _ = self.config.label_map.parameters_for(alert.labels)  # this service's values win over -p
+        for name, value in {**self.config.parameters, **mapped}.items():
+            cmd += ["-r", name, value] if isinstance(value, str) else ["-p", name, repr(value)]
+        env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # kernels never see it
+        try:
+            with open(folder / "respond.log", "ab") as log:
+                # its own group (a timeout kills kernels too), holding the run lock for as long as it lives
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, start_new_session=True, pass_fds=(lock_fd,))
+        finally:
+            os.close(lock_fd)  # from now on the lock is the run's alone: held while it lives, whoever waits
+        self.runs.record(incident_id, proc.pid, folder=str(folder), started_epoch=time.time(), started_at=_now())
+        self.metrics.started.inc()
+        self.metrics.running.inc()
+        self._procs[incident_id] = proc
+        try:
+            code = proc.wait(timeout=self.config.run_timeout_s)
+            return code != 0, f"respond exited {code}" if code else ""
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return True, f"respond ran over the {self.config.run_timeout_s:g} s run timeout; killed"
+        finally:
+            self._procs.pop(incident_id, None)
+            self.metrics.running.dec()
+
+    def _adopt(self, incident_id: str, folder: Path) -> tuple[bool, str]:
+        """Wait for a respond a previous serve started (it outlived that serve) instead of starting a second;
+        kill it at its run timeout, counted from its own start. Its exit code is not ours to read: the
+        incident's status says whether it finished."""
+        record = self.runs.load(incident_id) or {}
+        pid = record.get("pid", "unknown")
+        self.log(f"{incident_id}: respond pid {pid} from a previous serve still runs in {folder}; adopting it "
+                 "(no second run)")
+        self.metrics.adopted.inc()
+        self.metrics.running.inc()
+        self._adopted[incident_id] = record
+        deadline = float(record.get("started_epoch") or time.time()) + self.config.run_timeout_s
+        timed_out = False
+        try:
+            while self.runs.held(incident_id):
+                if time.time() > deadline and not timed_out:
+                    timed_out = True
+                    kill_group(record)
+                time.sleep(0.25)
+        finally:
+            self._adopted.pop(incident_id, None)
+            self.metrics.running.dec()
+        if timed_out:
+            return True, f"respond ran over the {self.config.run_timeout_s:g} s run timeout; killed"
+        status = (read_index(folder) or {}).get("status")
+        if status in ("queued", "running"):
+            return True, f"respond pid {pid} (adopted after a restart) ended without finishing its record"
+        return False, ""
 
     def log(self, message: str) -> None:
         print(f"{_now()} serve: {message}", file=self._log_stream, flush=True)
