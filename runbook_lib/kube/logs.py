@@ -149,7 +149,11 @@ def _duration(seconds: int) -> str:
 
 
 def _grep_pattern(pattern: str) -> str:
-    """The ERE `grep -iE` needs to pick the lines `is_error_line` picks: `pattern`, or a JSON error level."""
+    """The ERE `grep -iE` needs to pick the lines `is_error_line` picks: `pattern`, or a JSON error level.
+
+    `pattern` is a Python regular expression; words and alternations read the same in ERE, Python-only
+    syntax (`\\d`, lookarounds) does not. A JSON line at a non-error level with `pattern` outside its
+    message fields is grep's and not the runbook's."""
     keys = "|".join(re.escape(k).replace("\\.", "[.]") for k in _LEVEL_KEYS)
     levels = "|".join(sorted(_ERROR_LEVELS))
     return f'{pattern}|"({keys})": *"({levels})"'
