@@ -183,7 +183,7 @@ def test_show_has_the_index_file_existence_and_other_folders(root):
     assert detail["changes_applied"] == [CHANGE] and detail["postmortem"]["time_to_detect_s"] == 45
 
     text = format_detail(detail)
-    for expected in ("INC-42  (incident)", "started:   2026-11-23 10:15:00 UTC", "(31s)", "severity:  P2",
+    for expected in ("INC-42  (incident)", "response:  2026-11-23 10:15:00 UTC .. ", "(31s)", "severity:  P2",
                      "diagnosis: 429 from Mistral: lower concurrency",
                      "2026-11-23 10:15:20 UTC by bob: set env on deployment/mistral-service (verified)",
                      "undo: kubectl set env deployment/mistral-service X-", "bundle:    /abs/evidence-INC-42",

@@ -68,8 +68,11 @@ def _missing_item(item: object) -> str:
 def format_detail(d: dict[str, Any]) -> str:
     """`runbook show`'s text: the whole incident, readable top to bottom."""
     out = [f"{_clean(d['id'])}  ({'incident' if d.get('kind') == 'incident' else 'plain run'})",
-           _field("folder", d["folder"]), _field("started", _second(d.get("started_at"))),
-           _field("finished", _second(d.get("finished_at"))
+           _field("folder", d["folder"]),
+           # The runbooks' own span: not the impact's (the postmortem below measures that), so it is
+           # labelled as what it is rather than "started/finished" (a 5 s response read as a 5 s incident).
+           _field("response" if d.get("kind") == "incident" else "run",
+                  f"{_second(d.get('started_at'))} .. {_second(d.get('finished_at'))}"
                   + (f"  ({human_duration(d['duration_s'])})" if d.get("duration_s") is not None else "")),
            _field("severity", d.get("severity")), _field("class", d.get("error_class")),
            _field("status", d.get("status")), _field("verdict", d.get("verdict"))]
