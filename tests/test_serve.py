@@ -148,12 +148,20 @@ def test_routes_refusals_and_auth(tmp_path, monkeypatch):
     assert "s3cret-token-value" not in "".join(p.read_text() for p in (tmp_path / "outputs").rglob("*") if p.is_file())
 
 
-def test_queue_bound_answers_503_and_persists_nothing(tmp_path):
-    with AlertServer(_config(tmp_path, queue_max=1), log=open(os.devnull, "w")) as srv:
-        response = _post(srv.url, payload(alert("aa01"), alert("aa02")))
+def test_a_big_webhook_is_taken_whole_and_a_full_queue_answers_503_persisting_nothing(stack, tmp_path):
+    """A webhook bigger than --queue-max is accepted whole while the queue is not full (issue 16: it was
+    refused forever); once jobs wait, the next webhook gets 503 + Retry-After and nothing of it is kept."""
+    stack.set_mode("auth_failure")
+    config = _config(tmp_path, stack, queue_max=1, workers=1, correlate=False, grace_s=1.0)
+    with AlertServer(config, log=open(os.devnull, "w")) as srv:
+        response = _post(srv.url, payload(alert("aa01"), alert("aa02"), alert("aa03")))
+        assert response.status_code == 200 and response.json()["accepted"] == 3
+        response = _post(srv.url, payload(alert("aa04")))
         assert response.status_code == 503 and "queue full" in response.text
         assert response.headers["Retry-After"]
-    assert list((tmp_path / "outputs" / ".serve" / "spool").glob("*.json")) == []
+        spooled = [json.loads(p.read_text())["alert"]["fingerprint"]
+                   for p in (tmp_path / "outputs" / ".serve" / "spool").glob("*.json")]
+        assert "aa04" not in spooled and spooled  # the refused one was never written; the others wait
 
 
 def test_firing_dedup_append_and_resolved(stack, tmp_path):
@@ -162,7 +170,10 @@ def test_firing_dedup_append_and_resolved(stack, tmp_path):
     assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
     with AlertServer(_config(tmp_path, stack), log=open(os.devnull, "w")) as srv:
         assert _post(srv.url, payload(alert("aaaa1111"))).status_code == 200
-        assert _post(srv.url, payload(alert("aaaa1111"))).status_code == 200  # repeat, maybe while running
+        # Alertmanager retrying that notification (same group key, fingerprint, status, times): not recorded again
+        assert _post(srv.url, payload(alert("aaaa1111"))).json()["duplicates"] == 1
+        later = {**alert("aaaa1111"), "startsAt": "2026-11-23T10:01:00Z"}  # another notification of it: appended
+        assert _post(srv.url, payload(later)).status_code == 200
         assert wait_until(lambda: len(_folders(tmp_path)) == 1, 10)
         folder = _folders(tmp_path)[0]
         index = _wait_index(folder, lambda i: i.get("status") in ("triaged", "diagnosed", "failed")
@@ -227,8 +238,8 @@ def test_alerts_of_one_fault_share_one_incident_resolved_when_the_last_resolves(
         metrics = metrics_text()
         assert "runbook_serve_runs_started_total 1.0" in metrics
         assert 'runbook_serve_alerts_total{action="joined",status="firing"} 1.0' in metrics
-        # the fault fires again after it was resolved: a new incident
-        assert _post(srv.url, payload(ratio)).status_code == 200
+        # the fault fires again after it was resolved (a new startsAt): a new incident
+        assert _post(srv.url, payload({**ratio, "startsAt": "2026-11-23T11:00:00Z"})).json()["accepted"] == 1
         assert wait_until(lambda: len(_folders(tmp_path)) == 2, 10)
     state = json.loads((tmp_path / "outputs" / ".serve" / "incidents.json").read_text())
     assert state["e7e70002"]["id"] != index["id"]

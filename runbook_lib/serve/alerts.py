@@ -9,6 +9,7 @@ The reference is Alertmanager's `webhook_config` payload: `version`, `groupKey`,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -72,6 +73,10 @@ def parse(body: bytes) -> Notification:
         raise PayloadError(f"body is not UTF-8 text ({exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # `[[[[...` nested beyond the interpreter's recursion limit
+        raise PayloadError("body is not an Alertmanager payload: JSON nested too deep") from None
+    except ValueError as exc:  # e.g. an integer of over 4,300 digits (Python's int conversion limit)
+        raise PayloadError(f"body is not an Alertmanager payload: {str(exc).split(':')[0]}") from None
     if not isinstance(data, dict):
         raise PayloadError(f"body must be a JSON object (an Alertmanager webhook payload), got {type(data).__name__}")
     version = data.get("version")
@@ -88,6 +93,16 @@ def parse(body: bytes) -> Notification:
     return Notification(status=status, receiver=_string(data, "receiver", required=False),
                         group_key=_string(data, "groupKey", required=False), alerts=alerts,
                         external_url=_string(data, "externalURL", required=False))
+
+
+def retry_key(group_key: str, alert: Alert) -> str:
+    """What makes one notification of one alert: Alertmanager's retry of it carries the same key.
+
+    Group key + fingerprint + status + startsAt + endsAt (Alertmanager sends endsAt zero while firing,
+    so repeats of a firing alert share it too; serve tells them apart by time, see spool.RETRY_WINDOW_S).
+    """
+    text = "\x1f".join((group_key, alert.fingerprint, alert.status, alert.starts_at, alert.ends_at))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def is_mistral(alert: Alert) -> bool:

@@ -149,6 +149,7 @@ class AlertServer(HttpServer):
         Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
         self.lock.acquire()  # StateDirInUse (naming the holder's pid) while another serve owns this state
         self.incidents = IncidentMap(self.config.state)  # read under the lock: the last holder's final word
+        self.spool.load_seen()
         try:
             recovered = self._recover()  # queued before the first webhook can be: replayed jobs keep their order
             super().start()
@@ -271,19 +272,49 @@ class AlertServer(HttpServer):
             if a not in ours:
                 self.metrics.alerts.labels(a.status, "ignored").inc()
         with self._cond:
-            if self.queued() + len(ours) > self.config.queue_max:
+            # a webhook is taken whole (up to alerts.MAX_ALERTS) while the queue is not full: one big
+            # group must not be refused forever because it is bigger than --queue-max
+            received = _now()
+            fresh: list[tuple[_alerts.Alert, str]] = []
+            retried: list[_alerts.Alert] = []
+            for a in ours:  # Alertmanager retrying a notification we already took: acknowledged, not recorded again
+                key = _alerts.retry_key(note.group_key, a)
+                if self.spool.seen(key) or key in {k for _, k in fresh}:
+                    retried.append(a)
+                else:
+                    fresh.append((a, key))
+            duplicates = len(retried)
+            if fresh and self.queued() >= self.config.queue_max:  # a pure retry needs no room: answered 200
                 self.metrics.webhooks.labels("queue_full").inc()
                 return Response.json(503, {"error": f"queue full ({self.config.queue_max} jobs); retry later"},
                                      headers={"Retry-After": "30"})
-            received = _now()
-            for a in ours:  # persisted before the answer: a crash after this replays them
-                path = self.spool.put({"alert": a.to_dict(), "received_at": received, "receiver": note.receiver})
+            try:  # persisted, all or none, before the answer: a crash after this replays them
+                paths = self.spool.put_all([{"alert": a.to_dict(), "received_at": received, "receiver": note.receiver,
+                                             "key": key} for a, key in fresh]) if fresh else []
+            except OSError as exc:
+                self.metrics.webhooks.labels("spool_error").inc()
+                self.log(f"webhook from {request.client}: refused with 503, the spool {self.spool.dir} cannot be "
+                         f"written ({exc.strerror or exc}); nothing of it was kept, Alertmanager will retry")
+                return Response.json(503, {"error": f"cannot persist the alerts ({exc.strerror or type(exc).__name__}); "
+                                                    "nothing was accepted, retry later"},
+                                     headers={"Retry-After": "30"})
+            for (a, _key), path in zip(fresh, paths):
                 self._enqueue(_Job(path, a, received))
+        try:
+            self.spool.remember([key for _, key in fresh])
+        except OSError as exc:  # the jobs are spooled; only retry detection after they are handled is lost
+            self.log(f"webhook: could not note {len(fresh)} accepted key(s) in {self.spool.seen_log} "
+                     f"({exc.strerror or exc}); a retry of this webhook after it is handled would be recorded twice")
         self.metrics.webhooks.labels("accepted").inc()
-        self.log(f"webhook: {note.status}, {len(ours)} Mistral alert(s) accepted, "
-                 f"{len(note.alerts) - len(ours)} other(s) ignored")
-        return Response.json(200, {"accepted": len(ours), "ignored": len(note.alerts) - len(ours),
-                                   "queued": self.queued()})
+        for a in retried:
+            self.metrics.alerts.labels(a.status, "retry").inc()
+        self.log(f"webhook: {note.status}, {len(fresh)} Mistral alert(s) accepted"
+                 + (f", {duplicates} already accepted (a retry)" if duplicates else "")
+                 + f", {len(note.alerts) - len(ours)} other(s) ignored")
+        answer = {"accepted": len(fresh), "ignored": len(note.alerts) - len(ours), "queued": self.queued()}
+        if duplicates:
+            answer["duplicates"] = duplicates
+        return Response.json(200, answer)
 
     def _token(self) -> str:
         return os.environ.get(self.config.token_env, "")

@@ -19,14 +19,36 @@ from typing import Any
 OPEN, RESOLVED = "open", "resolved"
 
 
+RETRY_WINDOW_S = 600.0  # a notification identical to one accepted this recently is Alertmanager retrying it
+SEEN_LOG_COMPACT_BYTES = 1 << 20
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def _write_tmp(path: Path, data: Any) -> Path:
+    """`data` as JSON in a temporary file beside `path`, fsynced; removed again if anything fails."""
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave 0-byte leftovers behind
+        raise
+    return tmp
+
+
 def write_atomic(path: Path, data: Any) -> None:
-    """Temporary file, fsync, rename: after a crash the file is either whole or absent."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Temporary file, fsync, rename: after a crash the file is either whole or absent (never a leftover)."""
+    tmp = _write_tmp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Spool:
@@ -35,11 +57,32 @@ class Spool:
     def __init__(self, state_dir: str | Path) -> None:
         self.dir = Path(state_dir) / "spool"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.seen_log = Path(state_dir) / "accepted.log"
+        self._seen: dict[str, float] = {}  # retry key -> when accepted (epoch s)
+        self._seen_lock = threading.Lock()
 
     def put(self, job: dict[str, Any]) -> Path:
-        path = self.dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
-        self._write(path, job)
-        return path
+        return self.put_all([job])[0]
+
+    def put_all(self, jobs: list[dict[str, Any]]) -> list[Path]:
+        """Spool every job or none: all written and fsynced first, then renamed; on any error the
+        temporary files and the jobs already renamed are removed and the error raised (the webhook is
+        then refused as a whole, so Alertmanager's retry cannot record half of it twice)."""
+        paths = [self.dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json" for _ in jobs]
+        tmps: list[Path] = []
+        done: list[Path] = []
+        try:
+            for path, job in zip(paths, jobs):
+                tmps.append(_write_tmp(path, job))
+            for tmp, path in zip(tmps, paths):
+                os.replace(tmp, path)
+                done.append(path)
+            self._sync_dir()
+        except BaseException:
+            for leftover in [*tmps, *done]:
+                leftover.unlink(missing_ok=True)
+            raise
+        return paths
 
     def note(self, path: Path, **fields: Any) -> None:
         """Add `fields` to a spooled job (what was decided about it), durably, before acting on it."""
@@ -47,6 +90,9 @@ class Spool:
 
     def _write(self, path: Path, job: dict[str, Any]) -> None:
         write_atomic(path, job)
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
         try:  # the rename itself must survive a power cut too
             fd = os.open(self.dir, os.O_RDONLY)
             try:
@@ -76,10 +122,66 @@ class Spool:
         probe = self.dir / f".probe-{os.getpid()}"
         try:
             probe.write_text("ok")
-            probe.unlink()
             return True
         except OSError:
             return False
+        finally:
+            probe.unlink(missing_ok=True)
+
+    # -- retries: a notification accepted before is recognised -----------------------------------
+    def load_seen(self) -> None:
+        """Keys accepted within RETRY_WINDOW_S (the log) and of every job still spooled; compacts the log."""
+        now = time.time()
+        seen: dict[str, float] = {}
+        try:
+            lines = self.seen_log.read_text("utf-8").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            key, _, at = line.partition(" ")
+            try:
+                if now - float(at) < RETRY_WINDOW_S:
+                    seen[key] = float(at)
+            except ValueError:
+                continue  # a line cut short by a crash
+        for path in self.pending():
+            key = str((self.load(path) or {}).get("key") or "")
+            if key:
+                seen[key] = max(seen.get(key, 0.0), now)  # still spooled: recognised for a full window from now
+        with self._seen_lock:
+            self._seen = seen
+            self._rewrite_seen_log()
+
+    def _rewrite_seen_log(self) -> None:
+        text = "".join(f"{k} {t:.3f}\n" for k, t in self._seen.items())
+        tmp = _tmp_name(self.seen_log)
+        try:
+            tmp.write_text(text, "utf-8")
+            os.replace(tmp, self.seen_log)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # best effort: the spooled jobs' keys still count
+
+    def seen(self, key: str) -> bool:
+        """True when a notification with this retry key was accepted within RETRY_WINDOW_S."""
+        with self._seen_lock:
+            at = self._seen.get(key)
+        return at is not None and time.time() - at < RETRY_WINDOW_S
+
+    def remember(self, keys: list[str]) -> None:
+        """Record accepted keys (after their jobs are spooled: a lost line only loses retry detection
+        once the job is handled). Raises OSError when the log cannot be appended to."""
+        now = time.time()
+        with self._seen_lock:
+            for key in keys:
+                self._seen[key] = now
+            for key in [k for k, t in self._seen.items() if now - t >= RETRY_WINDOW_S]:
+                del self._seen[key]
+            with open(self.seen_log, "a", encoding="utf-8") as fh:
+                fh.write("".join(f"{k} {now:.3f}\n" for k in keys))
+                fh.flush()
+                os.fsync(fh.fileno())
+            if self.seen_log.stat().st_size > SEEN_LOG_COMPACT_BYTES:
+                self._rewrite_seen_log()
 
 
 class IncidentMap:
