@@ -69,7 +69,7 @@ def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
 
 def add_rules_command(sub: Any) -> None:
     """`runbook rules`: render deploy/prometheus/mistral-rules.yml for a team's labels and base URL."""
-    from .rules import DEFAULT_AUTH_MIN_REQUESTS, DEFAULT_RUNBOOK_BASE_URL, DEFAULT_SERVICE_LABELS
+    from .rules import DEFAULT_AUTH_MIN_REQUESTS, DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE_URL, DEFAULT_SERVICE_LABELS
 
     rules = sub.add_parser("rules", help="render the Prometheus alerting rules (deploy/prometheus/mistral-rules.yml) "
                                          "for your service labels and runbook base URL")
@@ -80,6 +80,10 @@ def add_rules_command(sub: Any) -> None:
                        help="where the repository is browsed; runbook_url = URL/notebooks/<runbook>.ipynb")
     rules.add_argument("--auth-min-requests", type=int, default=DEFAULT_AUTH_MIN_REQUESTS, metavar="N",
                        help=f"MistralAuthFailures needs at least N calls in 5m (default: {DEFAULT_AUTH_MIN_REQUESTS})")
+    rules.add_argument("--dashboard-url", default=DEFAULT_DASHBOARD_URL, metavar="URL",  # issue 18, Grafana
+                       help="the Grafana dashboard (deploy/grafana/mistral-dashboard.json) each alert links as its "
+                            "`dashboard` annotation, filtered on the service; '' for none "
+                            f"(default: {DEFAULT_DASHBOARD_URL})")
     rules.add_argument("-o", "--output", help="file to write (default: standard output)")
     rules.set_defaults(func=run_rules)
 
@@ -89,7 +93,7 @@ def run_rules(args: argparse.Namespace) -> int:
     from .rules import render_rules, rules_config
 
     text = render_rules(rules_config(labels=args.service_labels, base_url=args.runbook_base_url,
-                                     auth_min_requests=args.auth_min_requests))
+                                     auth_min_requests=args.auth_min_requests, dashboard_url=args.dashboard_url))
     if args.output and args.output != "-":
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)

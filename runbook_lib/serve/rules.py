@@ -21,6 +21,9 @@ DEFAULT_SERVICE_LABELS: tuple[str, ...] = ("cluster", "namespace", "service")
 # where the repository's files can be browsed; `notebooks/<runbook>.ipynb` is appended
 DEFAULT_RUNBOOK_BASE_URL = "https://git.example.com/ops/mistral-runbooks/blob/main"
 DEFAULT_AUTH_MIN_REQUESTS = 10  # calls in the 5 m window below which 401/403 do not page
+# -- dashboard annotation (issue 18, Grafana): each alert links the Grafana dashboard
+# (deploy/grafana/mistral-dashboard.json, uid mistral-integration) filtered on the alerting service
+DEFAULT_DASHBOARD_URL = "https://grafana.example.com/d/mistral-integration"
 WINDOW = "5m"
 
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,6 +38,7 @@ class RulesConfig:
     service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
     runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
     auth_min_requests: int = DEFAULT_AUTH_MIN_REQUESTS
+    dashboard_url: str = DEFAULT_DASHBOARD_URL  # "" = no `dashboard` annotation
 
 
 def service_labels(name: str, value: object) -> tuple[str, ...]:
@@ -54,12 +58,14 @@ def service_labels(name: str, value: object) -> tuple[str, ...]:
 
 
 def rules_config(*, labels: object = DEFAULT_SERVICE_LABELS, base_url: object = DEFAULT_RUNBOOK_BASE_URL,
-                 auth_min_requests: object = DEFAULT_AUTH_MIN_REQUESTS) -> RulesConfig:
+                 auth_min_requests: object = DEFAULT_AUTH_MIN_REQUESTS,
+                 dashboard_url: object = DEFAULT_DASHBOARD_URL) -> RulesConfig:
     """A checked RulesConfig; each error names the `runbook rules` option to fix."""
     return RulesConfig(service_labels=service_labels("--service-labels", labels),
                        runbook_base_url=params.url("--runbook-base-url", base_url),
                        auth_min_requests=params.positive_int("--auth-min-requests", auth_min_requests,
-                                                             maximum=1_000_000))
+                                                             maximum=1_000_000),
+                       dashboard_url=params.url("--dashboard-url", dashboard_url) if dashboard_url else "")
 
 
 def _rule(alert: str, expr: str, for_: str, severity: str, error_class: str, summary: str, description: str,
@@ -75,7 +81,16 @@ def _rule(alert: str, expr: str, for_: str, severity: str, error_class: str, sum
             f"          summary: {_quote(summary)}\n"
             f"          description: {_quote(description)}\n"
             f"          runbook: {runbook}\n"
-            f"          runbook_url: {config.runbook_base_url}/notebooks/{runbook}.ipynb\n")
+            f"          runbook_url: {config.runbook_base_url}/notebooks/{runbook}.ipynb\n"
+            + _dashboard_annotation(config))
+
+
+def _dashboard_annotation(config: RulesConfig) -> str:
+    """`dashboard`: the Grafana dashboard with its variables set to the alerting service's labels."""
+    if not config.dashboard_url:
+        return ""
+    query = "&".join(f"var-{label}={{{{ $labels.{label} | urlquery }}}}" for label in config.service_labels)
+    return f"          dashboard: {_quote(config.dashboard_url.rstrip('/') + '?' + query)}\n"
 
 
 def _quote(text: str) -> str:
@@ -125,5 +140,6 @@ def render_rules(config: RulesConfig | None = None) -> str:
               "#   runbook rules --service-labels cluster,namespace,app \\\n"
               "#       --runbook-base-url https://git.example.com/ops/mistral-runbooks/blob/main > mistral-rules.yml\n"
               f"# This file: --service-labels {','.join(c.service_labels)} --runbook-base-url {c.runbook_base_url}"
-              f" --auth-min-requests {c.auth_min_requests}\n")
+              f" --auth-min-requests {c.auth_min_requests}"
+              + (f" --dashboard-url {c.dashboard_url}" if c.dashboard_url else " --dashboard-url ''") + "\n")
     return header + "groups:\n  - name: mistral-integration\n    rules:\n" + "".join(rules)
