@@ -233,9 +233,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash an evidence bundle (folder or .tar.gz, or an incident's) against its manifest."""
+    from .records import signing
     from .records.verify import verify
 
-    results = verify(args.output_dir, args.bundle)
+    key_path = args.public_key or os.environ.get(signing.PUBLIC_KEY_ENV, "")
+    public_key = signing.load_public_key(key_path, "--public-key" if args.public_key else
+                                         f"${signing.PUBLIC_KEY_ENV}") if key_path else None
+    results = verify(args.output_dir, args.bundle, public_key)
     for result in results:
         if result.ok:
             print(f"OK: {result.files} files match manifest.json ({result.target})")
@@ -243,6 +247,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"FAILED: {result.target}: {len(result.problems)} problem(s)")
             for problem in result.problems:
                 print(f"  {problem}")
+        for note in result.notes:
+            print(f"  note: {note}")
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -492,6 +498,8 @@ def _add_archive_commands(sub: Any) -> None:
     ver = sub.add_parser("verify", help="check an evidence bundle against its manifest (exit 1 if altered)",
                          parents=[_output_dir_option()])
     ver.add_argument("bundle", help="bundle folder, its .tar.gz, or an incident (id/folder/path) with evidence")
+    ver.add_argument("--public-key", default="", help="PEM Ed25519 public key checking the bundle's signature "
+                                                      "(default: $RUNBOOK_VERIFY_PUBLIC_KEY_FILE)")
     ver.set_defaults(func=cmd_verify)
 
 

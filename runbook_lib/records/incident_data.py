@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bundle, incident
+from . import bundle, incident, signing
 from ..errors import ParameterError
 from ..paths import outputs_dir
 from ..record import is_change, iter_records
@@ -34,6 +34,7 @@ class IncidentData:
     index: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None
     seal_problems: list[str] = field(default_factory=list)
+    seal: dict[str, Any] = field(default_factory=dict)  # the manifest's digest/signature recorded at collection
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # notebook -> records in order
     frames: dict[str, Any] = field(default_factory=dict)   # metrics export name -> DataFrame
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -150,6 +151,11 @@ def _read_bundle(data: IncidentData) -> None:
     assert b is not None
     data.manifest = json.loads((b / bundle.MANIFEST).read_text("utf-8"))
     data.seal_problems = bundle.verify(b)
+    evidence = data.index.get("evidence") if isinstance(data.index.get("evidence"), dict) else {}
+    seal = evidence.get("seal") if isinstance(evidence.get("seal"), dict) else {}
+    if seal and Path(str(evidence.get("bundle") or "")).name == b.name:  # the digest recorded outside the bundle
+        data.seal = seal
+        data.seal_problems += signing.check((b / bundle.MANIFEST).read_bytes(), seal, None)[0]
     data.missing += [f"{m['what']}: {m['reason']}" for m in data.manifest.get("missing", [])]
     for csv in sorted((b / "metrics").glob("*.csv")):
         text = csv.read_text("utf-8")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,11 +21,12 @@ from .archive import find, is_record, load, local_path
 
 @dataclass
 class Verification:
-    """One bundle (folder or archive) re-hashed against its manifest."""
+    """One bundle (folder or archive) re-hashed against its manifest (and its seal, when recorded)."""
 
     target: str
     files: int
     problems: list[str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -96,11 +97,17 @@ def _evidence_paths(folder: Path, index: dict[str, Any]) -> list[Path]:
     return out
 
 
-def verify(root: str | Path, ref: str | Path) -> list[Verification]:
-    """What `runbook verify REF` checks: a bundle folder, its .tar.gz, or an incident's evidence (both)."""
+def verify(root: str | Path, ref: str | Path, public_key: Any | None = None) -> list[Verification]:
+    """What `runbook verify REF` checks: a bundle folder, its .tar.gz, or an incident's evidence (both).
+
+    Each bundle is also checked against the seal recorded outside it at collection (the manifest's
+    digest in incident.json; the signature with `public_key`, see records/signing.py).
+    """
     path = Path(ref)
     if path.is_file() or (path.is_dir() and (path / "manifest.json").is_file()):
-        return [verify_bundle(path)]
+        result = verify_bundle(path)
+        _check_seal(result, path, _recorded_seal(path), public_key)
+        return [result]
     if path.is_dir() and not is_record(path):
         raise ParameterError("bundle", str(ref), "an evidence bundle folder (with manifest.json), its .tar.gz, "
                                                  "or an incident folder; this folder is none of these")
@@ -115,6 +122,10 @@ def verify(root: str | Path, ref: str | Path) -> list[Verification]:
         raise ParameterError("bundle", str(ref), f"an incident with collected evidence; {folder.name} has none "
                                                  "in its index (run the evidence runbook first)")
     results = [verify_bundle(t) if t.exists() else Verification(str(t), 0, ["missing"]) for t in targets]
+    seal = as_dict(as_dict(load(folder).get("evidence")).get("seal"))
+    for target, result in zip(targets, results, strict=True):
+        if target.exists():
+            _check_seal(result, target, seal, public_key)
     if len(targets) == 2 and all(t.exists() for t in targets) and not _same_manifest(*targets):
         results[1].problems.append(f"manifest.json differs from {targets[0]}/manifest.json "
                                    "(one of the two was rewritten after collection)")
@@ -123,11 +134,44 @@ def verify(root: str | Path, ref: str | Path) -> list[Verification]:
 
 def _same_manifest(folder: Path, archive: Path) -> bool:
     """Folder and archive are written from one manifest; different bytes mean one was rewritten."""
+    inside, outside = _manifest_bytes(archive), _manifest_bytes(folder)
+    return inside is not None and inside == outside
+
+
+def _manifest_bytes(bundle: Path) -> bytes | None:
+    """manifest.json's bytes from a bundle folder or its archive (None when unreadable)."""
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        if bundle.is_dir():
+            return (bundle / "manifest.json").read_bytes()
+        with tarfile.open(bundle, "r:gz") as tar:
             member = next(m for m in tar.getmembers() if m.isfile() and len(PurePosixPath(m.name).parts) == 2
                           and PurePosixPath(m.name).name == "manifest.json")
-            inside = tar.extractfile(member).read()  # type: ignore[union-attr]
-        return inside == (folder / "manifest.json").read_bytes()
+            return tar.extractfile(member).read()  # type: ignore[union-attr]
     except (StopIteration, tarfile.TarError, OSError, EOFError):
-        return False
+        return None
+
+
+def _recorded_seal(bundle: Path) -> dict[str, Any]:
+    """The seal incident.json beside a bundle recorded for it ({} when none names this bundle)."""
+    name = bundle.name.removesuffix(".tar.gz")
+    try:
+        index = json.loads((bundle.parent / "incident.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    evidence = as_dict(as_dict(index).get("evidence"))
+    recorded = as_text(evidence.get("bundle"))
+    return as_dict(evidence.get("seal")) if recorded and Path(recorded).name == name else {}
+
+
+def _check_seal(result: Verification, bundle: Path, seal: dict[str, Any], public_key: Any | None) -> None:
+    """Add the seal's problems and notes to `result` (the digest, then the signature)."""
+    from . import signing
+
+    if not seal and public_key is None:
+        return
+    data = _manifest_bytes(bundle)
+    if data is None:
+        return  # the bundle check already says the manifest is missing or unreadable
+    problems, notes = signing.check(data, seal, public_key)
+    result.problems += problems
+    result.notes += notes

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import display, params, record
-from ..records import collect as evidence, incident
+from ..records import collect as evidence, incident, signing
 from ..errors import ParameterError
 from .._time import iso_z, utc_stamp
 from ..records.incident_data import newest_incident
@@ -128,12 +128,17 @@ class EvidenceRun:
         self.bundle_path = parent / name
         took = round(time.monotonic() - t0, 2)
         files, missing = self.manifest["files"], self.manifest["missing"]
+        # the manifest's digest (and signature, with a key configured) kept outside the bundle
+        seal = signing.seal((self.bundle_path / "manifest.json").read_bytes(), self.bundle_path)
         value = {"bundle": str(self.bundle_path), "archive": str(self.bundle_path) + ".tar.gz",
                  "files": len(files), "bytes": sum(f["bytes"] for f in files),
                  "missing": [f"{m['what']} ({m['reason']})" for m in missing],
-                 "window": self.manifest["window"], "collected_at": iso_z(time.time()), "took_s": took}
+                 "window": self.manifest["window"], "collected_at": iso_z(time.time()), "took_s": took,
+                 "seal": seal}
         md = (f"Bundle `{value['bundle']}` and `{Path(value['archive']).name}`, {len(files)} files, "
-              f"{value['bytes']:,} bytes, in {took} s.\n\n"
+              f"{value['bytes']:,} bytes, in {took} s. Manifest `{seal['manifest_sha256']}`"
+              + (f", signed by `{seal['public_key']}` (`{seal['signature_file']}`)" if seal["signed"] else
+                 " (not signed: no $RUNBOOK_SIGNING_KEY_FILE)") + ".\n\n"
               + display.table(("file", "what", "bytes", "sha256"),
                               [(f["path"], f["what"], f["bytes"], f["sha256"][:16] + "…") for f in files])
               + ("\n\n**Missing sources** (collection went on without them):\n\n"
@@ -144,7 +149,7 @@ class EvidenceRun:
         if self.folder is not None and self.index is not None:
             # relative to the incident folder (the bundle is written inside it): the archive can move
             incident.update_index(self.folder, evidence={
-                **{k: value[k] for k in ("files", "missing", "window", "collected_at")},
+                **{k: value[k] for k in ("files", "missing", "window", "collected_at", "seal")},
                 "bundle": _relative(self.bundle_path, self.folder),
                 "archive": _relative(Path(value["archive"]), self.folder)})
         return value

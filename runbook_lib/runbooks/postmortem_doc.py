@@ -174,6 +174,10 @@ def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[st
               f"- Bundle: `{_rel(data, data.bundle)}`" + (" (seal intact)" if data.bundle and not data.seal_problems else
                                                           f" (**seal broken**: {'; '.join(data.seal_problems)})"
                                                           if data.seal_problems else ""),
+              *([f"- Manifest: `{data.seal['manifest_sha256']}` (recorded at collection, outside the bundle)"
+                 + (f"; signed by `{data.seal.get('public_key')}`, signature `{data.seal.get('signature_file')}` "
+                    "(`runbook verify --public-key KEY.pub` checks it)" if data.seal.get("signed") else
+                    "; not signed")] if data.seal.get("manifest_sha256") else []),
               *[f"- Figure: `{Path(f).name}`" for f in figures],
               *[f"- Not available: {m}" for m in data.missing],
               f"- Impact detection: {impact.get('method', 'n/a')}; episode: {impact.get('selected_by') or 'n/a'}", ""]
