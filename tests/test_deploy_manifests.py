@@ -216,9 +216,12 @@ def requests_within_role(kube: Any, role: dict[str, Any]) -> list[str]:
 
 
 def test_every_manifest_parses_and_names_its_kinds():
-    assert {p.name for p in MANIFESTS} >= {"job.yaml", "cronjob.yaml", "rbac.yaml"}
+    assert {p.name for p in MANIFESTS} >= {"job.yaml", "cronjob.yaml", "rbac.yaml", "serve.yaml"}
     kinds = [d["kind"] for d in all_docs()]
-    assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", "Role", "RoleBinding", "Job", "CronJob"])
+    assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", "Role", "RoleBinding", "Job", "CronJob",
+                                    # serve.yaml (tests/test_deploy_serve.py)
+                                    "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
+                                    "NetworkPolicy", "PodDisruptionBudget"])
     assert "Secret" not in kinds, "Secrets are created from the environment, never committed"
     for d in all_docs():
         assert d["apiVersion"] and (d["metadata"].get("name") or d["metadata"].get("generateName")), d
