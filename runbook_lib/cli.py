@@ -503,6 +503,14 @@ def _add_archive_commands(sub: Any) -> None:
     ver.set_defaults(func=cmd_verify)
 
 
+def _add_integration_commands(sub: Any) -> None:
+    """Issue 18's optional integrations: grafana/commands.py (`dashboard`, `annotate`) and
+    secretstores/commands.py (`rotate-key`); each imports its client library only when run."""
+    from .grafana.commands import add_commands as add_grafana_commands
+
+    add_grafana_commands(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `runbook` command line; `sim` and `service` are listed here but parsed by their own CLIs."""
     p = argparse.ArgumentParser(prog="runbook", description=__doc__)
@@ -513,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local_commands(sub)
     _add_incident_notebook_commands(sub)
     _add_archive_commands(sub)
+    _add_integration_commands(sub)
     sub.add_parser("sim", help="Mistral API simulator alone (see `runbook sim --help`)", add_help=False)
     sub.add_parser("service", help="'our service' simulator alone (see `runbook service --help`)",
                    add_help=False)
