@@ -221,7 +221,9 @@ def test_every_manifest_parses_and_names_its_kinds():
     assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", "Role", "RoleBinding", "Job", "CronJob",
                                     # serve.yaml (tests/test_deploy_serve.py)
                                     "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
-                                    "NetworkPolicy", "PodDisruptionBudget"])
+                                    "NetworkPolicy", "PodDisruptionBudget",
+                                    # rbac-responder.yaml (tests/test_deploy_responder.py)
+                                    "Role", "RoleBinding", "RoleBinding"])
     assert "Secret" not in kinds, "Secrets are created from the environment, never committed"
     for d in all_docs():
         assert d["apiVersion"] and (d["metadata"].get("name") or d["metadata"].get("generateName")), d
@@ -293,7 +295,7 @@ def test_key_only_from_a_secret_and_never_a_parameter(kind):
 
 def test_rbac_is_read_only_and_bound_to_the_workloads_service_account():
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for d in all_docs():
+    for d in docs(K8S / "rbac.yaml"):  # the workloads' identity (rbac-responder.yaml: tests/test_deploy_responder.py)
         by_kind.setdefault(d["kind"], []).append(d)
     (role,), (binding,), (sa,) = by_kind["Role"], by_kind["RoleBinding"], by_kind["ServiceAccount"]
     assert "ClusterRole" not in by_kind and "ClusterRoleBinding" not in by_kind
@@ -381,7 +383,7 @@ def test_job_command_runs_triage_as_the_kubelet_would_start_it(cluster_stack, ap
     st = cluster_stack
     obj, job, pod = only("Job")
     c = container(pod)
-    role = next(d for d in all_docs() if d["kind"] == "Role")
+    role = next(d for d in docs(K8S / "rbac.yaml") if d["kind"] == "Role")
     st.set_mode("rate_limited")
     assert st.wait_for_service_status({"down"}, timeout_s=10)
     # A numeric incident id: -r keeps it a string (with -p papermill would pass the int 1234).
