@@ -503,6 +503,26 @@ def _add_archive_commands(sub: Any) -> None:
     ver.set_defaults(func=cmd_verify)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Which integrations are configured and reachable (credentials shown as fingerprints); always exit 0."""
+    import json
+
+    from .notify import doctor
+
+    rows = doctor.diagnose(args.timeout, args.webhook_env)
+    print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else doctor.table(rows))
+    return 0
+
+
+def _add_doctor_command(sub: Any) -> None:
+    doc = sub.add_parser("doctor", help="which integrations (Slack, PagerDuty, status page) are configured and "
+                                        "reachable; never prints a secret", parents=[_json_option()])
+    doc.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (all run at once; default 5)")
+    doc.add_argument("--webhook-env", default="SLACK_WEBHOOK_URL",
+                     help="NAME of the variable holding the Slack webhook URL (default SLACK_WEBHOOK_URL)")
+    doc.set_defaults(func=cmd_doctor)
+
+
 def _add_integration_commands(sub: Any) -> None:
     """Issue 18's optional integrations: grafana/commands.py (`dashboard`, `annotate`) and
     secretstores/commands.py (`rotate-key`); each imports its client library only when run."""
@@ -521,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local_commands(sub)
     _add_incident_notebook_commands(sub)
     _add_archive_commands(sub)
+    _add_doctor_command(sub)
     _add_integration_commands(sub)
     sub.add_parser("sim", help="Mistral API simulator alone (see `runbook sim --help`)", add_help=False)
     sub.add_parser("service", help="'our service' simulator alone (see `runbook service --help`)",

@@ -46,8 +46,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from .._time import iso_z, parse, utc_stamp
 from ..analysis.severity import UPDATE_EVERY_MIN
 from ..errors import RunbookError
@@ -263,23 +261,51 @@ def _write_new(folder: Path, stem: str, text: str) -> Path:
 
 
 def post_to_slack(messages: Messages, webhook_env: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """POST the internal message to the webhook in `$webhook_env`; never raises, never shows the URL.
+    """POST the internal message (text and Block Kit) to the webhook in `$webhook_env` (`slack_sdk`'s
+    WebhookClient); never raises, never shows the URL.
 
     `error` is None when posted or when no webhook is configured (a draft only), else the reason.
+    When the Slack Web API is configured the message goes into the incident's thread instead
+    (`notify`): a webhook cannot reply in a thread, and one message twice helps nobody.
     """
-    url = os.environ.get(webhook_env, "").strip()
-    if not url:
-        return {"posted": False, "reason": f"${webhook_env} is not set: message not posted (saved to files)",
-                "error": None}
-    try:
-        response = httpx.post(url, json={"text": messages.internal}, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        reason = f"webhook unreachable: {type(exc).__name__}"
-        return {"posted": False, "reason": reason, "error": reason}
-    if response.status_code >= 300:
-        reason = f"webhook answered HTTP {response.status_code}: {response.text[:100]}"
-        return {"posted": False, "reason": reason, "error": reason}
-    return {"posted": True, "reason": f"posted (HTTP {response.status_code})", "error": None}
+    from ..notify.slack import SlackWebApi, post_webhook
+
+    if SlackWebApi().configured().ok:
+        return {"posted": False, "reason": "the Slack Web API is configured: posted in the incident's thread "
+                "(see notifications)", "error": None}
+    return post_webhook(messages.internal, webhook_env, timeout_s)
+
+
+def notify(messages: Messages, *, folder: str | Path | None, incident_id: str, status: str, level: str,
+           error_class: str, by: str, facts: dict[str, Any], approved: bool, timeout_s: float,
+           severity_note: str = "", auto: bool = True) -> list[dict[str, Any]]:
+    """Tell the configured services (`runbook_lib.notify`: Slack thread, PagerDuty, status page), log each request.
+
+    PagerDuty and the status page are dry runs unless `approved` (the runbook's `apply_changes`):
+    the record shows the exact request, credential redacted. The team's Slack thread is posted when
+    configured, unless `auto` is False (the postmortem: everything waits for approval). Earlier sent
+    requests in incident.json's `communications` say what exists (the alert, the thread, the
+    status-page incident); every delivery is appended there. Returns the log entries.
+    """
+    from .. import record
+    from ..notify import base
+    from ..records.incident import read_index
+
+    index = (read_index(folder) if folder is not None else None) or {}
+    update = base.Update(incident_id=incident_id, status=status, level=level, error_class=error_class,
+                         internal=messages.internal, external=messages.external, by=by, facts=facts,
+                         record=str(folder or ""), severity_note=severity_note)
+    providers = base.configured_providers()
+    for p in providers:
+        if not auto:
+            p.needs_approval = True
+    deliveries = base.dispatch(update, list(index.get("communications") or []), approved=approved,
+                               timeout_s=timeout_s, providers=providers)
+    entries = base.log_entries(deliveries, update, {"ic": messages.ic, "affected": features(facts.get("affected"))})
+    logged = bool(entries) and folder is not None and log(folder, entries)
+    record.record("notifications", {"deliveries": [d.to_dict() for d in deliveries], "approved": approved,
+                                    "logged": logged}, markdown=base.markdown(deliveries))
+    return entries
 
 
 def record_markdown(messages: Messages, slack: dict[str, Any], entries: list[dict[str, Any]], logged: bool,
@@ -300,12 +326,15 @@ def record_markdown(messages: Messages, slack: dict[str, Any], entries: list[dic
 # -- RESOLVED ------------------------------------------------------------------------------------------------
 def resolved_messages(index: dict[str, Any], *, folder: str | Path, by: str = "postmortem",
                       commander: str = "", operator: str = "", affected: list[str] | str | None = None,
-                      webhook_env: str = "", timeout_s: float = 5.0, now: datetime | None = None) -> list[dict[str, Any]]:
+                      webhook_env: str = "", timeout_s: float = 5.0, now: datetime | None = None,
+                      approved: bool = False) -> list[dict[str, Any]]:
     """Draft (and log) the RESOLVED pair from the incident index; returns the two log entries.
 
     Class and severity come from the index; the impact window from its `postmortem` section
     (impact_start/impact_end) when measured; the IC and affected features, unless given, from the
     last message in its `communications` log. Posted to Slack only when `webhook_env` is given.
+    The configured services (`notify`) get the RESOLVED update only when `approved`: the PagerDuty
+    alert resolved, the Slack thread told, the status-page incident resolved; else dry runs.
     """
     from .. import record
 
@@ -319,7 +348,8 @@ def resolved_messages(index: dict[str, Any], *, folder: str | Path, by: str = "p
     measured = f"{pm['failed_requests']:,} failed calls" if isinstance(pm.get("failed_requests"), int) else ""
     # the IC given, else the one the incident's messages named
     ic = ic_line(commander, operator) if (commander or operator) else (str(last.get("ic") or "") or None)
-    messages = render(level=level, status="RESOLVED", impact=measured, action=_resolution(index, folder),
+    action = _resolution(index, folder)
+    messages = render(level=level, status="RESOLVED", impact=measured, action=action,
                       affected=chosen, error_class=str(index.get("error_class") or "unknown"), window=window,
                       ic=ic, now=now)
     slack = post_to_slack(messages, webhook_env, timeout_s) if webhook_env else {
@@ -327,6 +357,10 @@ def resolved_messages(index: dict[str, Any], *, folder: str | Path, by: str = "p
     entries = draft(messages, folder=folder, by=by, status="RESOLVED", level=level, affected=chosen, post=slack,
                     now=now)
     logged = has_index(folder)
+    notify(messages, folder=folder, incident_id=str(index.get("id") or ""), status="RESOLVED", level=level,
+           error_class=str(index.get("error_class") or "unknown"), by=by, approved=approved, timeout_s=timeout_s,
+           facts={"impact": measured, "action": action, "affected": chosen, "ic": messages.ic,
+                  "impact_window": window["between"] if window else None}, auto=False)
     record.record("communications", {**messages.to_dict(), "files": [e["file"] for e in entries], "slack": slack,
                                      "level": level or None, "status": "RESOLVED", "error_class": index.get("error_class"),
                                      "window": window, "logged": logged},

@@ -25,8 +25,12 @@ from .postmortem_doc import human as _human
 @refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, source: str, min_error_ratio: float, min_errors: int, max_gap_steps: int, incident_id: str = "",
           postmortem_name: str = "postmortem.md",
-          latency_threshold_s: float = impact_mod.LATENCY_THRESHOLD_S) -> PostmortemRun:
-    """Validate the parameters (the first bad one names itself) and load the incident."""
+          latency_threshold_s: float = impact_mod.LATENCY_THRESHOLD_S, apply_changes: bool = False) -> PostmortemRun:
+    """Validate the parameters (the first bad one names itself) and load the incident.
+
+    `apply_changes` approves sending the RESOLVED update to the configured services (PagerDuty
+    resolve, the Slack thread, the status page): the postmortem changes nothing else.
+    """
     if postmortem_name != Path(str(postmortem_name)).name or not str(postmortem_name).endswith(".md"):
         raise params.ParameterError("postmortem_name", postmortem_name, "a file name ending in .md (no folders)")
     cfg = {"source": params.text("source", source, maximum=4096),
@@ -35,7 +39,8 @@ def start(*, source: str, min_error_ratio: float, min_errors: int, max_gap_steps
            "max_gap_steps": _non_negative_int("max_gap_steps", max_gap_steps),
            "incident_id": params.incident_id("incident_id", incident_id) if incident_id else "",
            "postmortem_name": postmortem_name,
-           "latency_threshold_s": params.timeout("latency_threshold_s", latency_threshold_s, maximum=600)}
+           "latency_threshold_s": params.timeout("latency_threshold_s", latency_threshold_s, maximum=600),
+           **params.shared(apply_changes=apply_changes)}
     return PostmortemRun(cfg, load(cfg["source"], extract_to=Path.cwd() / ".bundle"))
 
 
@@ -278,7 +283,8 @@ class PostmortemRun:
                    "the impact has not been seen to end in the data: no RESOLVED message yet")
             record.record("communications", {"status": None, "reason": why}, markdown=f"Not drafted: {why}.")
             return []
-        return comms.resolved_messages(index, folder=folder, by="postmortem")
+        return comms.resolved_messages(index, folder=folder, by="postmortem",
+                                       approved=bool(self.cfg.get("apply_changes")))
 
     def summary(self) -> dict[str, Any]:
         i, t = self.impact, self.times

@@ -170,6 +170,9 @@ def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, ac
                 by: str | None = None) -> dict[str, Any]:
     """Draft the Slack and status-page messages for this incident, save and log them, post if configured.
 
+    Then the configured services are told (`comms.notify`: the Slack thread, PagerDuty, the status
+    page; the last two only with `apply_changes`, else a dry run showing the exact request).
+
     The text follows the error class, `status` and `level` (the incident's one severity), so the
     status page never says "slower responses" during an outage. `by` is the runbook (default: the
     one that just recorded the severity); the class defaults to that runbook's, else incident.json's.
@@ -191,6 +194,12 @@ def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, ac
     entries = ([] if folder is None else
                comms.draft(msgs, folder=folder, by=by, status=status, level=level, affected=chosen, post=post))
     logged = folder is not None and comms.has_index(folder)
+    sev = record.LOCAL.get("severity") or {}
+    comms.notify(msgs, folder=folder, incident_id=cfg.get("incident_id", ""), status=status, level=level,
+                 error_class=error_class, by=by, approved=cfg["apply_changes"], timeout_s=cfg["timeout_s"],
+                 facts={"impact": impact, "action": action, "affected": chosen, "workaround": workaround,
+                        "ic": msgs.ic, "next_update_utc": msgs.next_update_utc, "severity_why": sev.get("why")},
+                 severity_note=str(sev.get("why") or "") if sev.get("previous") not in (None, level) else "")
     value = {**msgs.to_dict(), "files": [e["file"] for e in entries], "saved": where,
              "at": iso_z(timespec="milliseconds"), "slack": post, "level": level, "status": status,
              "error_class": error_class, "affected": chosen, "by": by, "logged": logged}
