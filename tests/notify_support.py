@@ -202,8 +202,14 @@ def _slack_message(fakes: Fakes, method: str, body: dict[str, Any]) -> dict[str,
 
 async def _webhook(request: web.Request) -> web.Response:
     fakes: Fakes = request.app[FAKES]
-    body = await request.json()
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
     fakes.seen.append({"service": "webhook", "headers": dict(request.headers), "body": body})
+    if not isinstance(body, dict):
+        return web.Response(status=400, text="invalid_payload")
     if not body.get("text") and not body.get("blocks"):
         return web.Response(status=400, text="no_text")
     if "blocks" in body and blocks_error(body["blocks"]):

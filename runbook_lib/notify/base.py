@@ -221,6 +221,6 @@ def markdown(deliveries: list[Delivery]) -> str:
         outcome = (f"HTTP {d.http_status}" if d.http_status else "") + (f", {d.error}" if d.error else "")
         approval = "" if d.sent or d.approved else " (to send: re-run with `apply_changes=True`)"
         parts.append(f"**{d.state()}** {d.service} `{d.action}`{approval}"
-                     + (f": {outcome.strip(', ')}" if outcome else "") + (f". {d.note}" if d.note else "")
+                     + (f": {outcome.strip(', ')}" if outcome else "") + (f" ({d.note})" if d.note else "")
                      + f"\n\n```\n{d.shown()}\n```")
     return "\n\n".join(parts)
