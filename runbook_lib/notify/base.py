@@ -153,15 +153,15 @@ def backoff(attempt: int, base_s: float, retry_after: str | None = None) -> floa
 
 
 def dispatch(update: Update, history: list[dict[str, Any]], *, approved: bool, timeout_s: float,
-             providers: list[Provider] | None = None) -> list[Delivery]:
-    """Plan the update for every configured provider and send what is approved; every delivery returned.
+             providers: list[Provider]) -> list[Delivery]:
+    """Plan the update for each provider (`providers.configured()`) and send what is approved; every delivery returned.
 
     A provider that needs approval is sent to only when `approved` (the runbook's `apply_changes`);
     otherwise its deliveries are dry runs that show the exact request. A failure is the delivery's
     `error`, never an exception: telling people must not stop the runbook.
     """
     out: list[Delivery] = []
-    for provider in providers if providers is not None else configured_providers():
+    for provider in providers:
         try:
             planned = provider.plan(update, history)
         except Exception as exc:  # noqa: BLE001 - a provider's bug must not stop the runbook
@@ -175,19 +175,6 @@ def dispatch(update: Update, history: list[dict[str, Any]], *, approved: bool, t
                 d.note = (d.note + f" (took {time.monotonic() - t0:.1f} s)").strip()
             out.append(d)
     return out
-
-
-def all_providers() -> list[Provider]:
-    """Every provider this package knows (configured or not), in the order they are told."""
-    from .pagerduty import PagerDuty
-    from .slack import SlackWebApi
-    from .statuspage import Statuspage
-
-    return [SlackWebApi(), PagerDuty(), Statuspage()]
-
-
-def configured_providers() -> list[Provider]:
-    return [p for p in all_providers() if p.configured().ok]
 
 
 def log_entries(deliveries: list[Delivery], update: Update, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -52,9 +52,9 @@ class SlackWebhook:
 
 def checks(webhook_env: str = WEBHOOK_ENV) -> list[Any]:
     """Everything the doctor looks at, in table order."""
-    from .base import all_providers
+    from .providers import every
 
-    return [SlackWebhook(webhook_env), *all_providers()]
+    return [SlackWebhook(webhook_env), *every()]
 
 
 def diagnose(timeout_s: float = 5.0, webhook_env: str = WEBHOOK_ENV) -> list[Row]:

@@ -288,14 +288,14 @@ def notify(messages: Messages, *, folder: str | Path | None, incident_id: str, s
     status-page incident); every delivery is appended there. Returns the log entries.
     """
     from .. import record
-    from ..notify import base
+    from ..notify import base, providers as known
     from ..records.incident import read_index
 
     index = (read_index(folder) if folder is not None else None) or {}
     update = base.Update(incident_id=incident_id, status=status, level=level, error_class=error_class,
                          internal=messages.internal, external=messages.external, by=by, facts=facts,
                          record=str(folder or ""), severity_note=severity_note)
-    providers = base.configured_providers()
+    providers = known.configured()
     for p in providers:
         if not auto:
             p.needs_approval = True
