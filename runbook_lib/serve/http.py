@@ -122,8 +122,8 @@ class HttpServer:
             req = Request(request.method, request.path or "/", request.headers, body, str(peer[0]) if peer else "")
             try:
                 answer = await asyncio.get_running_loop().run_in_executor(self._pool, self.handle, req)
-            except Exception:  # noqa: BLE001 - a handler bug answers 500 instead of a dropped connection
-                answer = Response.json(500, {"error": "internal server error"})
+            except Exception as exc:  # noqa: BLE001 - a handler bug answers 500 instead of a dropped connection
+                answer = self.handler_failed(req, exc)
             close = False
         response = web.Response(status=answer.status, body=answer.body,
                                 headers={"Content-Type": answer.content_type, "Server": "runbook-serve",
@@ -180,3 +180,7 @@ class HttpServer:
     def handle(self, request: Request) -> Response:
         """Answer one request (runs in a handler thread)."""
         raise NotImplementedError
+
+    def handler_failed(self, request: Request, exc: Exception) -> Response:
+        """The answer when `handle` raised (a bug): subclasses log and count it; never a silent 500."""
+        return Response.json(500, {"error": f"internal error ({type(exc).__name__})"})

@@ -86,6 +86,15 @@ class _Job:
     alert: _alerts.Alert
     received_at: str
     opened: dict[str, Any] | None = None  # the incident this job was opening when serve last stopped
+    attempts: int = 0  # failed attempts so far (retried with backoff while serve runs)
+    not_before: float = 0.0  # time.monotonic() before which it is not retried
+
+
+class _RunNotStarted(Exception):
+    """respond could not be started (its log or process could not be created): retried with backoff."""
+
+
+RETRY_MAX_S = 60.0  # backoff between attempts of a failing job: 1, 2, 4 ... 60 s
 
 
 class _Metrics:
@@ -103,7 +112,12 @@ class _Metrics:
         self.adopted = Counter("runbook_serve_runs_adopted", "respond runs found alive from a previous serve "
                                "and adopted (waited for) instead of started again", registry=r)
         self.failed = Counter("runbook_serve_runs_failed", "respond runs that failed or timed out", registry=r)
-        self.queued = Gauge("runbook_serve_runs_queued", "Accepted jobs waiting for a worker", registry=r)
+        self.queued = Gauge("runbook_serve_runs_queued", "Accepted jobs and respond runs waiting", registry=r)
+        self.job_failures = Counter("runbook_serve_job_failures", "Failed attempts at handling an accepted job "
+                                    "(retried with backoff)", ["stage"], registry=r)
+        self.spool_jobs = Gauge("runbook_serve_spool_jobs", "Jobs in the spool (accepted, not finished)", registry=r)
+        self.oldest_age = Gauge("runbook_serve_oldest_job_age_seconds", "Age of the oldest job in the spool",
+                                registry=r)
         self.running = Gauge("runbook_serve_runs_running", "respond runs in progress", registry=r)
         self.duration = Histogram("runbook_serve_run_duration_seconds", "Wall time of respond runs",
                                   buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600), registry=r)
@@ -133,6 +147,13 @@ class AlertServer(HttpServer):
         self._workers: list[threading.Thread] = []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._adopted: dict[str, dict[str, Any]] = {}  # incident id -> run record of a previous serve's run
+        self._slots = threading.Semaphore(max(1, config.workers))  # respond runs at once
+        self._runs_waiting = 0  # run threads waiting for a slot (guarded by _cond)
+        self._run_threads: set[threading.Thread] = set()
+        self._failing: dict[str, str] = {}  # spool job name -> why its last attempt failed
+        self.metrics.queued.set_function(self.queued)
+        self.metrics.spool_jobs.set_function(lambda: len(self.spool.pending()))
+        self.metrics.oldest_age.set_function(self.spool.oldest_age)
         self._active: set[str] = set()  # incident ids with a respond starting or running (guarded by _cond)
         self._assign_lock = threading.Lock()  # find-or-open of an incident is one step
         self._ready = False
@@ -187,13 +208,13 @@ class AlertServer(HttpServer):
             self._closing = True
             self._cond.notify_all()
         deadline = time.monotonic() + self.config.grace_s
-        for t in self._workers:
+        for t in [*self._workers, *list(self._run_threads)]:
             t.join(max(0.0, deadline - time.monotonic()))
         for proc in list(self._procs.values()):
             _kill_group(proc)
         for record in list(self._adopted.values()):
             kill_group(record)
-        for t in self._workers:
+        for t in [*self._workers, *list(self._run_threads)]:
             t.join(5)
         self._workers.clear()
         self.lock.release()
@@ -239,6 +260,12 @@ class AlertServer(HttpServer):
         return Response.json(404, {"error": f"no route {path}; routes: POST /webhook, GET /healthz, "
                                             "/readyz, /metrics"})
 
+    def handler_failed(self, request: Request, exc: Exception) -> Response:
+        """A bug in serve's own handling: logged with its reason and counted, answered 500 with the type."""
+        self.metrics.webhooks.labels("error").inc()
+        self.log(f"{request.method} {request.path} from {request.client}: internal error {type(exc).__name__}: {exc}")
+        return Response.json(500, {"error": f"internal error ({type(exc).__name__}); see serve's log"})
+
     def readiness_problems(self) -> list[str]:
         problems = []
         if not self._ready:
@@ -249,6 +276,9 @@ class AlertServer(HttpServer):
             problems.append(f"spool {self.spool.dir} is not writable")
         if self.queued() >= self.config.queue_max:
             problems.append("queue full")
+        failing = dict(self._failing)
+        if failing:
+            problems.append(f"{len(failing)} job(s) failing, retried with backoff; last: {list(failing.values())[-1]}")
         return problems
 
     def _webhook(self, request: Request) -> Response:
@@ -336,52 +366,128 @@ class AlertServer(HttpServer):
 
     # -- queue -----------------------------------------------------------------------------
     def queued(self) -> int:
-        return len(self._pending)
+        """Accepted jobs waiting for a worker plus respond runs waiting for a slot."""
+        return len(self._pending) + self._runs_waiting
 
-    def _enqueue(self, job: _Job) -> None:
+    def _enqueue(self, job: _Job, *, first: bool = False) -> None:
         with self._cond:
-            self._pending.append(job)
-            self.metrics.queued.set(len(self._pending))
+            if first:
+                self._pending.insert(0, job)
+            else:
+                self._pending.append(job)
             self._cond.notify()
 
     def _take(self) -> _Job | None:
-        """The oldest job whose fingerprint is not being handled: one fingerprint, one job at a time."""
+        """The oldest job whose fingerprint is not being handled or backing off: one fingerprint, one job
+        at a time, in order (a failed job is put back first and holds its fingerprint's later jobs)."""
         with self._cond:
             while True:
                 if self._closing:
                     return None
+                now, blocked, wait = time.monotonic(), set(), 0.5
                 for i, job in enumerate(self._pending):
-                    if job.alert.fingerprint not in self._busy:
-                        self._busy.add(job.alert.fingerprint)
-                        del self._pending[i]
-                        self.metrics.queued.set(len(self._pending))
-                        return job
-                self._cond.wait(0.5)
+                    fp = job.alert.fingerprint
+                    if fp in self._busy or fp in blocked:
+                        continue
+                    if job.not_before > now:
+                        blocked.add(fp)
+                        wait = min(wait, job.not_before - now)
+                        continue
+                    self._busy.add(fp)
+                    del self._pending[i]
+                    return job
+                self._cond.wait(max(0.01, wait))
 
     def _work(self) -> None:
         while (job := self._take()) is not None:
             try:
-                self.handle_job(job)
-                self.spool.done(job.path)
-            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker; it stays spooled
-                self.log(f"job {job.path.name} ({job.alert.name}): error {type(exc).__name__}: {exc}; "
-                         "kept in the spool for the next start")
+                run = self.handle_job(job)
+                if run is None:
+                    self.spool.done(job.path)
+                    self._succeeded(job)
+                else:  # the respond runs on its own thread: later notifications of this alert go on meanwhile
+                    self._start_run(job, *run)
+            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker; retried with backoff
+                self._failed(job, "handle", exc)
+                self._enqueue(job, first=True)
             finally:
                 with self._cond:
                     self._busy.discard(job.alert.fingerprint)
                     self._cond.notify_all()
 
+    def _failed(self, job: _Job, stage: str, exc: BaseException) -> float:
+        """Count and log a failed attempt; the job's next attempt waits 1, 2, 4 ... RETRY_MAX_S seconds."""
+        job.attempts += 1
+        delay = min(RETRY_MAX_S, 2.0 ** (job.attempts - 1))
+        job.not_before = time.monotonic() + delay
+        reason = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+        self._failing[job.path.name] = f"{job.alert.name} ({stage}): {reason}"
+        self.metrics.job_failures.labels(stage).inc()
+        self.log(f"job {job.path.name} ({job.alert.name}, {stage}) failed, attempt {job.attempts}: {reason}; "
+                 f"retrying in {delay:g} s (it stays in the spool)")
+        return delay
+
+    def _succeeded(self, job: _Job) -> None:
+        if self._failing.pop(job.path.name, None) is not None:
+            self.log(f"job {job.path.name} ({job.alert.name}) done after {job.attempts} failed attempt(s)")
+
+    def _start_run(self, job: _Job, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
+        """Hand a claimed incident's respond to a run thread; its job leaves the spool when the run ends."""
+        with self._cond:
+            self._runs_waiting += 1
+        t = threading.Thread(target=self._run_thread, args=(job, incident_id, folder, alert),
+                             name=f"serve-run-{incident_id}", daemon=True)
+        self._run_threads.add(t)
+        t.start()
+
+    def _run_thread(self, job: _Job, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
+        waiting = True
+        try:
+            while not self._slots.acquire(timeout=0.5):  # at most `workers` responds at once
+                if self._closing:
+                    return  # left spooled: the next start runs it
+            with self._cond:
+                self._runs_waiting -= 1
+            waiting = False
+            try:
+                while True:
+                    try:
+                        self._run_respond(incident_id, folder, alert)
+                        break
+                    except _RunNotStarted as exc:
+                        end = time.monotonic() + self._failed(job, "run", exc)
+                        while time.monotonic() < end:
+                            if self._closing:
+                                return
+                            time.sleep(0.1)
+                        if (read_index(folder) or {}).get("status") not in ("queued", "running"):
+                            break  # finished meanwhile
+            finally:
+                self._slots.release()
+            self.spool.done(job.path)
+            self._succeeded(job)
+        except Exception as exc:  # noqa: BLE001 - e.g. stopped during the run: it stays spooled
+            if not self._closing:
+                self._failed(job, "run", exc)
+            self.log(f"{incident_id}: {type(exc).__name__}: {exc}; the job stays in the spool for the next start")
+        finally:
+            with self._cond:
+                if waiting:
+                    self._runs_waiting -= 1
+                self._active.discard(incident_id)
+            self._run_threads.discard(threading.current_thread())
+
     # -- handling --------------------------------------------------------------------------
-    def handle_job(self, job: _Job) -> None:
+    def handle_job(self, job: _Job) -> tuple[str, Path, _alerts.Alert] | None:
+        """Apply one notification to the records now; for a respond to run, the claimed (id, folder, alert)."""
         alert = job.alert
         if alert.status == _alerts.FIRING:
-            entry, how = self._assign(job)
+            entry, how = self._replayed(job) or self._assign(job)
             if how == "new":
                 self.metrics.alerts.labels(alert.status, "new_incident").inc()
                 self.log(f"{entry['id']}: {alert.name} firing ({alert.fingerprint}); running respond into "
                          f"{entry['folder']}")
-                self._respond(entry["id"], Path(entry["folder"]), alert)
-                return
+                return entry["id"], Path(entry["folder"]), alert
             self._append(entry, job)
             self.metrics.alerts.labels(alert.status, how).inc()
             if how == "joined":
@@ -390,10 +496,25 @@ class AlertServer(HttpServer):
             if index.get("status") in ("queued", "running") and self._claim(entry["id"]):
                 self.log(f"{entry['id']}: respond did not finish before the last stop; running it again "
                          "(or adopting it, if it still runs)")
-                self._respond(entry["id"], Path(entry["folder"]), alert)
-            return
+                return entry["id"], Path(entry["folder"]), alert
+            return None
         with self._assign_lock:  # two alerts of one incident resolving at once: exactly one marks it
             self._resolve(job)
+        return None
+
+    def _replayed(self, job: _Job) -> tuple[dict[str, Any], str] | None:
+        """A replayed job that had opened an incident belongs to it, even if its alert resolved meanwhile
+        (the resolve was applied while the run went on, then serve stopped)."""
+        opened = job.opened or {}
+        folder = Path(str(opened.get("folder") or ""))
+        if not opened.get("id") or not folder.is_dir():
+            return None
+        index = read_index(folder)
+        if not index or (index.get("alert") or {}).get("fingerprint") != job.alert.fingerprint:
+            return None
+        if self.incidents.get(job.alert.fingerprint) is None:
+            return None  # stopped before the map knew it: _assign finishes the opening in that folder
+        return {"id": str(index.get("id") or opened["id"]), "folder": str(folder)}, "replayed"
 
     def _resolve(self, job: _Job) -> None:
         alert = job.alert
@@ -495,14 +616,6 @@ class AlertServer(HttpServer):
             kept.append(_entry(job))
             index.update(alerts=kept, alerts_dropped=dropped)
 
-    def _respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
-        """Run respond for a claimed incident (see `_claim`), releasing the claim whatever happens."""
-        try:
-            self._run_respond(incident_id, folder, alert)
-        finally:
-            with self._cond:
-                self._active.discard(incident_id)
-
     def _run_respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
         t0 = time.monotonic()
         lock_fd = self.runs.take(incident_id)
@@ -537,9 +650,14 @@ class AlertServer(HttpServer):
                 # its own group (a timeout kills kernels too), holding the run lock for as long as it lives
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=env, start_new_session=True, pass_fds=(lock_fd,))
+        except OSError as exc:
+            raise _RunNotStarted(f"respond could not be started in {folder}: {exc.strerror or exc}") from None
         finally:
             os.close(lock_fd)  # from now on the lock is the run's alone: held while it lives, whoever waits
-        self.runs.record(incident_id, proc.pid, folder=str(folder), started_epoch=time.time(), started_at=_now())
+        try:
+            self.runs.record(incident_id, proc.pid, folder=str(folder), started_epoch=time.time(), started_at=_now())
+        except OSError as exc:  # the run lock still guards it; only its pid is not noted for a later serve
+            self.log(f"{incident_id}: could not note respond pid {proc.pid} in {self.runs.dir}: {exc.strerror or exc}")
         self.metrics.started.inc()
         self.metrics.running.inc()
         self._procs[incident_id] = proc

@@ -106,6 +106,14 @@ class Spool:
         """Jobs left by an earlier run (or not yet handled), oldest first."""
         return sorted(p for p in self.dir.glob("*.json") if not p.name.startswith("."))
 
+    def oldest_age(self) -> float:
+        """Seconds since the oldest spooled job was accepted (names start with its time in ns); 0 if none."""
+        names = [p.name for p in self.pending()]
+        try:
+            return max(0.0, time.time() - int(names[0].split("-")[0]) / 1e9) if names else 0.0
+        except ValueError:
+            return 0.0
+
     @staticmethod
     def load(path: Path) -> dict[str, Any] | None:
         try:
@@ -126,7 +134,10 @@ class Spool:
         except OSError:
             return False
         finally:
-            probe.unlink(missing_ok=True)
+            try:
+                probe.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only filesystem refuses even removing nothing
 
     # -- retries: a notification accepted before is recognised -----------------------------------
     def load_seen(self) -> None:
@@ -222,10 +233,10 @@ class IncidentMap:
             return {fp: dict(e) for fp, e in self._data.items() if e.get("id") == incident_id and e.get("state") == OPEN}
 
     def set(self, fingerprint: str, **fields: Any) -> dict[str, Any]:
-        with self._lock:
+        with self._lock:  # on disk first: a failed write (disk full) leaves memory as the disk says
             entry = {**self._data.get(fingerprint, {}), **fields}
+            write_atomic(self.path, {**self._data, fingerprint: entry})
             self._data[fingerprint] = entry
-            write_atomic(self.path, self._data)
             return dict(entry)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
