@@ -211,13 +211,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Incidents per class x severity and the median times to detect/mitigate/resolve per day, + a PNG."""
     import json
 
+    from .analysis import plots
     from .records import report
 
     rep = report.report(args.output_dir)
     if not rep["incidents"]:
         print(f"no incidents recorded under {args.output_dir}: nothing to report")
         return 0
-    plot = report.plot_report(rep, args.plot or Path(args.output_dir) / "report.png")
+    why = plots.missing()
+    plot = f"not drawn: {why}" if why else report.plot_report(rep, args.plot or Path(args.output_dir) / "report.png")
     if args.json:
         print(json.dumps(report.report_json(rep), indent=2))
         print(f"plot: {plot}", file=sys.stderr)
@@ -563,6 +565,17 @@ def main(argv: list[str] | None = None) -> int:
     except RunbookError as exc:
         print(f"runbook: {exc}{_port_hint(exc)}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # an optional part this install left out (a production image)
+        if exc.name not in EXTRA_OF:
+            raise
+        print(f"runbook {argv[0] if argv else ''}: needs {exc.name}, which this install leaves out: "
+              f"pip install 'mistral-runbooks[{EXTRA_OF[exc.name]}]'", file=sys.stderr)
+        return 2
+
+
+# The optional packages and the extra that brings each (pyproject.toml): the embedded stack's
+# Kubernetes emulator, JupyterLab, the figures.
+EXTRA_OF = {"kmock": "sim", "jupyterlab": "lab", "matplotlib": "plots"}
 
 
 def _port_hint(exc: RunbookError) -> str:

@@ -26,6 +26,19 @@ MAX_MARKERS = 15  # per line: enough to tell lines apart, few enough to keep the
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 8}
 
 
+PLOTS_EXTRA = "pip install 'mistral-runbooks[plots]'"
+
+
+def missing() -> str | None:
+    """Why figures cannot be drawn here, or None: matplotlib is an extra (`[plots]`), so a production
+    image may lack it; the runbooks then leave the figures out and say so, the numbers unchanged."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"matplotlib is not installed ({PLOTS_EXTRA}): figures left out; every number above is complete"
+    return None
+
+
 def _figure(rows: int, title: str, width: float = 11, height: float = 3.2) -> tuple[Any, list[Any]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -89,7 +89,13 @@ class JupyterLab:
         return f"http://{HOST}:{self.port}/lab/tree/{path}?token={self.token}"
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> JupyterLab:
+        import importlib.util
+
         import httpx
+
+        if importlib.util.find_spec("jupyterlab") is None:  # an extra: production images leave it out
+            raise RunbookError("JupyterLab is not installed here: pip install 'mistral-runbooks[lab]' "
+                               "(make install does), or run the runbooks headless with `runbook run`")
 
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", HOST, "--port", str(self.port),
                "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",

@@ -284,6 +284,9 @@ def _plot_error_mix(frame: Any, start: float, end: float) -> Any:
     """The 5xx mix over the queried window [start, end] (epoch seconds), shown inline."""
     from ..analysis import plots
 
+    if why := plots.missing():
+        record.record("figure_error_mix", {"drawn": False, "reason": why}, markdown=f"_Figure not drawn: {why}._")
+        return None
     fig = plots.error_mix(frame, start=start, end=end)
     _show_figure(fig)
     return fig
@@ -293,6 +296,9 @@ def _plot_monitor(samples: list[dict[str, Any]]) -> Any:
     """The recovery watch at the probes' own UTC times (each sample carries `at`), shown inline."""
     from ..analysis import plots
 
+    if why := plots.missing():
+        record.record("figure_recovery", {"drawn": False, "reason": why}, markdown=f"_Figure not drawn: {why}._")
+        return None
     fig = plots.recovery_monitor(samples)
     _show_figure(fig)
     return fig

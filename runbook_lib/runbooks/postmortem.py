@@ -139,11 +139,18 @@ class PostmortemRun:
             "**No incident window found** in the data: " + (i.get("selected_by") or "no step reached the thresholds")
             + "."))
         record.record("impact_window", self.impact, markdown=md)
-        if self.requests is not None:
+        if self.requests is not None and self._can_draw("traffic"):
             fig = plots.traffic(self.requests, self.errors, step_s=self.step_s or 60, impact=self.impact,
                                 changes=self.data.changes(), source=self.source)
             self.figures.append(str(plots.save_and_show(fig, self.out_dir / "postmortem-traffic.png")))
         return self.impact
+
+    def _can_draw(self, figure: str) -> bool:
+        """False (and the record says why) when figures cannot be drawn here (no matplotlib)."""
+        why = plots.missing()
+        if why:
+            record.record(f"figure_{figure}", {"drawn": False, "reason": why}, markdown=f"_Figure not drawn: {why}._")
+        return why is None
 
     # -- 3. latency ----------------------------------------------------------------------------
     def latency(self) -> dict[str, Any]:
@@ -157,6 +164,8 @@ class PostmortemRun:
                                        for k, f in have.items()}}
         record.record("latency", value, markdown="Latency percentiles over the window (from the duration "
                       "histogram). Highest: " + ", ".join(f"{k} {value[f'{k}_max_s']} s" for k in have) + ".")
+        if not self._can_draw("latency"):
+            return value
         fig = plots.latency(have, impact=self.impact, changes=self.data.changes(),
                             threshold_s=self.latency_bound_s or self.cfg["latency_threshold_s"])
         self.figures.append(str(plots.save_and_show(fig, self.out_dir / "postmortem-latency.png")))
