@@ -17,7 +17,8 @@ What is sent, per the incident's updates (only with approval, `apply_changes=Tru
 - MITIGATING: `acknowledge` (someone approved a mitigation: stop escalating);
 - RESOLVED: `resolve`, once an alert was triggered by these runbooks.
 
-Configuration (environment only): `PAGERDUTY_ROUTING_KEY` (an Events API v2 integration key, 32
+The package is the `[pagerduty]` extra: without it a configured PagerDuty gets no event, and the
+delivery (and `runbook doctor`) says which package to install. Configuration (environment only): `PAGERDUTY_ROUTING_KEY` (an Events API v2 integration key, 32
 characters; a team that names it differently sets `RUNBOOK_PAGERDUTY_KEY_ENV` to that NAME),
 `PAGERDUTY_EVENTS_URL` (default https://events.pagerduty.com; the EU service region is
 https://events.eu.pagerduty.com), `PAGERDUTY_SOURCE` (payload.source, default mistral-runbooks).
@@ -25,6 +26,7 @@ https://events.eu.pagerduty.com), `PAGERDUTY_SOURCE` (payload.source, default mi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Any
 
@@ -41,6 +43,7 @@ SUMMARY_MAX = 1024
 DEDUP_MAX = 255
 EVENT_MAX_BYTES = 512 * 1024
 ROUTING_KEY_LEN = 32
+MISSING = "the pagerduty package is not installed: pip install 'mistral-runbooks[pagerduty]'"
 
 
 class PagerDuty:
@@ -114,8 +117,11 @@ class PagerDuty:
     # -- sending ----------------------------------------------------------------------------------------
     def send(self, delivery: Delivery, timeout_s: float) -> Delivery:
         """POST the event through `pagerduty.EventsApiV2Client`; the outcome (never the key) on the delivery."""
-        import pagerduty
-
+        try:
+            import pagerduty
+        except ImportError:
+            delivery.error = MISSING
+            return delivery
         key = secret(self.key_env)
         if not key.present:
             delivery.error = f"${self.key_env} is not set"
@@ -151,6 +157,8 @@ class PagerDuty:
         """Reachability only (the Events API has no read endpoint to check a key without sending an event)."""
         import httpx
 
+        if importlib.util.find_spec("pagerduty") is None:
+            return False, MISSING
         key = secret(self.key_env)
         form = ("routing key is 32 characters" if key.length == ROUTING_KEY_LEN else
                 f"routing key is {key.length} characters, Events API v2 keys are {ROUTING_KEY_LEN}")
