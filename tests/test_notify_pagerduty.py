@@ -176,3 +176,19 @@ def test_the_receiver_is_strict(fakes):
     for event in bad:
         r = httpx.post(f"{fakes.base}/v2/enqueue", json=event, verify=ssl.create_default_context(cafile=fakes.ca))
         assert r.status_code == 400 and r.json()["errors"], event.keys()
+
+
+def test_the_integrations_credentials_are_refused_as_parameter_values(monkeypatch):
+    """Their variables are named like secrets, so every notebook's first call refuses their values."""
+    from runbook_lib.errors import ParameterError
+    from runbook_lib.secrets import check_no_secret_values
+
+    values = {"PAGERDUTY_ROUTING_KEY": PD_KEY, "SLACK_BOT_TOKEN": "xoxb-1-2-abcdefghijkl",
+              "STATUSPAGE_API_KEY": "statuspage-key-0123456789"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    for name, value in values.items():
+        with pytest.raises(ParameterError) as err:
+            check_no_secret_values({"operator": f"me {value}"})
+        assert name in str(err.value) and value not in str(err.value)
+        monkeypatch.delenv(name)

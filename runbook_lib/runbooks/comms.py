@@ -31,9 +31,18 @@ Where messages go
     each draft is appended to its `communications` list: at, by, channel, status, severity, text,
     file (relative to the folder), posted, error, plus ic and affected (so the RESOLVED message can
     name them).
-    The Slack text is posted to the incoming webhook whose URL is in an environment variable
-    (the URL is a credential: never a parameter, never shown); a failed post is logged as the
-    entry's error and the run goes on. Status-page drafts are never posted automatically.
+    The Slack text is posted (as text and Block Kit, through `slack_sdk`) to the incoming webhook
+    whose URL is in an environment variable (the URL is a credential: never a parameter, never
+    shown); a failed post is logged as the entry's error and the run goes on.
+
+Where updates are sent (`notify`, `runbook_lib/notify/`)
+    Configured services get each update too: the Slack Web API thread (instead of the webhook),
+    PagerDuty (Events API v2) and the status page (Statuspage). PagerDuty and the status page are
+    dry runs unless the runbook was approved (`apply_changes=True`): the record ("notifications")
+    shows the exact request with the credential redacted. Every request, dry run or sent, is a
+    `communications` entry (channel `slack_api`, `pagerduty` or `statuspage`, action, request,
+    sent/ok, HTTP status, the ids kept); the sent ones tell later runs what exists (the thread's ts,
+    the open alert, the status-page incident id). With nothing configured nothing changes here.
 """
 
 from __future__ import annotations
