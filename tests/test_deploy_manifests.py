@@ -318,10 +318,34 @@ def test_rbac_is_read_only_and_bound_to_the_workloads_service_account():
         assert target == role["metadata"]["namespace"], "triage reads the namespace the Role grants"
 
 
+def test_image_constraints_pin_what_pyproject_asks_and_leave_the_extras_out():
+    """deploy/constraints.txt (scripts/lock-image.sh) against pyproject.toml: every core dependency
+    pinned inside its range, the object-store clients beside kubernetes<37, no lab/sim/plots."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in map(Requirement, core):
+        name = dep.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned"
+        assert dep.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {dep.specifier}"
+    assert int(pins["kubernetes"].split(".")[0]) < 37 and int(pins["python-dateutil"].split(".")[0]) < 3
+    assert {"boto3", "gcsfs", "papermill"} <= set(pins)
+    assert not {"jupyterlab", "kmock", "matplotlib"} & set(pins), "an extra made it into the image"
+
+
 def test_dockerfile_builds_the_image_the_manifests_expect():
     text = DOCKERFILE.read_text("utf-8")
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", text, re.M), "the base image pinned to a release"
     install = re.search(r"^RUN pip install (.+?)\\$", text, re.M)
+    assert install and install.group(1).startswith("-c deploy/constraints.txt "), "every package pinned"
+    assert re.search(r"^COPY deploy/constraints.txt deploy/constraints.txt$", text, re.M)
     assert install and "'papermill[s3,gcs]'" in install.group(1) and " . " in f" {install.group(1)} "
     assert "'kubernetes<37'" in install.group(1), "kubernetes 37 needs python-dateutil>=3, botocore <3"
     assert f"python -m ipykernel install --sys-prefix --name {KERNEL_NAME}" in text
