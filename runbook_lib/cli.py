@@ -529,8 +529,10 @@ def _add_integration_commands(sub: Any) -> None:
     """Issue 18's optional integrations: grafana/commands.py (`dashboard`, `annotate`) and
     secretstores/commands.py (`rotate-key`); each imports its client library only when run."""
     from .grafana.commands import add_commands as add_grafana_commands
+    from .secretstores.commands import add_commands as add_secretstore_commands
 
     add_grafana_commands(sub)
+    add_secretstore_commands(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -165,3 +165,167 @@ def grafana_app(token: str, dashboards: set[str], login: str = "sa-1-mistral-run
         return app
 
     return build
+
+
+# ---- Vault, KV v2 engine (https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v2) ----------------------
+def vault_app(token: str, mount: str = "secret", capabilities: tuple[str, ...] = ("create", "read", "update"),
+              display_name: str = "token-runbooks",
+              other_writer: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
+              ) -> Callable[..., web.Application]:
+    """KV v2 data read/write with check-and-set, sys/capabilities-self and token lookup-self.
+
+    `server.secrets[path]` is the list of versions (dicts of fields), version N at index N-1.
+    `other_writer(secrets)` runs when capabilities are asked: another writer racing the rotation.
+    """
+    secrets: dict[str, list[dict[str, Any]]] = {}
+
+    def build(server: FakeServer) -> web.Application:
+        server.secrets = secrets  # type: ignore[attr-defined]
+
+        def denied(request: web.Request) -> web.Response | None:
+            if request.headers.get("X-Vault-Token") != token:
+                return web.json_response({"errors": ["permission denied"]}, status=403)
+            return None
+
+        def meta(n: int) -> dict[str, Any]:
+            return {"created_time": "2026-11-23T10:00:00.000000Z", "custom_metadata": None, "deletion_time": "",
+                    "destroyed": False, "version": n}
+
+        async def read(request: web.Request) -> web.Response:
+            if (refused := denied(request)) or "read" not in capabilities:
+                return refused or web.json_response({"errors": ["1 error occurred:\n\t* permission denied\n\n"]},
+                                                    status=403)
+            versions = secrets.get(request.match_info["path"])
+            n = int(request.query.get("version") or len(versions or []))
+            if not versions or not 1 <= n <= len(versions):
+                return web.json_response({"errors": []}, status=404)
+            return web.json_response({"request_id": "r", "lease_id": "", "renewable": False, "lease_duration": 0,
+                                      "data": {"data": dict(versions[n - 1]), "metadata": meta(n)},
+                                      "wrap_info": None, "warnings": None, "auth": None})
+
+        async def write(request: web.Request) -> web.Response:
+            if (refused := denied(request)) or "update" not in capabilities:
+                return refused or web.json_response({"errors": ["1 error occurred:\n\t* permission denied\n\n"]},
+                                                    status=403)
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+                return web.json_response({"errors": ["no data provided"]}, status=400)
+            versions = secrets.setdefault(request.match_info["path"], [])
+            cas = (body.get("options") or {}).get("cas")
+            if cas is not None and cas != len(versions):
+                return web.json_response({"errors": ["check-and-set parameter did not match the current version"]},
+                                         status=400)
+            versions.append(dict(body["data"]))
+            return web.json_response({"data": meta(len(versions))})
+
+        async def caps(request: web.Request) -> web.Response:
+            if refused := denied(request):
+                return refused
+            paths = (await request.json()).get("paths") or []
+            if other_writer is not None:
+                other_writer(secrets)
+            out: dict[str, Any] = {p: list(capabilities) for p in paths}
+            out["capabilities"] = list(capabilities)
+            return web.json_response({**out, "data": dict(out)})
+
+        async def lookup_self(request: web.Request) -> web.Response:
+            if refused := denied(request):
+                return refused
+            return web.json_response({"data": {"display_name": display_name, "policies": ["mistral-rotate"],
+                                               "ttl": 3600}})
+
+        app = web.Application()
+        app.router.add_get(f"/v1/{mount}/data/{{path:.+}}", read)
+        app.router.add_post(f"/v1/{mount}/data/{{path:.+}}", write)
+        app.router.add_put(f"/v1/{mount}/data/{{path:.+}}", write)
+        app.router.add_post("/v1/sys/capabilities-self", caps)
+        app.router.add_get("/v1/auth/token/lookup-self", lookup_self)
+        return app
+
+    return build
+
+
+# ---- GCP Secret Manager, REST (https://cloud.google.com/secret-manager/docs/reference/rest) ----------------------
+def gcp_app(token: str, project: str, secret: str, project_number: str = "123456789012",
+            granted: tuple[str, ...] = ("secretmanager.versions.add", "secretmanager.versions.disable",
+                                        "secretmanager.versions.access")) -> Callable[..., web.Application]:
+    """access / add / disable / get / testIamPermissions for one secret; `server.versions` is
+    [{"data": bytes, "state": "ENABLED"|"DISABLED"}], version N at index N-1."""
+    versions: list[dict[str, Any]] = []
+
+    def build(server: FakeServer) -> web.Application:
+        server.versions = versions  # type: ignore[attr-defined]
+        base = f"projects/{project_number}/secrets/{secret}"
+
+        def error(code: int, status: str, message: str) -> web.Response:
+            return web.json_response({"error": {"code": code, "message": message, "status": status}}, status=code)
+
+        def check(request: web.Request, permission: str | None = None) -> web.Response | None:
+            if request.headers.get("Authorization") != f"Bearer {token}":
+                return error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+            if (request.match_info["project"], request.match_info["secret"]) != (project, secret):
+                return error(404, "NOT_FOUND", f"Secret [projects/{project_number}/secrets/"
+                                               f"{request.match_info['secret']}] not found or has no versions.")
+            if permission and permission not in granted:
+                return error(403, "PERMISSION_DENIED", f"Permission '{permission}' denied for resource "
+                                                       f"'projects/{project}/secrets/{secret}' (or it may not exist).")
+            return None
+
+        def version_json(n: int) -> dict[str, Any]:
+            return {"name": f"{base}/versions/{n}", "createTime": "2026-11-23T10:00:00.000000Z",
+                    "state": versions[n - 1]["state"], "etag": f'"{n}"'}
+
+        async def access(request: web.Request) -> web.Response:
+            if refused := check(request, "secretmanager.versions.access"):
+                return refused
+            v = request.match_info["version"]
+            n = len(versions) if v == "latest" else int(v)
+            if not versions or not 1 <= n <= len(versions):
+                return error(404, "NOT_FOUND", f"Secret Version [{base}/versions/{v}] not found.")
+            if versions[n - 1]["state"] != "ENABLED":
+                return error(400, "FAILED_PRECONDITION", f"Secret Version [{base}/versions/{n}] is in DISABLED state.")
+            return web.json_response({"name": f"{base}/versions/{n}",
+                                      "payload": {"data": base64.b64encode(versions[n - 1]["data"]).decode()}})
+
+        async def add(request: web.Request) -> web.Response:
+            if refused := check(request, "secretmanager.versions.add"):
+                return refused
+            body = await request.json()
+            try:
+                data = base64.b64decode((body.get("payload") or {})["data"], validate=True)
+            except (KeyError, ValueError, TypeError):
+                return error(400, "INVALID_ARGUMENT", "Invalid value at 'payload.data' (TYPE_BYTES)")
+            versions.append({"data": data, "state": "ENABLED"})
+            return web.json_response(version_json(len(versions)))
+
+        async def disable(request: web.Request) -> web.Response:
+            if refused := check(request, "secretmanager.versions.disable"):
+                return refused
+            n = int(request.match_info["version"])
+            if not 1 <= n <= len(versions):
+                return error(404, "NOT_FOUND", f"Secret Version [{base}/versions/{n}] not found.")
+            versions[n - 1]["state"] = "DISABLED"
+            return web.json_response(version_json(n))
+
+        async def get_secret(request: web.Request) -> web.Response:
+            if refused := check(request):
+                return refused
+            return web.json_response({"name": base, "replication": {"automatic": {}},
+                                      "createTime": "2026-11-01T00:00:00Z", "etag": '"1"'})
+
+        async def test_iam(request: web.Request) -> web.Response:
+            if refused := check(request):
+                return refused
+            asked = (await request.json()).get("permissions") or []
+            return web.json_response({"permissions": [p for p in asked if p in granted]})
+
+        app = web.Application()
+        s = "/v1/projects/{project}/secrets/{secret:[^/:]+}"
+        app.router.add_get(s + "/versions/{version:[^/:]+}:access", access)
+        app.router.add_post(s + ":addVersion", add)
+        app.router.add_post(s + "/versions/{version:[^/:]+}:disable", disable)
+        app.router.add_post(s + ":testIamPermissions", test_iam)
+        app.router.add_get(s, get_secret)
+        return app
+
+    return build
