@@ -54,3 +54,12 @@ class PortInUse(RunbookError):
         self.what, self.port, self.host, self.key = what, port, host, key  # key: its name in `--ports`
         super().__init__(f"port {port} on {host} (for {what}) is already in use, by another `runbook lab`/`stack` "
                          "or another program")
+
+
+class MissingDependency(RunbookError):
+    """An optional integration's library is not installed (issue 18): names the package and the extra."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package, self.extra = package, extra
+        super().__init__(f"{package} is not installed (an optional integration): .venv/bin/pip install -e "
+                         f"'.[{extra}]'")

@@ -1,7 +1,7 @@
 """Secret managers for the 401 rotation (issue 18): HashiCorp Vault KV v2 through hvac, GCP Secret Manager
 through google-cloud-secret-manager.
 
-No Vault server can run here (HashiCorp's `vault` is in neither Debian nor PyPI under its licence), and
+No Vault server can run here (no `vault` binary in Debian's or PyPI's packages on this machine), and
 Secret Manager has no local emulator: both are tested through their client library's own transport over
 real HTTP (hvac's requests adapter pointed at `--vault-addr`; the GCP client's REST transport with
 url_scheme=http) against local aiohttp fakes (tests/fake_api_support.py) that check the token, the body
@@ -225,3 +225,30 @@ def test_gcp_refusals_and_an_unreachable_api_end_in_findings(planted, mistral, d
     gone = rotate_key(gcp_store(f"http://127.0.0.1:{dead_port}", planted["gcp_token"], timeout_s=2),
                       "NEW_MISTRAL_API_KEY", test=test)
     assert gone.finding.status == "unreachable" and not gone.applied
+
+
+# ---- everything optional ------------------------------------------------------------------------------------
+WITHOUT = ("hvac", "google", "google.cloud", "google.cloud.secretmanager", "grafana_foundation_sdk")
+
+
+def _without_optional(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter where importing any optional integration library fails."""
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in WITHOUT) + script)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+
+def test_the_core_works_without_the_integration_libraries(tmp_path, planted):
+    out = _without_optional(
+        "from runbook_lib.cli import main\n"
+        "import runbook_lib.runbooks.diagnose_auth, runbook_lib.kube.rotation\n"
+        "rc = [main(['rules', '-o', 'r.yml']), main(['rotate-key', '--store', 'vault', '--vault-addr', "
+        "'http://127.0.0.1:9', '--vault-path', 'x', '--mistral-url', 'http://127.0.0.1:9', '--timeout', '1']), "
+        "main(['rotate-key', '--store', 'gcp', '--gcp-project', 'p', '--gcp-secret', 's', '--mistral-url', "
+        "'http://127.0.0.1:9', '--timeout', '1']), main(['dashboard'])]\n"
+        "print('RC', rc)\n", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "RC [0, 2, 2, 2]" in out.stdout, out.stdout + out.stderr
+    for package, extra in (("hvac", "vault"), ("google-cloud-secret-manager", "gcp"), ("grafana-foundation-sdk", "grafana")):
+        assert f"runbook: {package} is not installed (an optional integration): .venv/bin/pip install -e '.[{extra}]'" \
+               in out.stderr, out.stderr
+    assert (tmp_path / "r.yml").read_text().startswith("# Alerting rules")

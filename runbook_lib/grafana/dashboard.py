@@ -21,6 +21,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import MissingDependency
+
 DASHBOARD_UID = "mistral-integration"
 DASHBOARD_TITLE = "Mistral API integration"
 ANNOTATION_TAG = "mistral-runbooks"  # every annotation `grafana.annotations` posts carries it
@@ -86,12 +88,15 @@ def interpolate(expr: str, service_labels: Sequence[str], rate_interval: str = "
 
 def render_dashboard(service_labels: Sequence[str] | None = None, rules_text: str | None = None) -> str:
     """The dashboard JSON (indented, sorted keys, final newline) for `service_labels`."""
-    from grafana_foundation_sdk.builders import dashboard as dash, prometheus, timeseries
-    from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, VizLegendOptions
-    from grafana_foundation_sdk.cog.encoder import JSONEncoder
-    from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode, LegendDisplayMode, LegendPlacement
-    from grafana_foundation_sdk.models.dashboard import (DataSourceRef, Threshold, ThresholdsMode, VariableRefresh,
-                                                         VariableSort)
+    try:
+        from grafana_foundation_sdk.builders import dashboard as dash, prometheus, timeseries
+        from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, VizLegendOptions
+        from grafana_foundation_sdk.cog.encoder import JSONEncoder
+        from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode, LegendDisplayMode, LegendPlacement
+        from grafana_foundation_sdk.models.dashboard import (DataSourceRef, Threshold, ThresholdsMode, VariableRefresh,
+                                                             VariableSort)
+    except ImportError:
+        raise MissingDependency("grafana-foundation-sdk", "grafana") from None
 
     from ..serve.rules import DEFAULT_SERVICE_LABELS
 

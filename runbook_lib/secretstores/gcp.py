@@ -18,6 +18,7 @@ import shlex
 from typing import Any
 
 from .. import params
+from ..errors import MissingDependency
 from ..secrets import fingerprint
 from .base import FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, UNREACHABLE, StoreError, Version
 
@@ -42,8 +43,11 @@ class GcpSecretStore:
     def _sm(self) -> Any:
         """The client: the one given (tests use the library's REST transport), else from ADC."""
         if self._client is None:
-            from google.auth.exceptions import DefaultCredentialsError
-            from google.cloud import secretmanager
+            try:
+                from google.auth.exceptions import DefaultCredentialsError
+                from google.cloud import secretmanager
+            except ImportError:
+                raise MissingDependency("google-cloud-secret-manager", "gcp") from None
 
             try:
                 self._client = secretmanager.SecretManagerServiceClient()
@@ -52,11 +56,12 @@ class GcpSecretStore:
         return self._client
 
     def _call(self, what: str, method: str, **request: Any) -> Any:
+        client = self._sm()
         from google.api_core import exceptions as gx
         from google.auth import exceptions as ax
 
         try:
-            return getattr(self._sm(), method)(request=request, retry=None, timeout=self.timeout_s)
+            return getattr(client, method)(request=request, retry=None, timeout=self.timeout_s)
         except gx.NotFound as exc:
             raise StoreError(NOT_FOUND, f"{what}: {exc.message}") from None
         except (gx.PermissionDenied, gx.Forbidden) as exc:
@@ -81,6 +86,7 @@ class GcpSecretStore:
             "", "Secret Manager has no who-am-I call; the credentials name no service account")
 
     def current(self) -> Version:
+        self._sm()
         from google.api_core import exceptions as gx
 
         try:

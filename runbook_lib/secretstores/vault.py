@@ -14,6 +14,7 @@ import shlex
 from typing import Any
 
 from .. import params
+from ..errors import MissingDependency
 from ..secrets import fingerprint, read_secret
 from .base import CONFLICT, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, UNREACHABLE, StoreError, Version
 
@@ -40,8 +41,10 @@ class VaultStore:
     def _hvac(self) -> Any:
         """The hvac client, made on first use with the token from $token_env (absent: unauthenticated)."""
         if self._client is None:
-            import hvac
-
+            try:
+                import hvac
+            except ImportError:
+                raise MissingDependency("hvac", "vault") from None
             token = read_secret(self.token_env)
             if not token.present:
                 raise StoreError(UNAUTHENTICATED, f"${self.token_env} is unset or empty: no Vault token")
