@@ -7,6 +7,9 @@ Each validates what the documentation says the service validates and answers as 
   payload.severity critical/error/warning/info, links/images shapes, the whole event <= 512 KB;
   202 `{"status": "success", "message": "Event processed", "dedup_key": ...}`, 400 `{"status":
   "invalid event", "message": "Event object is invalid", "errors": [...]}`, 429 when told to throttle;
+- PagerDuty REST API v2 (`GET /incidents?incident_key=`, `POST /incidents/{id}/notes`): `Authorization:
+  Token token=<token>`, the v2 Accept header, a `From` email on writes (400 otherwise); an incident per
+  triggered alert, as PagerDuty opens one, with incident_key = the event's dedup_key;
 - Slack (`/api/auth.test`, `/api/chat.postMessage`, `/api/chat.update`): HTTP 200 with `ok: false`
   and Slack's error codes (`not_authed`, `invalid_auth`, `channel_not_found`, `invalid_blocks`,
   `thread_not_found`, `message_not_found`), a `ts` per message; a webhook answering 400 `no_text`;
@@ -33,6 +36,7 @@ from aiohttp import web
 from tls_support import TestCA
 
 PD_KEY = "R0UT1NGKEY5ECRETVALUE0123456789"[:31] + "Q"  # 32 characters
+PD_API_TOKEN = "u+PDRESTSECRETTOKEN_abc123"
 SLACK_TOKEN = "xoxb-111-222-SECRETTOKENVALUEabc"
 SLACK_CHANNEL = "C0INCIDENTS"
 WEBHOOK_PATH = "/services/T000/B000/WEBHOOKSECRETPATH42"
@@ -52,10 +56,12 @@ class Fakes:
     throttle: dict[str, int] = field(default_factory=dict)  # service -> how many next requests get 429/420
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # Slack ts -> message
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # Statuspage id -> incident
+    pd_incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # PagerDuty incident_key -> incident
     _ts: Any = field(default_factory=lambda: itertools.count(100))
 
     def reset(self) -> None:
         self.seen.clear(), self.throttle.clear(), self.messages.clear(), self.incidents.clear()
+        self.pd_incidents.clear()
 
     def of(self, service: str) -> list[dict[str, Any]]:
         return [s for s in self.seen if s["service"] == service]
@@ -129,7 +135,50 @@ async def _pd_enqueue(request: web.Request) -> web.Response:
         return web.json_response({"status": "invalid event", "message": "Event object is invalid", "errors": errors},
                                  status=400)
     dedup = event.get("dedup_key") or f"generated-{len(fakes.seen)}"
+    _pd_incident(fakes, event["event_action"], dedup)
     return web.json_response({"status": "success", "message": "Event processed", "dedup_key": dedup}, status=202)
+
+
+def _pd_incident(fakes: Fakes, action: str, key: str) -> None:
+    """What PagerDuty does with an accepted event: an incident per open alert, incident_key = dedup_key."""
+    incident = fakes.pd_incidents.get(key)
+    if action == "trigger" and (incident is None or incident["status"] == "resolved"):
+        fakes.pd_incidents[key] = {"id": f"PINC{len(fakes.pd_incidents) + 1:03d}", "incident_key": key,
+                                   "status": "triggered", "notes": []}
+    elif incident is not None and incident["status"] != "resolved" and action in ("acknowledge", "resolve"):
+        incident["status"] = "acknowledged" if action == "acknowledge" else "resolved"
+
+
+async def _pd_rest(request: web.Request) -> web.Response:
+    """REST API v2: GET /incidents?incident_key=, POST /incidents/{id}/notes (Token auth, From for writes)."""
+    fakes: Fakes = request.app[FAKES]
+    body = await request.json() if request.can_read_body else None
+    fakes.seen.append({"service": "pagerduty_rest", "method": request.method, "path": request.path,
+                       "query": dict(request.query), "headers": dict(request.headers), "body": body})
+    if request.headers.get("Authorization") != f"Token token={PD_API_TOKEN}":
+        return web.json_response({"error": {"message": "Unauthorized", "code": 2006}}, status=401)
+    if "version=2" not in request.headers.get("Accept", ""):
+        return web.json_response({"error": {"message": "Not Acceptable"}}, status=406)
+    if request.path == "/abilities":
+        return web.json_response({"abilities": ["teams", "read_only_users"]})
+    if request.method == "GET":
+        key = request.query.get("incident_key")
+        found = [i for i in fakes.pd_incidents.values() if key is None or i["incident_key"] == key]
+        return web.json_response({"incidents": [{k: v for k, v in i.items() if k != "notes"} for i in found],
+                                  "limit": 25, "offset": 0, "more": False, "total": None})
+    incident = next((i for i in fakes.pd_incidents.values() if i["id"] == request.match_info["id"]), None)
+    if incident is None:
+        return web.json_response({"error": {"message": "Not Found", "code": 2100}}, status=404)
+    if "@" not in request.headers.get("From", ""):
+        return web.json_response({"error": {"message": "Invalid Input Provided", "code": 2001,
+                                            "errors": ["A valid 'From' header is required"]}}, status=400)
+    content = ((body or {}).get("note") or {}).get("content")
+    if not isinstance(content, str) or not 1 <= len(content) <= 25_000:
+        return web.json_response({"error": {"message": "Invalid Input Provided", "code": 2001,
+                                            "errors": ["Note content must be 1-25000 characters"]}}, status=400)
+    note = {"id": f"PNOTE{len(incident['notes']) + 1}", "content": content, "user": {"summary": request.headers["From"]}}
+    incident["notes"].append(note)
+    return web.json_response({"note": note}, status=201)
 
 
 # -- Slack -------------------------------------------------------------------------------------------------
@@ -280,6 +329,9 @@ def start() -> tuple[Fakes, Any]:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[FAKES] = fakes
     app.router.add_post("/v2/enqueue", _pd_enqueue)
+    app.router.add_get("/incidents", _pd_rest)
+    app.router.add_get("/abilities", _pd_rest)
+    app.router.add_post("/incidents/{id}/notes", _pd_rest)
     app.router.add_post("/api/{method}", _slack)
     app.router.add_post(WEBHOOK_PATH, _webhook)
     app.router.add_get("/v1/pages/{page}", _statuspage)
@@ -316,6 +368,10 @@ def configure(monkeypatch: Any, fakes: Fakes, *services: str) -> None:
     if "pagerduty" in services:
         monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", PD_KEY)
         monkeypatch.setenv("PAGERDUTY_EVENTS_URL", fakes.base)
+    if "pagerduty_notes" in services:
+        monkeypatch.setenv("PAGERDUTY_API_TOKEN", PD_API_TOKEN)
+        monkeypatch.setenv("PAGERDUTY_FROM", "oncall@example.com")
+        monkeypatch.setenv("PAGERDUTY_API_URL", fakes.base)
     if "slack" in services:
         monkeypatch.setenv("SLACK_BOT_TOKEN", SLACK_TOKEN)
         monkeypatch.setenv("SLACK_CHANNEL", SLACK_CHANNEL)
@@ -332,8 +388,9 @@ def configure(monkeypatch: Any, fakes: Fakes, *services: str) -> None:
 ALL_ENV = ("PAGERDUTY_ROUTING_KEY", "PAGERDUTY_EVENTS_URL", "SLACK_BOT_TOKEN", "SLACK_CHANNEL", "SLACK_API_URL",
            "SLACK_WEBHOOK_URL", "STATUSPAGE_API_KEY", "STATUSPAGE_PAGE_ID", "STATUSPAGE_COMPONENT_IDS",
            "STATUSPAGE_API_URL", "RUNBOOK_RECORD_URL", "RUNBOOK_PAGERDUTY_KEY_ENV", "RUNBOOK_SLACK_TOKEN_ENV",
-           "RUNBOOK_STATUSPAGE_KEY_ENV", "PAGERDUTY_SOURCE")
-SECRETS = (PD_KEY, SLACK_TOKEN, WEBHOOK_PATH, SP_KEY)
+           "RUNBOOK_STATUSPAGE_KEY_ENV", "PAGERDUTY_SOURCE", "PAGERDUTY_API_TOKEN", "PAGERDUTY_FROM",
+           "PAGERDUTY_API_URL", "RUNBOOK_PAGERDUTY_TOKEN_ENV")
+SECRETS = (PD_KEY, SLACK_TOKEN, WEBHOOK_PATH, SP_KEY, PD_API_TOKEN)
 
 
 def fixtures() -> tuple[Any, Any]:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from notify_support import ALL_ENV, PD_KEY, SECRETS, SLACK_CHANNEL, SLACK_TOKEN, SP_KEY, SP_PAGE, WEBHOOK_PATH, fixtures
+from notify_support import ALL_ENV, PD_API_TOKEN, PD_KEY, SECRETS, SLACK_CHANNEL, SLACK_TOKEN, SP_KEY, SP_PAGE, WEBHOOK_PATH, fixtures
 from runbook_lib.secrets import fingerprint
 
 fakes, clean_env = fixtures()
@@ -27,6 +27,7 @@ def _doctor(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProces
 def _configured_env(fakes) -> dict[str, str]:
     return {"SSL_CERT_FILE": fakes.ca,
             "PAGERDUTY_ROUTING_KEY": PD_KEY, "PAGERDUTY_EVENTS_URL": fakes.base,
+            "PAGERDUTY_API_TOKEN": PD_API_TOKEN, "PAGERDUTY_FROM": "oncall@example.com", "PAGERDUTY_API_URL": fakes.base,
             "SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CHANNEL": SLACK_CHANNEL, "SLACK_API_URL": fakes.base + "/api/",
             "SLACK_WEBHOOK_URL": fakes.base + WEBHOOK_PATH,
             "STATUSPAGE_API_KEY": SP_KEY, "STATUSPAGE_PAGE_ID": SP_PAGE, "STATUSPAGE_API_URL": fakes.base + "/v1"}
@@ -58,7 +59,8 @@ def test_configured_and_reachable_with_fingerprints_only(fakes):
         assert fingerprint(value) in done.stdout
     assert "auth.test ok: team Incident Team" in done.stdout and "live webhook; nothing posted" in done.stdout
     assert "reachable (HTTP 405" in done.stdout  # the Events API answers a GET; only sending checks a key
-    assert {s["service"] for s in fakes.seen} == {"slack", "webhook", "statuspage"}  # (the GET is not an event)
+    assert "notes: REST API token accepted" in done.stdout and fingerprint(PD_API_TOKEN) in done.stdout
+    assert {s["service"] for s in fakes.seen} == {"slack", "webhook", "statuspage", "pagerduty_rest"}
     assert not fakes.of("pagerduty")
     assert [s["body"] for s in fakes.of("webhook")] in ([{}], [None])  # the webhook probe posts no message
 

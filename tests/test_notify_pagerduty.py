@@ -192,3 +192,41 @@ def test_the_integrations_credentials_are_refused_as_parameter_values(monkeypatc
             check_no_secret_values({"operator": f"me {value}"})
         assert name in str(err.value) and value not in str(err.value)
         monkeypatch.delenv(name)
+
+
+def test_severity_change_is_also_a_note_on_the_pagerduty_incident(fakes, monkeypatch, incident):
+    """With a REST token and a From email, the raise is written as a note on the incident PagerDuty opened."""
+    from notify_support import PD_API_TOKEN
+
+    configure(monkeypatch, fakes, "pagerduty", "pagerduty_notes")
+    _tell("P2", "INVESTIGATING", apply_changes=True)
+    assert [s for s in fakes.seen if s["service"] == "pagerduty_rest"] == []  # no change yet: no note
+    record.LOCAL["severity"] = {"level": "P1", "previous": "P2", "why": "every probe failed"}
+    _tell("P1", "INVESTIGATING", apply_changes=True)
+    (opened,) = fakes.pd_incidents.values()
+    (note,) = opened["notes"]
+    assert opened["incident_key"] == "INC-42" and note["user"]["summary"] == "oncall@example.com"
+    assert "severity P2 -> P1: every probe failed" in note["content"]
+    rest = [s for s in fakes.seen if s["service"] == "pagerduty_rest"]
+    assert [(s["method"], s["path"], s["query"]) for s in rest] == [
+        ("GET", "/incidents", {"incident_key": "INC-42"}), ("POST", f"/incidents/{opened['id']}/notes", {})]
+    assert all(s["headers"]["Authorization"] == f"Token token={PD_API_TOKEN}" for s in rest)
+    (entry,) = [e for e in read_index(incident)["communications"] if e.get("action") == "note"]
+    assert entry["ok"] and entry["response"] == {"incident": opened["id"], "note": "PNOTE1"}
+    assert entry["request"]["url"].endswith(f"/incidents/{opened['id']}/notes")
+    assert entry["request"]["headers"]["Authorization"].startswith("Token token=$PAGERDUTY_API_TOKEN (sha256:")
+    texts = [p.read_text("utf-8", "replace") for p in incident.rglob("*") if p.is_file()]
+    assert texts and not any(PD_API_TOKEN in t for t in texts)
+
+
+def test_a_note_without_a_from_email_is_refused_by_the_service_in_its_words(fakes, monkeypatch):
+    configure(monkeypatch, fakes, "pagerduty", "pagerduty_notes")
+    update = base.Update("INC-50", "INVESTIGATING", "P2", "network", "x", "y")
+    base.dispatch(update, [], approved=True, timeout_s=5, providers=[PagerDuty()])
+    history = [{"channel": "pagerduty", "sent": True, "ok": True, "action": "trigger", "severity": "P2",
+                "status": "INVESTIGATING"}]
+    monkeypatch.setenv("PAGERDUTY_FROM", "not-an-email")
+    raised = base.Update("INC-50", "INVESTIGATING", "P1", "network", "x", "y")
+    trigger, note = base.dispatch(raised, history, approved=True, timeout_s=5, providers=[PagerDuty()])
+    assert trigger.ok and note.action == "note" and note.ok is False and note.http_status == 400
+    assert "A valid 'From' header is required" in note.error

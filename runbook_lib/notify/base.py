@@ -72,11 +72,13 @@ class Delivery:
     error: str | None = None
     note: str = ""  # why planned (or why not sent)
     at: str = ""
+    lookup: dict[str, str] = field(default_factory=dict)  # what a `{placeholder}` in the URL is found by, at send time
 
     def shown(self) -> str:
         """The request as a reviewer reads it: method, URL, headers, JSON body (credentials redacted)."""
         head = "".join(f"\n{k}: {v}" for k, v in self.headers.items())
-        return f"{self.method} {self.url}{head}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}"
+        found = "".join(f"\n# {{{k}}} found by: {v}" for k, v in self.lookup.items())
+        return f"{self.method} {self.url}{head}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}{found}"
 
     def state(self) -> str:
         if not self.sent:
@@ -182,7 +184,8 @@ def log_entries(deliveries: list[Delivery], update: Update, extra: dict[str, Any
     return [{"at": d.at, "by": update.by, "channel": d.service, "status": update.status,
              "severity": update.level or None, "action": d.action, "text": _text_of(d),
              "file": None, "posted": bool(d.sent and d.ok), "sent": d.sent, "ok": d.ok, "approved": d.approved,
-             "error": d.error, "request": {"method": d.method, "url": d.url, "headers": d.headers, "body": d.body},
+             "error": d.error, "request": {"method": d.method, "url": d.url, "headers": d.headers, "body": d.body,
+                         **({"lookup": d.lookup} if d.lookup else {})},
              "http_status": d.http_status, "attempts": d.attempts, "response": d.response, "note": d.note,
              **(extra or {})} for d in deliveries]
 

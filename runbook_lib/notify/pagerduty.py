@@ -14,6 +14,9 @@ What is sent, per the incident's updates (only with approval, `apply_changes=Tru
   verdict facts, `links` to the record when `$RUNBOOK_RECORD_URL` says where records are served;
 - a later update whose severity or status changed: `trigger` again with the same dedup_key (PagerDuty
   adds it to the open alert's log), its `custom_details.note` saying what changed and why;
+- with a REST API token configured, each such change is also written as a note on the incident
+  PagerDuty opened for the alert (`POST /incidents/{id}/notes`, the incident found by its
+  `incident_key` = our dedup_key, through the same package's `RestApiV2Client`);
 - MITIGATING: `acknowledge` (someone approved a mitigation: stop escalating);
 - RESOLVED: `resolve`, once an alert was triggered by these runbooks.
 
@@ -21,7 +24,9 @@ The package is the `[pagerduty]` extra: without it a configured PagerDuty gets n
 delivery (and `runbook doctor`) says which package to install. Configuration (environment only): `PAGERDUTY_ROUTING_KEY` (an Events API v2 integration key, 32
 characters; a team that names it differently sets `RUNBOOK_PAGERDUTY_KEY_ENV` to that NAME),
 `PAGERDUTY_EVENTS_URL` (default https://events.pagerduty.com; the EU service region is
-https://events.eu.pagerduty.com), `PAGERDUTY_SOURCE` (payload.source, default mistral-runbooks).
+https://events.eu.pagerduty.com), `PAGERDUTY_SOURCE` (payload.source, default mistral-runbooks);
+for the notes `PAGERDUTY_API_TOKEN` (`RUNBOOK_PAGERDUTY_TOKEN_ENV` names another variable),
+`PAGERDUTY_FROM` (a PagerDuty user's email) and `PAGERDUTY_API_URL` (default https://api.pagerduty.com).
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ SUMMARY_MAX = 1024
 DEDUP_MAX = 255
 EVENT_MAX_BYTES = 512 * 1024
 ROUTING_KEY_LEN = 32
+TOKEN_ENV_DEFAULT = "PAGERDUTY_API_TOKEN"  # REST API v2 token, only for incident notes
+TOKEN_ENV_OVERRIDE = "RUNBOOK_PAGERDUTY_TOKEN_ENV"
+FROM_ENV = "PAGERDUTY_FROM"  # the email of the PagerDuty user the notes are written as (REST `From` header)
+API_URL_ENV = "PAGERDUTY_API_URL"
+DEFAULT_API_URL = "https://api.pagerduty.com"
+NOTE_MAX = 25_000
 MISSING = "the pagerduty package is not installed: pip install 'mistral-runbooks[pagerduty]'"
 
 
@@ -66,6 +77,9 @@ class PagerDuty:
     def configured(self) -> Configured:
         key = secret(self.key_env)
         shown = {self.key_env: str(key).split(": ", 1)[-1], URL_ENV: self.base_url}
+        token = secret(self.token_env)
+        if token.present or setting(FROM_ENV):  # incident notes (optional)
+            shown.update({self.token_env: str(token).split(": ", 1)[-1], FROM_ENV: setting(FROM_ENV) or "(unset)"})
         return Configured(key.present, shown, [] if key.present else [self.key_env])
 
     # -- planning ----------------------------------------------------------------------------------------
@@ -83,6 +97,8 @@ class PagerDuty:
         changed = _what_changed(alert, update)
         if changed is not None:
             out.append(self._delivery("trigger", self._trigger_body(update, changed), note=changed or "first update"))
+        if changed and self.notes_configured():
+            out.append(self._note(update, changed))
         if update.status == "MITIGATING" and not alert["acknowledged"]:
             out.append(self._delivery("acknowledge", {"event_action": "acknowledge", "dedup_key": dedup},
                                       note="a mitigation is under way"))
@@ -108,6 +124,53 @@ class PagerDuty:
             body["links"] = [{"href": link, "text": f"Incident record {update.incident_id}"}]
         return _fit(body)
 
+    # -- incident notes (REST API v2, optional) ------------------------------------------------------------
+    @property
+    def token_env(self) -> str:
+        return env_name(TOKEN_ENV_OVERRIDE, TOKEN_ENV_DEFAULT)
+
+    def notes_configured(self) -> bool:
+        return secret(self.token_env).present and bool(setting(FROM_ENV))
+
+    def _note(self, update: Update, changed: str) -> Delivery:
+        """POST /incidents/{id}/notes on the incident PagerDuty opened for our dedup_key (its incident_key)."""
+        api = setting(API_URL_ENV, DEFAULT_API_URL).rstrip("/")
+        content = _cut(f"{update.incident_id} {update.status} {update.level}: {changed} (mistral-runbooks, {update.by})"
+                       + (f" {update.record_link()}" if update.record_link() else ""), NOTE_MAX)
+        headers = {"Authorization": f"Token token={secret_shown(secret(self.token_env))}", "From": setting(FROM_ENV),
+                   "Accept": "application/vnd.pagerduty+json;version=2", "Content-Type": "application/json"}
+        return Delivery(NAME, "note", "POST", f"{api}/incidents/{{incident}}/notes", headers,
+                        {"note": {"content": content}}, note=changed,
+                        lookup={"incident": f"GET {api}/incidents?incident_key={update.incident_id}"})
+
+    def _send_note(self, delivery: Delivery, timeout_s: float, pagerduty: Any) -> Delivery:
+        token = secret(self.token_env)
+        attempts: list[int] = []
+        api = setting(API_URL_ENV, DEFAULT_API_URL).rstrip("/")
+        client = pagerduty.RestApiV2Client(token.reveal() or "", default_from=setting(FROM_ENV), base_url=api,
+                                           verify=tls(), event_hooks={"request": [lambda request: attempts.append(1)]})
+        self._bound(client, timeout_s)
+        key = delivery.lookup["incident"].rsplit("incident_key=", 1)[-1]
+        delivery.sent = True
+        try:
+            found = client.rget("/incidents", params={"incident_key": key})
+            if not found:
+                delivery.ok, delivery.error = False, f"no PagerDuty incident has incident_key {key} (yet): note not added"
+            else:
+                incident = found[0]["id"]
+                delivery.url = delivery.url.replace("{incident}", incident)
+                made = client.rpost(f"/incidents/{incident}/notes", json=delivery.body)
+                delivery.ok, delivery.http_status = True, 201
+                delivery.response = {"incident": incident, "note": (made or {}).get("id")}
+        except pagerduty.HttpError as exc:
+            delivery.ok, delivery.http_status, delivery.error = False, exc.response.status_code, _refusal(exc.response)
+        except pagerduty.Error as exc:
+            delivery.ok, delivery.error = False, f"not delivered: {type(exc.__cause__ or exc).__name__}"
+        finally:
+            client.close()
+        delivery.attempts = len(attempts)
+        return delivery
+
     def _delivery(self, action: str, body: dict[str, Any], *, note: str = "", error: str | None = None) -> Delivery:
         key = secret(self.key_env)
         shown = {**body, "routing_key": secret_shown(key)} if body else {}
@@ -122,6 +185,8 @@ class PagerDuty:
         except ImportError:
             delivery.error = MISSING
             return delivery
+        if delivery.action == "note":
+            return self._send_note(delivery, timeout_s, pagerduty)
         key = secret(self.key_env)
         if not key.present:
             delivery.error = f"${self.key_env} is not set"
@@ -166,7 +231,24 @@ class PagerDuty:
             r = httpx.get(f"{self.base_url}/v2/enqueue", timeout=timeout_s, verify=tls())
         except httpx.HTTPError as exc:
             return False, f"unreachable: {type(exc).__name__}; {form}"
-        return key.length == ROUTING_KEY_LEN, f"reachable (HTTP {r.status_code}, key not checked: sending is the only check); {form}"
+        ok, detail = key.length == ROUTING_KEY_LEN, f"reachable (HTTP {r.status_code}, key not checked: sending is the only check); {form}"
+        if self.notes_configured():
+            notes_ok, notes = self._probe_rest(timeout_s)
+            ok, detail = ok and notes_ok, f"{detail}; notes: {notes}"
+        return ok, detail
+
+    def _probe_rest(self, timeout_s: float) -> tuple[bool, str]:
+        """`GET /abilities`: the REST token is accepted (any token may read it; nothing changes)."""
+        import httpx
+
+        api = setting(API_URL_ENV, DEFAULT_API_URL).rstrip("/")
+        try:
+            r = httpx.get(f"{api}/abilities", timeout=timeout_s, verify=tls(),
+                          headers={"Authorization": f"Token token={secret(self.token_env).reveal()}",
+                                   "Accept": "application/vnd.pagerduty+json;version=2"})
+        except httpx.HTTPError as exc:
+            return False, f"REST API unreachable: {type(exc).__name__}"
+        return r.is_success, f"REST API token {'accepted' if r.is_success else f'refused (HTTP {r.status_code})'}"
 
 
 def _alert_state(sent: list[dict[str, Any]]) -> dict[str, Any]:
@@ -212,11 +294,13 @@ def _fit(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _refusal(response: Any) -> str:
-    """The Events API's own words for a refused event (`errors`), never the request (it holds the key)."""
+    """The API's own words for a refusal (`errors`; the REST API nests them in `error`), never the request."""
     try:
         data = response.json()
     except ValueError:
         data = {}
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):  # REST API v2
+        data = {"errors": data["error"].get("errors") or [data["error"].get("message", "")]}
     errors = data.get("errors") if isinstance(data, dict) else None
     words = "; ".join(str(e) for e in errors) if isinstance(errors, list) else str(data.get("message", "")) if isinstance(data, dict) else ""
     return f"PagerDuty answered HTTP {response.status_code}" + (f": {words[:300]}" if words else "")
