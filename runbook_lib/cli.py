@@ -506,12 +506,15 @@ def _add_archive_commands(sub: Any) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Which integrations are configured and reachable (credentials shown as fingerprints); always exit 0."""
+    """Which integrations are configured and reachable (credentials shown as fingerprints); exit 0 (2: a bad option)."""
     import json
 
+    from . import params
     from .notify import doctor
 
-    rows = doctor.diagnose(args.timeout, args.webhook_env)
+    timeout_s = params.timeout("--timeout", args.timeout, maximum=60)
+    webhook_env = params.env_var_name("--webhook-env", args.webhook_env)
+    rows = doctor.diagnose(timeout_s, webhook_env)
     print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else doctor.table(rows))
     return 0
 

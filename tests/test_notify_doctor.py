@@ -80,3 +80,11 @@ def test_json_and_failures_still_secret_free(fakes):
     _no_secret(done.stdout + done.stderr)
     for value in (env["STATUSPAGE_API_KEY"], env["SLACK_BOT_TOKEN"]):
         assert value not in done.stdout and fingerprint(value) in done.stdout
+
+
+def test_bad_options_are_named(fakes):
+    done = _doctor({}, "--timeout", "0")
+    assert done.returncode == 2 and "'--timeout'" in done.stderr and "> 0 and <= 60" in done.stderr
+    planted = "https://hooks.slack.com/services/T0001/B0001/" + "x" * 24
+    done = _doctor({}, "--webhook-env", planted)
+    assert done.returncode == 2 and "'--webhook-env'" in done.stderr and planted not in done.stderr
