@@ -286,3 +286,32 @@ def test_runbook_annotate_cli_dry_run_then_apply(grafana, incident, token):
     _assert_no_token(token, dry.stdout + dry.stderr + done.stdout + done.stderr,
                      (incident / "incident.json").read_text())
     assert re.search(r"undo: curl .*-X DELETE .*/api/annotations/1", done.stdout)
+
+
+def test_grafana_as_a_notify_provider_annotates_each_moment_once(grafana, incident, token, monkeypatch):
+    """Through notify.dispatch, as the runbooks' updates go: dry run unless approved, the incident's own times."""
+    from dataclasses import replace
+
+    from runbook_lib.grafana.provider import GrafanaAnnotations
+    from runbook_lib.notify.base import Update, dispatch, log_entries
+
+    monkeypatch.setenv("GRAFANA_URL", grafana.url)
+    provider = GrafanaAnnotations()
+    assert provider.configured().ok and provider.probe(5) == (True, "token accepted (as 'sa-1-mistral-runbooks')")
+    update = Update(incident_id="INC-7", status="INVESTIGATING", level="P2", error_class="rate_limited",
+                    internal="*P2*", external="Degraded", facts={"impact": "chat answers fail"}, record=str(incident))
+    sent_requests = len(grafana.requests)  # the probe's GET
+    dry = dispatch(update, [], approved=False, timeout_s=5, providers=[provider])
+    assert [d.state() for d in dry] == ["DRY RUN"] and len(grafana.requests) == sent_requests
+    assert dry[0].body["time"] == _ms(INDEX["started_at"]) and dry[0].headers["Authorization"].startswith(
+        "Bearer $GRAFANA_TOKEN (sha256:")
+    sent = dispatch(update, [], approved=True, timeout_s=5, providers=[provider])
+    assert [d.state() for d in sent] == ["SENT"] and sent[0].response["id"] == 1
+    history = log_entries(sent, update)
+    assert dispatch(update, history, approved=True, timeout_s=5, providers=[provider]) == []  # once per moment
+    resolved = dispatch(replace(update, status="RESOLVED"), history, approved=True, timeout_s=5, providers=[provider])
+    assert [d.action for d in resolved] == ["annotate resolution"] and resolved[0].ok
+    assert {a["tags"][2]: a["time"] for a in grafana.annotations.values()} == {
+        "detection": _ms(INDEX["started_at"]), "resolution": _ms(INDEX["resolved_at"])}
+    assert "chat answers fail" in grafana.annotations[1]["text"]
+    _assert_no_token(token, json.dumps(log_entries(sent + resolved, update)), json.dumps(provider.configured().settings))
