@@ -21,6 +21,12 @@ def add_serve_arguments(srv: argparse.ArgumentParser) -> None:
     srv.add_argument("--workers", type=int, default=2, help="respond runs at once (default: 2)")
     srv.add_argument("--queue-max", type=int, default=100, help="accepted jobs waiting at most (default: 100)")
     srv.add_argument("--max-bytes", type=int, default=1024 * 1024, help="largest webhook body (default: 1 MiB)")
+    srv.add_argument("--max-connections", type=int, default=64,
+                     help="open connections at once; more are answered 503 and closed (default: 64)")
+    srv.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                     help="a new connection's request headers must arrive within S seconds (default: 10)")
+    srv.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                     help="a request body must arrive within S seconds of its headers, else 408 (default: 30)")
     srv.add_argument("--token-env", default="RUNBOOK_SERVE_TOKEN",
                      help="env var holding the shared secret; when set, webhooks need "
                           "`Authorization: Bearer <it>` (or basic auth with it as password)")
@@ -49,7 +55,10 @@ def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
         raise ParameterError("--listen", args.listen, "HOST:PORT, e.g. 127.0.0.1:9095")
     for name, value, low, high in (("--workers", args.workers, 1, 64), ("--queue-max", args.queue_max, 1, 100000),
                                    ("--max-bytes", args.max_bytes, 1024, 64 * 1024 * 1024),
-                                   ("--run-timeout", args.run_timeout, 10, 86400)):
+                                   ("--run-timeout", args.run_timeout, 10, 86400),
+                                   ("--max-connections", args.max_connections, 2, 10000),
+                                   ("--header-timeout", args.header_timeout, 1, 600),
+                                   ("--body-timeout", args.body_timeout, 1, 3600)):
         if not low <= value <= high:
             raise ParameterError(name, value, f"a number from {low} to {high}")
     params.env_var_name("--token-env", args.token_env)
@@ -60,6 +69,8 @@ def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
     config = ServeConfig(host=host.strip("[]"), port=int(port), output_dir=Path(args.output_dir),
                          state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
                          queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
+                         max_connections=args.max_connections, header_timeout_s=args.header_timeout,
+                         body_timeout_s=args.body_timeout,
                          token_env=args.token_env, parameters=parameters,
                          correlate=not args.one_incident_per_alert, label_map=label_map,
                          tls_cert=Path(args.tls_cert) if args.tls_cert else None,

@@ -5,11 +5,19 @@ with fsync, which must not stall the loop), so the rest of serve stays plain thr
 needs from it: short JSON answers over HTTP/1.1 keep-alive, optional TLS, a body-size limit checked
 before the body is read (413, connection closed), and a `stop()` that closes the listener *and*
 open keep-alive connections within a bound, so a stopped server refuses even pooled clients.
+
+Slow and hostile clients cost a socket, never a thread, and not for long: at most `max_connections`
+at once (more are answered 503 and closed), a new connection's first request line and headers must
+arrive within `header_timeout_s` (later ones within the keep-alive idle time, counted from the last
+answer), and a body within `body_timeout_s` of its headers (408): deadlines, not idle timers, so a byte
+now and then does not extend them. `precheck` sees the headers before any of the body is read (serve
+answers 401 there, then closes the connection with the body unread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import threading
@@ -18,7 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-IDLE_KEEPALIVE_S = 60.0  # an idle keep-alive connection is closed after this
+IDLE_KEEPALIVE_S = 30.0  # an idle keep-alive connection is closed this long after its last answer
+HEADER_TIMEOUT_S = 10.0  # a new connection's first request (line + headers) must arrive within this
+BODY_TIMEOUT_S = 30.0  # a request's whole body must arrive within this of its headers
+MAX_CONNECTIONS = 64
 START_TIMEOUT_S = 10.0
 HANDLER_THREADS = 8
 
@@ -54,6 +65,9 @@ class HttpServer:
     """Bind, serve from an aiohttp loop thread, stop within a bound; subclasses implement `handle`."""
 
     max_body_bytes = 1024 * 1024  # a larger body is refused with `too_large()`, unread
+    max_connections = MAX_CONNECTIONS
+    header_timeout_s = HEADER_TIMEOUT_S
+    body_timeout_s = BODY_TIMEOUT_S
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
@@ -63,6 +77,7 @@ class HttpServer:
         self._thread: threading.Thread | None = None
         self._runner: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._deadlines: dict[Any, asyncio.TimerHandle] = {}  # connection -> its first request's header deadline
 
     def start(self) -> Self:
         """Bind (port 0 = any free port) and serve; OSError when the address cannot be bound. No-op if running."""
@@ -83,10 +98,9 @@ class HttpServer:
     async def _serve(self) -> tuple[Any, int]:
         from aiohttp import web
 
-        app = web.Application(client_max_size=self.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_KEEPALIVE_S, handle_signals=False,
-                               shutdown_timeout=2.0)
+        server = _CappedServer(self._dispatch, owner=self, keepalive_timeout=IDLE_KEEPALIVE_S)
+        self._deadlines = server.deadlines
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl_context, reuse_address=True)
         try:
@@ -94,8 +108,8 @@ class HttpServer:
         except BaseException:
             await runner.cleanup()
             raise
-        server = getattr(site, "_server", None)
-        port = server.sockets[0].getsockname()[1] if server and server.sockets else self._port
+        listener = getattr(site, "_server", None)
+        port = listener.sockets[0].getsockname()[1] if listener and listener.sockets else self._port
         return runner, port
 
     async def _read_body(self, request: Any) -> bytes | None:
@@ -113,24 +127,37 @@ class HttpServer:
     async def _dispatch(self, request: Any) -> Any:
         from aiohttp import web
 
-        body = await self._read_body(request)
-        if body is None:  # answer, then close: the unread rest of the body must not be parsed as a request
-            answer = self.too_large()
-            close = True
-        else:
-            peer = request.transport.get_extra_info("peername") if request.transport else None
-            req = Request(request.method, request.path or "/", request.headers, body, str(peer[0]) if peer else "")
+        self._started_request(request.protocol)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        client = str(peer[0]) if peer else ""
+        close = True  # whenever the body is left unread: its rest must not be parsed as a request
+        answer = self.precheck(request.method, request.path or "/", request.headers, client)
+        if answer is None:
             try:
-                answer = await asyncio.get_running_loop().run_in_executor(self._pool, self.handle, req)
-            except Exception as exc:  # noqa: BLE001 - a handler bug answers 500 instead of a dropped connection
-                answer = self.handler_failed(req, exc)
-            close = False
+                body = await asyncio.wait_for(self._read_body(request), self.body_timeout_s)
+            except TimeoutError:
+                body, answer = None, self.too_slow()
+            if answer is None and body is None:
+                answer = self.too_large()
+            elif answer is None:
+                req = Request(request.method, request.path or "/", request.headers, body or b"", client)
+                try:
+                    answer = await asyncio.get_running_loop().run_in_executor(self._pool, self.handle, req)
+                except Exception as exc:  # noqa: BLE001 - a handler bug answers 500 instead of a dropped connection
+                    answer = self.handler_failed(req, exc)
+                close = False
         response = web.Response(status=answer.status, body=answer.body,
                                 headers={"Content-Type": answer.content_type, "Server": "runbook-serve",
                                          **answer.headers})
         if close:
             response.force_close()
         return response
+
+    def _started_request(self, protocol: Any) -> None:
+        """A connection's first request arrived: its header deadline no longer applies."""
+        deadline = self._deadlines.pop(protocol, None)
+        if deadline is not None:
+            deadline.cancel()
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop accepting and drop open connections (pooled keep-alive ones too); bounded."""
@@ -173,6 +200,21 @@ class HttpServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'https' if self.ssl_context else 'http'}://{host}:{self._port}"
 
+    def precheck(self, method: str, path: str, headers: Mapping[str, str], client: str) -> Response | None:
+        """An answer from the request line and headers alone (the body then stays unread), or None."""
+        return None
+
+    def too_slow(self) -> Response:
+        """The answer to a body that did not arrive within `body_timeout_s` (the connection is closed)."""
+        return Response.json(408, {"error": f"request body not received within {self.body_timeout_s:g} s"})
+
+    def too_many(self) -> bytes:
+        """The raw answer to a connection over `max_connections`, written before it is closed."""
+        body = json.dumps({"error": f"too many connections (at most {self.max_connections}); retry"}).encode()
+        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                b"Connection: close\r\nServer: runbook-serve\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\n\r\n" + body)
+
     def too_large(self) -> Response:
         """The answer to a body over `max_body_bytes` (the connection is closed after it)."""
         return Response.json(413, {"error": f"payload over {self.max_body_bytes} bytes"})
@@ -181,6 +223,56 @@ class HttpServer:
         """Answer one request (runs in a handler thread)."""
         raise NotImplementedError
 
+    def over_capacity(self) -> None:
+        """A connection was refused over `max_connections` (subclasses count it)."""
+
+    def header_timed_out(self) -> None:
+        """A connection was closed at the header deadline (subclasses count it)."""
+
     def handler_failed(self, request: Request, exc: Exception) -> Response:
         """The answer when `handle` raised (a bug): subclasses log and count it; never a silent 500."""
         return Response.json(500, {"error": f"internal error ({type(exc).__name__})"})
+
+
+@functools.cache
+def _capped_server_class() -> type:
+    from aiohttp import web
+
+    class CappedServer(web.Server):  # type: ignore[misc]
+        """aiohttp's low-level server with a connection cap and a first-request header deadline."""
+
+        def __init__(self, handler: Any, *, owner: HttpServer, **kwargs: Any) -> None:
+            super().__init__(handler, **kwargs)
+            self._owner = owner
+            self.deadlines: dict[Any, asyncio.TimerHandle] = {}  # touched on the loop thread only
+
+        def connection_made(self, handler: Any, transport: Any) -> None:
+            super().connection_made(handler, transport)
+            owner = self._owner
+            if len(self._connections) > owner.max_connections:
+                owner.over_capacity()
+                transport.write(owner.too_many())
+                transport.close()
+                return
+            self.deadlines[handler] = asyncio.get_running_loop().call_later(
+                owner.header_timeout_s, _header_deadline, owner, self.deadlines, handler, transport)
+
+        def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+            deadline = self.deadlines.pop(handler, None)
+            if deadline is not None:
+                deadline.cancel()
+            super().connection_lost(handler, exc)
+
+    return CappedServer
+
+
+def _header_deadline(owner: HttpServer, deadlines: dict[Any, Any], handler: Any, transport: Any) -> None:
+    """No complete request `header_timeout_s` after connecting (a slowloris): closed, bytes or not."""
+    deadlines.pop(handler, None)
+    if not transport.is_closing():
+        owner.header_timed_out()
+        transport.close()
+
+
+def _CappedServer(handler: Any, *, owner: HttpServer, **kwargs: Any) -> Any:  # noqa: N802 - a class, made lazily
+    return _capped_server_class()(handler, owner=owner, **kwargs)

@@ -64,6 +64,9 @@ class ServeConfig:
     workers: int = 2
     queue_max: int = 100
     max_body_bytes: int = 1024 * 1024
+    max_connections: int = 64  # open connections at once; more are answered 503 and closed
+    header_timeout_s: float = 10.0  # a new connection's request headers must arrive within this
+    body_timeout_s: float = 30.0  # a body must arrive within this of its headers (408)
     run_timeout_s: float = 1800.0
     grace_s: float = 10.0
     token_env: str = DEFAULT_TOKEN_ENV
@@ -109,6 +112,9 @@ class _Metrics:
         self.alerts = Counter("runbook_serve_alerts", "Alerts handled by status and action",
                               ["status", "action"], registry=r)
         self.started = Counter("runbook_serve_runs_started", "respond runs started", registry=r)
+        self.connections_refused = Counter("runbook_serve_connections_closed", "Connections refused over "
+                                           "--max-connections or closed at the header deadline", ["reason"],
+                                           registry=r)
         self.adopted = Counter("runbook_serve_runs_adopted", "respond runs found alive from a previous serve "
                                "and adopted (waited for) instead of started again", registry=r)
         self.failed = Counter("runbook_serve_runs_failed", "respond runs that failed or timed out", registry=r)
@@ -135,6 +141,9 @@ class AlertServer(HttpServer):
         super().__init__(config.host, config.port)
         self.config = config
         self.max_body_bytes = config.max_body_bytes
+        self.max_connections = config.max_connections
+        self.header_timeout_s = config.header_timeout_s
+        self.body_timeout_s = config.body_timeout_s
         self.lock = StateLock(config.state)
         self.spool = Spool(config.state)
         self.incidents = IncidentMap(config.state)
@@ -260,6 +269,31 @@ class AlertServer(HttpServer):
         return Response.json(404, {"error": f"no route {path}; routes: POST /webhook, GET /healthz, "
                                             "/readyz, /metrics"})
 
+    def precheck(self, method: str, path: str, headers: Any, client: str) -> Response | None:
+        """Credentials and Content-Type of a webhook, from its headers, before its body is read."""
+        if method != "POST" or (path.rstrip("/") or "/") not in ("/webhook", "/"):
+            return None
+        if not self._authorised(headers.get("Authorization") or ""):
+            self.metrics.webhooks.labels("unauthorized").inc()
+            self.log(f"webhook from {client}: refused, missing or wrong credentials")
+            return Response.json(401, {"error": "missing or wrong credentials (Authorization: Bearer <token>)"},
+                                 headers={"WWW-Authenticate": 'Bearer realm="runbook serve"'})
+        ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            self.metrics.webhooks.labels("rejected").inc()
+            return Response.json(415, {"error": f"Content-Type must be application/json, got {ctype or 'none'!r}"})
+        return None
+
+    def too_slow(self) -> Response:
+        self.metrics.webhooks.labels("too_slow").inc()
+        return super().too_slow()
+
+    def over_capacity(self) -> None:
+        self.metrics.connections_refused.labels("over_capacity").inc()
+
+    def header_timed_out(self) -> None:
+        self.metrics.connections_refused.labels("header_timeout").inc()
+
     def handler_failed(self, request: Request, exc: Exception) -> Response:
         """A bug in serve's own handling: logged with its reason and counted, answered 500 with the type."""
         self.metrics.webhooks.labels("error").inc()
@@ -282,15 +316,9 @@ class AlertServer(HttpServer):
         return problems
 
     def _webhook(self, request: Request) -> Response:
-        if not self._authorised(request.headers.get("Authorization") or ""):
-            self.metrics.webhooks.labels("unauthorized").inc()
-            self.log(f"webhook from {request.client}: refused, missing or wrong credentials")
-            return Response.json(401, {"error": "missing or wrong credentials (Authorization: Bearer <token>)"},
-                                 headers={"WWW-Authenticate": 'Bearer realm="runbook serve"'})
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            self.metrics.webhooks.labels("rejected").inc()
-            return Response.json(415, {"error": f"Content-Type must be application/json, got {ctype or 'none'!r}"})
+        refused = self.precheck(request.method, request.path, request.headers, request.client)
+        if refused is not None:  # the HTTP layer asks first; checked again for callers of handle()
+            return refused
         try:
             note = _alerts.parse(request.body)
         except _alerts.PayloadError as exc:
