@@ -3,13 +3,14 @@
 #   ensure-servers.sh demo: prometheus (the demo's metrics step; it starts its own on 127.0.0.1)
 #   ensure-servers.sh test: prometheus (+ promtool), prometheus-alertmanager (the alert-to-record
 #                           test), chromium (the JupyterLab browser test, through Playwright; no download),
-#                           kubernetes-client (kubectl: the printed kubectl commands run against the emulator)
+#                           kubernetes-client (kubectl: the printed kubectl commands run against the emulator),
+#                           curl (the integrations' dry-run curl commands run against their stand-ins)
 # Installing needs root (apt-get); without it, nothing is changed and the message says what to run.
 set -euo pipefail
 for_what=${1:-}
 case "$for_what" in
   demo) wanted=(prometheus) ;;
-  test) wanted=(prometheus prometheus-alertmanager chromium kubernetes-client) ;;
+  test) wanted=(prometheus prometheus-alertmanager chromium kubernetes-client curl) ;;
   *) echo "usage: $0 demo|test" >&2; exit 2 ;;
 esac
 need=()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from ..secrets import SecretRef, read_secret
 
 RECORD_URL_ENV = "RUNBOOK_RECORD_URL"  # where incident folders are served (links in pages and messages)
 MAX_BACKOFF_S = 8.0
+_PLACEHOLDER = "__RUNBOOK_CREDENTIAL__"  # stands for the credential while the curl body is escaped
 
 
 @dataclass
@@ -73,12 +75,38 @@ class Delivery:
     note: str = ""  # why planned (or why not sent)
     at: str = ""
     lookup: dict[str, str] = field(default_factory=dict)  # what a `{placeholder}` in the URL is found by, at send time
+    # where the credential goes: {"env": NAME, "header": "Authorization", "prefix": "OAuth "} or {"env", "field"}
+    credential: dict[str, str] = field(default_factory=dict)
 
     def shown(self) -> str:
         """The request as a reviewer reads it: method, URL, headers, JSON body (credentials redacted)."""
         head = "".join(f"\n{k}: {v}" for k, v in self.headers.items())
         found = "".join(f"\n# {{{k}}} found by: {v}" for k, v in self.lookup.items())
         return f"{self.method} {self.url}{head}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}{found}"
+
+    def curl(self) -> str:
+        """The same request as a shell command: the credential comes from its variable, never written out.
+
+        Empty when the URL needs a lookup first (`lookup`): then `shown()` says what it is found by.
+        """
+        if self.lookup or not self.method:
+            return ""
+        env, where = self.credential.get("env", ""), self.credential
+        lines = [f"curl -sS --fail-with-body -X {self.method} {shlex.quote(self.url)}"]
+        for name, value in self.headers.items():
+            if env and name == where.get("header"):
+                lines.append(f'-H "{name}: {where.get("prefix", "")}${{{env}}}"')
+            else:
+                lines.append(f"-H {shlex.quote(f'{name}: {value}')}")
+        body = dict(self.body)
+        if env and where.get("field"):  # unquoted heredoc: the shell puts the variable in; \ $ ` escaped
+            body[where["field"]] = _PLACEHOLDER
+            text = json.dumps(body, ensure_ascii=False)
+            text = text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
+            data = "<<JSON\n" + text.replace(f'"{_PLACEHOLDER}"', '"${' + env + '}"') + "\nJSON"
+        else:
+            data = "<<'JSON'\n" + json.dumps(body, ensure_ascii=False) + "\nJSON"
+        return " \\\n  ".join(lines) + " \\\n  --data-binary @- " + data
 
     def state(self) -> str:
         if not self.sent:
@@ -185,7 +213,7 @@ def log_entries(deliveries: list[Delivery], update: Update, extra: dict[str, Any
              "severity": update.level or None, "action": d.action, "text": _text_of(d),
              "file": None, "posted": bool(d.sent and d.ok), "sent": d.sent, "ok": d.ok, "approved": d.approved,
              "error": d.error, "request": {"method": d.method, "url": d.url, "headers": d.headers, "body": d.body,
-                         **({"lookup": d.lookup} if d.lookup else {})},
+                         **({"lookup": d.lookup} if d.lookup else {}), "curl": d.curl()},
              "http_status": d.http_status, "attempts": d.attempts, "response": d.response, "note": d.note,
              **(extra or {})} for d in deliveries]
 
@@ -212,5 +240,7 @@ def markdown(deliveries: list[Delivery]) -> str:
         approval = "" if d.sent or d.approved else " (to send: re-run with `apply_changes=True`)"
         parts.append(f"**{d.state()}** {d.service} `{d.action}`{approval}"
                      + (f": {outcome.strip(', ')}" if outcome else "") + (f" ({d.note})" if d.note else "")
-                     + f"\n\n```\n{d.shown()}\n```")
+                     + f"\n\n```\n{d.shown()}\n```"
+                     + (f"\n\nThe same with curl (the credential from its variable):\n\n```bash\n{d.curl()}\n```"
+                        if d.curl() and not d.sent else ""))
     return "\n\n".join(parts)

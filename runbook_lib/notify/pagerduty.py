@@ -141,7 +141,8 @@ class PagerDuty:
                    "Accept": "application/vnd.pagerduty+json;version=2", "Content-Type": "application/json"}
         return Delivery(NAME, "note", "POST", f"{api}/incidents/{{incident}}/notes", headers,
                         {"note": {"content": content}}, note=changed,
-                        lookup={"incident": f"GET {api}/incidents?incident_key={update.incident_id}"})
+                        lookup={"incident": f"GET {api}/incidents?incident_key={update.incident_id}"},
+                        credential={"env": self.token_env, "header": "Authorization", "prefix": "Token token="})
 
     def _send_note(self, delivery: Delivery, timeout_s: float, pagerduty: Any) -> Delivery:
         token = secret(self.token_env)
@@ -175,7 +176,7 @@ class PagerDuty:
         key = secret(self.key_env)
         shown = {**body, "routing_key": secret_shown(key)} if body else {}
         return Delivery(NAME, action, "POST", f"{self.base_url}/v2/enqueue", {"Content-Type": "application/json"},
-                        shown, note=note, error=error)
+                        shown, note=note, error=error, credential={"env": self.key_env, "field": "routing_key"})
 
     # -- sending ----------------------------------------------------------------------------------------
     def send(self, delivery: Delivery, timeout_s: float) -> Delivery:

@@ -134,7 +134,8 @@ class SlackWebApi:
     def _delivery(self, action: str, method: str, body: dict[str, Any], note: str) -> Delivery:
         headers = {"Authorization": f"Bearer {secret_shown(secret(self.token_env))}",
                    "Content-Type": "application/json; charset=utf-8"}
-        return Delivery(NAME, action, "POST", self.base_url + method, headers, body, note=note)
+        return Delivery(NAME, action, "POST", self.base_url + method, headers, body, note=note,
+                        credential={"env": self.token_env, "header": "Authorization", "prefix": "Bearer "})
 
     def client(self, timeout_s: float) -> Any:
         from slack_sdk import WebClient

@@ -100,7 +100,8 @@ class Statuspage:
 
     def _delivery(self, action: str, method: str, path: str, body: dict[str, Any], note: str) -> Delivery:
         headers = {"Authorization": f"OAuth {secret_shown(secret(self.key_env))}", "Content-Type": "application/json"}
-        return Delivery(NAME, action, method, self.base_url + path, headers, body, note=note)
+        return Delivery(NAME, action, method, self.base_url + path, headers, body, note=note,
+                        credential={"env": self.key_env, "header": "Authorization", "prefix": "OAuth "})
 
     def send(self, delivery: Delivery, timeout_s: float) -> Delivery:
         import httpx
