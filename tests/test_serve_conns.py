@@ -69,7 +69,7 @@ def test_slow_hostile_and_many_clients(tmp_path):
                 if _closed(s):
                     closed = True
                     break
-            assert closed and sent > 10, (closed, sent)
+            assert closed and sent >= 5, (closed, sent)  # bytes every 0.2 s: an idle timer would never fire
         assert metric(url, 'runbook_serve_connections_closed_total{reason="header_timeout"}') >= 1.0
 
         # a body trickling in: 408 at the body deadline, though bytes keep coming
