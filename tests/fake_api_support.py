@@ -170,12 +170,13 @@ def grafana_app(token: str, dashboards: set[str], login: str = "sa-1-mistral-run
 # ---- Vault, KV v2 engine (https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v2) ----------------------
 def vault_app(token: str, mount: str = "secret", capabilities: tuple[str, ...] = ("create", "read", "update"),
               display_name: str = "token-runbooks",
-              other_writer: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
-              ) -> Callable[..., web.Application]:
+              other_writer: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None,
+              on_write: Callable[[str, dict[str, Any]], None] | None = None) -> Callable[..., web.Application]:
     """KV v2 data read/write with check-and-set, sys/capabilities-self and token lookup-self.
 
     `server.secrets[path]` is the list of versions (dicts of fields), version N at index N-1.
-    `other_writer(secrets)` runs when capabilities are asked: another writer racing the rotation.
+    `other_writer(secrets)` runs when capabilities are asked: another writer racing the rotation;
+    `on_write(path, data)` after each stored version (a controller syncing it elsewhere, e.g. External Secrets).
     """
     secrets: dict[str, list[dict[str, Any]]] = {}
 
@@ -216,6 +217,8 @@ def vault_app(token: str, mount: str = "secret", capabilities: tuple[str, ...] =
                 return web.json_response({"errors": ["check-and-set parameter did not match the current version"]},
                                          status=400)
             versions.append(dict(body["data"]))
+            if on_write is not None:
+                on_write(request.match_info["path"], dict(body["data"]))
             return web.json_response({"data": meta(len(versions))})
 
         async def caps(request: web.Request) -> web.Response:

@@ -24,6 +24,8 @@ from ..secrets import SecretRef, fingerprint, read_secret, refuses_secret_parame
 CONSOLE = "https://console.mistral.ai/api-keys"
 TEST_SAMPLES = 3
 TEST_INTERVAL_S = 0.2
+SYNC_WAIT_S = 60.0  # after a secret-manager rotation: how long the Secret's controller may take to sync
+SYNC_POLL_S = 1.0
 
 # outcomes of step 4
 RESTART, SECRET_STALE, KEY_REJECTED, OTHER_KEY, NOT_COMPARED, NO_KEY, INCONCLUSIVE = (
@@ -55,13 +57,19 @@ CODESTRAL = ("A **Codestral** key (from the Codestral section of the console) on
 
 @refuses_secret_parameters  # the notebook's first call: no secret value as a parameter
 def start(*, new_key_env: str, secret_name: str, secret_key: str, key_env_in_deployment: str,
-          **common: Any) -> AuthRunbook:
+          secret_store: str = "", secret_store_token_env: str = "VAULT_TOKEN", **common: Any) -> AuthRunbook:
     """Validate every parameter first; a wrong one names itself and what is accepted."""
+    from ..secretstores import spec as store_spec
+
     cfg = steps.common_parameters(**common)  # the parameters every diagnosis notebook shares
     cfg.update(new_key_env=params.env_var_name("new_key_env", new_key_env) if new_key_env != "" else "",
                secret_name=params.namespace("secret_name", secret_name),
                secret_key=params.text("secret_key", secret_key, maximum=253, allow_empty=False),
-               key_env_in_deployment=params.env_var_name("key_env_in_deployment", key_env_in_deployment))
+               key_env_in_deployment=params.env_var_name("key_env_in_deployment", key_env_in_deployment),
+               # issue 18: where the key is rotated ("" = the Secret itself; else a secret manager syncing it)
+               secret_store=secret_store, secret_store_token_env=params.env_var_name(
+                   "secret_store_token_env", secret_store_token_env))
+    store_spec.parse("secret_store", secret_store)
     return AuthRunbook(cfg, steps.show_parameters(cfg))
 
 
@@ -238,6 +246,10 @@ class AuthRunbook:
                 check = run_sync(self._probe_async(new, 1))[0]
                 new_works = check.status_code == 200
                 apply = cfg["apply_changes"] and new_works
+                if cfg["secret_store"]:  # issue 18: rotate in the secret manager the Secret is synced from
+                    value, rotation_ok = self._rotate_in_store(cluster, new, check)
+                    self.changes.append(value)
+                    return self._restart(cluster, rotation_ok)
                 change = remediate.rotate_secret(cluster, cfg["namespace"], cfg["secret_name"], cfg["secret_key"],
                                                  cfg["new_key_env"], apply_changes=apply, operator=cfg["operator"],
                                                  incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
@@ -254,17 +266,81 @@ class AuthRunbook:
                 self.changes.append(value)
                 already = change.dry_run_ok and not change.diff  # the Secret already holds the new key
                 rotation_ok = change.ok and (change.applied or already or not cfg["apply_changes"])
-            restart_apply = cfg["apply_changes"] and (rotation_ok is True or
-                                                      (rotation_ok is None and self.outcome == RESTART))
-            change = remediate.rollout_restart(cluster, cfg["namespace"], cfg["deployment"],
-                                               apply_changes=restart_apply, operator=cfg["operator"],
-                                               incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
-            if cfg["apply_changes"] and not restart_apply:
-                change.note = ("Not applied: " + ("the rotation did not succeed" if rotation_ok is False else
-                                                  "no new key was rotated in and the diagnosis is not 'pods run an "
-                                                  "old key', so a restart would not help") + ".")
-            self.changes.append(steps.show_change("change_rollout_restart", change))
+            return self._restart(cluster, rotation_ok)
+
+    def _restart(self, cluster: Any, rotation_ok: bool | None) -> list[dict[str, Any]]:
+        """Seed step 5: the rollout restart, applied only after a rotation that took (or for 'pods run an old key')."""
+        from ..kube import write as remediate
+
+        cfg = self.cfg
+        restart_apply = cfg["apply_changes"] and (rotation_ok is True or
+                                                  (rotation_ok is None and self.outcome == RESTART))
+        change = remediate.rollout_restart(cluster, cfg["namespace"], cfg["deployment"],
+                                           apply_changes=restart_apply, operator=cfg["operator"],
+                                           incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
+        if cfg["apply_changes"] and not restart_apply:
+            change.note = ("Not applied: " + ("the rotation did not succeed" if rotation_ok is False else
+                                              "no new key was rotated in and the diagnosis is not 'pods run an "
+                                              "old key', so a restart would not help") + ".")
+        self.changes.append(steps.show_change("change_rollout_restart", change))
         return self.changes
+
+    def _rotate_in_store(self, cluster: Any, new: SecretRef, check: Any) -> tuple[dict[str, Any], bool]:
+        """Rotate in the secret manager `secret_store` names (tested key, dry run unless approved), then wait,
+        bounded, for the Secret the pods read to be synced to the new key; (record, whether to restart)."""
+        from ..errors import RunbookError
+        from ..secretstores import base as stores, spec as store_spec
+
+        cfg = self.cfg
+        works = True if check.status_code == 200 else False if check.status_code in (401, 403) else None
+        seen = f"GET {cfg['mistral_url']}/v1/models: HTTP {check.status_code or '000'} ({check.classification})"
+        try:
+            store = store_spec.make_store(store_spec.parse("secret_store", cfg["secret_store"]),
+                                          token_env=cfg["secret_store_token_env"], timeout_s=cfg["timeout_s"],
+                                          ca_bundle=cfg["ca_bundle"])
+            change = stores.rotate_key(store, cfg["new_key_env"], test=lambda _ref: (works, seen),
+                                       apply_changes=cfg["apply_changes"], operator=cfg["operator"],
+                                       incident=cfg["incident_id"])
+        except RunbookError as exc:  # e.g. the store's client library is not installed
+            value = {"skipped": True, "reason": str(exc), "applied": False}
+            record.record("change_rotate_secret", value, markdown=f"**Rotation not possible**: {exc}")
+            return value, False
+        record.record("new_key_test", change.new_key_test, markdown=f"New key {new.fingerprint} tested first: {seen}.")
+        value = steps.show_change("change_rotate_secret", change)
+        if not (change.applied and change.verified):
+            return value, change.ok and not cfg["apply_changes"]
+        return value, self._wait_for_sync(cluster, new)
+
+    def _wait_for_sync(self, cluster: Any, new: SecretRef) -> bool:
+        """Bounded: until secret/<secret_name>[<secret_key>] holds the new key (its controller synced it)."""
+        import time
+
+        from .. import bounds
+
+        cfg = self.cfg
+        cell, deadline = bounds.from_kernel()
+        rooms = [SYNC_WAIT_S] + ([bounds.wait_room(cell, cfg["timeout_s"]) - 2 * cfg["timeout_s"]] if cell else [])
+        run_left = bounds.run_room(deadline, cfg["timeout_s"])
+        wait_s = max(0.0, min(rooms + ([run_left] if run_left is not None else [])))
+        end, seen = time.monotonic() + wait_s, None
+        while True:
+            res = cluster.secret_fingerprint(cfg["namespace"], cfg["secret_name"], cfg["secret_key"])
+            seen = (res.data or {}).get("fingerprint") if res.ok else None
+            if seen == new.fingerprint or time.monotonic() + SYNC_POLL_S > end:
+                break
+            time.sleep(SYNC_POLL_S)
+        synced = seen == new.fingerprint
+        value = {"secret": cfg["secret_name"], "key": cfg["secret_key"], "waited_up_to_s": round(wait_s),
+                 "fingerprint_seen": seen, "synced": synced}
+        where = f"secret/{cfg['secret_name']}[{cfg['secret_key']}]"
+        md = (f"{where} holds the new key ({new.fingerprint}): its controller synced it; restarting."
+              if synced else
+              f"**{where} still holds {seen or 'no readable key'} after {round(wait_s)} s**: the controller "
+              "has not synced the new key yet, so a restart would start pods on the old one. Make it sync now "
+              "(External Secrets: `kubectl annotate externalsecret <name> force-sync=$(date +%s) --overwrite`; "
+              "CSI driver: its rotation poll), then restart.")
+        record.record("secret_sync", value, markdown=md)
+        return synced
 
     # 6. communications -------------------------------------------------------------------------
     def communicate(self) -> dict[str, Any]:
