@@ -57,11 +57,13 @@ class Fakes:
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # Slack ts -> message
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # Statuspage id -> incident
     pd_incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # PagerDuty incident_key -> incident
+    retry_after: str = "0"  # what throttled answers say in Retry-After
     _ts: Any = field(default_factory=lambda: itertools.count(100))
 
     def reset(self) -> None:
         self.seen.clear(), self.throttle.clear(), self.messages.clear(), self.incidents.clear()
         self.pd_incidents.clear()
+        self.retry_after = "0"
 
     def of(self, service: str) -> list[dict[str, Any]]:
         return [s for s in self.seen if s["service"] == service]
@@ -207,7 +209,8 @@ async def _slack(request: web.Request) -> web.Response:
     body = await _slack_body(request)
     fakes.seen.append({"service": "slack", "method": method, "headers": dict(request.headers), "body": body})
     if fakes._throttled("slack"):
-        return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "0"})
+        return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                 headers={"Retry-After": fakes.retry_after})
     auth = request.headers.get("Authorization", "")
     if not auth:
         return web.json_response({"ok": False, "error": "not_authed"})
@@ -278,7 +281,8 @@ async def _statuspage(request: web.Request) -> web.Response:
     fakes.seen.append({"service": "statuspage", "method": request.method, "path": request.path,
                        "headers": dict(request.headers), "body": body})
     if fakes._throttled("statuspage"):
-        return web.json_response({"error": "Rate limit exceeded"}, status=420, headers={"Retry-After": "0"})
+        return web.json_response({"error": "Rate limit exceeded"}, status=420,
+                                 headers={"Retry-After": fakes.retry_after})
     if request.headers.get("Authorization") != f"OAuth {SP_KEY}":
         return web.json_response({"error": "Could not authenticate"}, status=401)
     if request.match_info["page"] != SP_PAGE:

@@ -121,3 +121,19 @@ def test_the_stand_in_checks_the_documented_shape(fakes):
                 {"incident": {"name": "n", "components": {SP_COMPONENTS[0]: "broken"}}}, {"name": "n"}):
         assert httpx.post(url, json=bad, headers=auth, verify=verify).status_code == 422, bad
     assert httpx.post(url, json=ok, headers={"Authorization": f"Bearer {SP_KEY}"}, verify=verify).status_code == 401
+
+
+def test_sending_stops_when_the_budget_is_used_up(fakes, monkeypatch):
+    """A rate-limited service cannot hold the runbook: no retry waits past the budget, and what is left after
+    it is recorded as not sent."""
+    from runbook_lib.notify.pagerduty import PagerDuty
+
+    configure(monkeypatch, fakes, "statuspage", "pagerduty")
+    fakes.throttle["statuspage"], fakes.retry_after = 100, "1"
+    update = base.Update("INC-8", "INVESTIGATING", "P2", "network", "x", "Slow\nbody")
+    first, second = base.dispatch(update, [], approved=True, timeout_s=5, budget_s=2.5,
+                                  providers=[Statuspage(max_retries=50), PagerDuty()])
+    assert first.service == "statuspage" and first.ok is False and first.http_status == 420
+    assert 2 <= first.attempts <= 3  # Retry-After 1 s: the waits that fit in 2.5 s
+    assert second.service == "pagerduty" and not second.sent and "used up" in second.error
+    assert fakes.of("pagerduty") == []

@@ -29,6 +29,7 @@ from ..secrets import SecretRef, read_secret
 
 RECORD_URL_ENV = "RUNBOOK_RECORD_URL"  # where incident folders are served (links in pages and messages)
 MAX_BACKOFF_S = 8.0
+BUDGET_S = 60.0  # all of one update's requests together (each is also bounded by the run's timeout_s)
 _PLACEHOLDER = "__RUNBOOK_CREDENTIAL__"  # stands for the credential while the curl body is escaped
 
 
@@ -77,6 +78,7 @@ class Delivery:
     lookup: dict[str, str] = field(default_factory=dict)  # what a `{placeholder}` in the URL is found by, at send time
     # where the credential goes: {"env": NAME, "header": "Authorization", "prefix": "OAuth "} or {"env", "field"}
     credential: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = field(default=None, repr=False, compare=False)  # time.monotonic(): no retry past it
 
     def shown(self) -> str:
         """The request as a reviewer reads it: method, URL, headers, JSON body (credentials redacted)."""
@@ -114,7 +116,13 @@ class Delivery:
         return "SENT" if self.ok else "FAILED"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("deadline")
+        return d
+
+    def time_left(self) -> float:
+        """Seconds until the deadline (inf without one): retries wait only while this allows."""
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
 
 
 @dataclass
@@ -183,14 +191,17 @@ def backoff(attempt: int, base_s: float, retry_after: str | None = None) -> floa
 
 
 def dispatch(update: Update, history: list[dict[str, Any]], *, approved: bool, timeout_s: float,
-             providers: list[Provider]) -> list[Delivery]:
+             providers: list[Provider], budget_s: float = BUDGET_S) -> list[Delivery]:
     """Plan the update for each provider (`providers.configured()`) and send what is approved; every delivery returned.
 
     A provider that needs approval is sent to only when `approved` (the runbook's `apply_changes`);
     otherwise its deliveries are dry runs that show the exact request. A failure is the delivery's
-    `error`, never an exception: telling people must not stop the runbook.
+    `error`, never an exception: telling people must not stop the runbook. Sending stops once
+    `budget_s` has passed (each request is bounded by `timeout_s` and its retries, the whole by this):
+    what is left is recorded as not sent, with the reason.
     """
     out: list[Delivery] = []
+    deadline = time.monotonic() + budget_s
     for provider in providers:
         try:
             planned = provider.plan(update, history)
@@ -200,11 +211,25 @@ def dispatch(update: Update, history: list[dict[str, Any]], *, approved: bool, t
             d.at = d.at or iso_z(timespec="milliseconds")
             d.approved = approved or not provider.needs_approval
             if d.approved and not d.error:
-                t0 = time.monotonic()
-                d = provider.send(d, timeout_s)
-                d.note = (d.note + f" (took {time.monotonic() - t0:.1f} s)").strip()
-            out.append(d)
+                out.append(_send(provider, d, timeout_s, deadline, budget_s))
+            else:
+                out.append(d)
     return out
+
+
+def _send(provider: Provider, d: Delivery, timeout_s: float, deadline: float, budget_s: float) -> Delivery:
+    left = deadline - time.monotonic()
+    if left <= 0.5:
+        d.error = f"not sent: the {budget_s:g} s allowed for notifications were used up"
+        return d
+    t0 = time.monotonic()
+    d.deadline = deadline
+    try:
+        d = provider.send(d, min(timeout_s, left))
+    except Exception as exc:  # noqa: BLE001 - whatever a client raises, the runbook goes on
+        d.sent, d.ok, d.error = True, False, f"not delivered: {type(exc).__name__}"
+    d.note = (d.note + f" (took {time.monotonic() - t0:.1f} s)").strip()
+    return d
 
 
 def log_entries(deliveries: list[Delivery], update: Update, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from typing import Any
 
 from .base import Configured, Delivery, Update, env_name, secret, secret_shown, sent_before, setting, tls
@@ -150,7 +151,7 @@ class PagerDuty:
         api = setting(API_URL_ENV, DEFAULT_API_URL).rstrip("/")
         client = pagerduty.RestApiV2Client(token.reveal() or "", default_from=setting(FROM_ENV), base_url=api,
                                            verify=tls(), event_hooks={"request": [lambda request: attempts.append(1)]})
-        self._bound(client, timeout_s)
+        self._bound(client, timeout_s, delivery.time_left())
         key = delivery.lookup["incident"].rsplit("incident_key=", 1)[-1]
         delivery.sent = True
         try:
@@ -195,7 +196,7 @@ class PagerDuty:
         attempts: list[int] = []
         client = pagerduty.EventsApiV2Client(key.reveal() or "", base_url=self.base_url, verify=tls(),
                                              event_hooks={"request": [lambda request: attempts.append(1)]})
-        self._bound(client, timeout_s)
+        self._bound(client, timeout_s, delivery.time_left())
         rest = {k: v for k, v in delivery.body.items() if k not in ("event_action", "dedup_key", "routing_key")}
         delivery.sent = True
         try:
@@ -211,11 +212,16 @@ class PagerDuty:
         delivery.attempts = len(attempts)
         return delivery
 
-    def _bound(self, client: Any, timeout_s: float) -> None:
-        """Every retry bounded: 429 and 5xx at most `max_retries` times, exponential from `backoff_s`."""
+    def _bound(self, client: Any, timeout_s: float, left_s: float = float("inf")) -> None:
+        """Every retry bounded: 429 and 5xx at most `max_retries` times, exponential from `backoff_s`, and
+        only as many as the waits (backoff_s * (2^n - 1) in all) fit in the `left_s` seconds left."""
+        fit = int(math.log2(left_s / self.backoff_s + 1)) if math.isfinite(left_s) and left_s > 0 else self.max_retries
+        retries = max(0, min(self.max_retries, fit))
         client.timeout = timeout_s
-        client.retry = {status: self.max_retries for status in (429, 500, 502, 503, 504)}
-        client.max_http_attempts = self.max_retries * 2
+        # the package retries a 429 without limit when retry[429] is 0; max_http_attempts = n - 1 stops it
+        # after n retries in all (none when n = 0), retry[status] >= 1 keeps every status on that path
+        client.retry = {status: max(1, retries) for status in (429, 500, 502, 503, 504)}
+        client.max_http_attempts = retries - 1
         client.max_network_attempts = 1
         client.sleep_timer = self.backoff_s / client.sleep_timer_base  # the first wait is backoff_s
 

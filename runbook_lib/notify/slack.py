@@ -137,13 +137,11 @@ class SlackWebApi:
         return Delivery(NAME, action, "POST", self.base_url + method, headers, body, note=note,
                         credential={"env": self.token_env, "header": "Authorization", "prefix": "Bearer "})
 
-    def client(self, timeout_s: float) -> Any:
+    def client(self, timeout_s: float, left_s: float = float("inf")) -> Any:
         from slack_sdk import WebClient
-        from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
         return WebClient(token=secret(self.token_env).reveal(), base_url=self.base_url, timeout=timeout_s,  # type: ignore[arg-type]
-                         ssl=tls(),
-                         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=self.max_retries)])
+                         ssl=tls(), retry_handlers=[_rate_limit_retry(self.max_retries, left_s)])
 
     def send(self, delivery: Delivery, timeout_s: float) -> Delivery:
         from slack_sdk.errors import SlackApiError
@@ -151,7 +149,7 @@ class SlackWebApi:
         if not secret(self.token_env).present:
             delivery.error = f"${self.token_env} is not set"
             return delivery
-        client = self.client(timeout_s)
+        client = self.client(timeout_s, delivery.time_left())
         call = client.chat_update if delivery.action == "update" else client.chat_postMessage
         delivery.sent, delivery.attempts = True, 1
         try:
@@ -176,6 +174,28 @@ class SlackWebApi:
         except Exception as exc:  # noqa: BLE001
             return False, f"unreachable: {type(exc).__name__}"
         return True, f"auth.test ok: team {r.get('team')!s}, bot user {r.get('user')!s}"
+
+
+def _rate_limit_retry(max_retries: int, left_s: float) -> Any:
+    """slack_sdk's RateLimitErrorRetryHandler (it sleeps Retry-After + up to 1 s), but never past `left_s`."""
+    import time
+
+    from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+    deadline = time.monotonic() + left_s
+
+    class Bounded(RateLimitErrorRetryHandler):
+        def _can_retry(self, *, state: Any, request: Any, response: Any = None, error: Any = None) -> bool:
+            if not super()._can_retry(state=state, request=request, response=response, error=error):
+                return False
+            after = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), ["1"])
+            try:
+                wait = int(after[0] if isinstance(after, list) else after) + 1
+            except ValueError:
+                wait = 2
+            return time.monotonic() + wait < deadline
+
+    return Bounded(max_retry_count=max_retries)
 
 
 # -- the incoming webhook -----------------------------------------------------------------------------------

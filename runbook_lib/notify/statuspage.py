@@ -128,13 +128,15 @@ class Statuspage:
         return delivery
 
     def _with_retries(self, call: Any, delivery: Delivery) -> Any:
-        """The call, repeated on 420/429/5xx at most `max_retries` times, waiting as `base.backoff` says."""
+        """The call, repeated on 420/429/5xx at most `max_retries` times, waiting as `base.backoff` says (never past
+        the delivery's deadline)."""
         for attempt in range(1, self.max_retries + 2):
             response = call()
             delivery.attempts = attempt
-            if response.status_code not in RETRY_STATUSES or attempt > self.max_retries:
+            wait = backoff(attempt, self.backoff_s, response.headers.get("Retry-After"))
+            if response.status_code not in RETRY_STATUSES or attempt > self.max_retries or wait >= delivery.time_left():
                 return response
-            time.sleep(backoff(attempt, self.backoff_s, response.headers.get("Retry-After")))
+            time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def probe(self, timeout_s: float) -> tuple[bool, str]:
