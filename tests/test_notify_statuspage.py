@@ -137,3 +137,18 @@ def test_sending_stops_when_the_budget_is_used_up(fakes, monkeypatch):
     assert 2 <= first.attempts <= 3  # Retry-After 1 s: the waits that fit in 2.5 s
     assert second.service == "pagerduty" and not second.sent and "used up" in second.error
     assert fakes.of("pagerduty") == []
+
+
+def test_the_budget_fits_the_run_bounds(monkeypatch):
+    """Inside `runbook run` (cell bound and run deadline in the kernel's environment) the budget shrinks to fit."""
+    import time
+
+    from runbook_lib.runbooks.comms import notify_budget
+
+    monkeypatch.delenv("RUNBOOK_CELL_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("RUNBOOK_RUN_DEADLINE", raising=False)
+    assert notify_budget(5) == base.BUDGET_S
+    monkeypatch.setenv("RUNBOOK_CELL_TIMEOUT_S", "40")
+    assert notify_budget(5) == 25  # 40 - 5 - 10
+    monkeypatch.setenv("RUNBOOK_RUN_DEADLINE", str(time.time() + 12))
+    assert notify_budget(5) == 0  # the run ends first: nothing is sent, and the record says why

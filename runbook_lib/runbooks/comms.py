@@ -309,7 +309,7 @@ def notify(messages: Messages, *, folder: str | Path | None, incident_id: str, s
         if not auto:
             p.needs_approval = True
     deliveries = base.dispatch(update, list(index.get("communications") or []), approved=approved,
-                               timeout_s=timeout_s, providers=providers)
+                               timeout_s=timeout_s, providers=providers, budget_s=notify_budget(timeout_s))
     entries = base.log_entries(deliveries, update, {"ic": messages.ic, "affected": features(facts.get("affected"))})
     logged = bool(entries) and folder is not None and log(folder, entries)
     record.record("notifications", {"deliveries": [d.to_dict() for d in deliveries], "approved": approved,
@@ -330,6 +330,16 @@ def record_markdown(messages: Messages, slack: dict[str, Any], entries: list[dic
     return (shown + "Saved: " + ", ".join(f"`{e['file']}`" for e in entries)
             + ("; logged in `incident.json` (`communications`)." if logged else
                " (no `incident.json` here: this record is the only log)."))
+
+
+def notify_budget(timeout_s: float) -> float:
+    """All of one update's requests end inside the cell and run bounds `runbook run` gives the kernel."""
+    from .. import bounds
+    from ..notify.base import BUDGET_S
+
+    cell, deadline = bounds.from_kernel()
+    rooms = [bounds.wait_room(cell, timeout_s) if cell else None, bounds.run_room(deadline, timeout_s)]
+    return max(0.0, min([BUDGET_S, *(r for r in rooms if r is not None)]))
 
 
 # -- RESOLVED ------------------------------------------------------------------------------------------------
