@@ -230,3 +230,13 @@ def test_a_note_without_a_from_email_is_refused_by_the_service_in_its_words(fake
     trigger, note = base.dispatch(raised, history, approved=True, timeout_s=5, providers=[PagerDuty()])
     assert trigger.ok and note.action == "note" and note.ok is False and note.http_status == 400
     assert "A valid 'From' header is required" in note.error
+
+
+def test_the_postmortem_takes_its_approval_like_the_diagnoses(tmp_path):
+    from runbook_lib.errors import ParameterError
+    from runbook_lib.runbooks import postmortem
+
+    with pytest.raises(ParameterError) as err:
+        postmortem.start(source=str(tmp_path), min_error_ratio=0.05, min_errors=1, max_gap_steps=2,
+                         apply_changes="yes")
+    assert "apply_changes" in str(err.value) and "True or False" in str(err.value)
