@@ -197,6 +197,8 @@ def test_firing_dedup_append_and_resolved(stack, tmp_path):
         assert wait_until(lambda: 'runbook_serve_alerts_total{action="ignored",status="resolved"} 1.0'
                           in metrics_text(), 10)
         assert len(_folders(tmp_path)) == 1
+        # the run's end is counted once respond exits, which may be just after its record says diagnosed
+        assert wait_until(lambda: "runbook_serve_run_duration_seconds_count 1.0" in metrics_text(), 10)
         metrics = metrics_text()
         assert "runbook_serve_runs_started_total 1.0" in metrics
         assert "runbook_serve_runs_failed_total 0.0" in metrics

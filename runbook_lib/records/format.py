@@ -97,10 +97,17 @@ def _alert_lines(d: dict[str, Any]) -> list[str]:
     if resolved.get("at"):
         state += f" at {_second(resolved['at'])}"
     notes = [as_dict(a) for a in as_list(d.get("alerts"))]
-    joined = sorted({_clean(a.get("name")) for a in notes
-                     if a.get("fingerprint") and a.get("fingerprint") != alert.get("fingerprint")})
-    lines = [_field("alert", f"{_clean(alert.get('name'))} ({_clean(alert.get('fingerprint'))}), {state}; "
-                             f"{len(notes)} notification(s)")]
+    history = as_dict(d.get("alert_history"))  # serve's complete per-alert summary (older records: none)
+    named = [(fp, as_dict(h).get("name")) for fp, h in history.items()] or [(a.get("fingerprint"), a.get("name"))
+                                                                           for a in notes]
+    joined = sorted({_clean(name) for fp, name in named if fp and fp != alert.get("fingerprint")})
+    total = as_number(d.get("notifications")) or len(notes)
+    dropped = as_number(d.get("alerts_dropped")) or 0
+    count = f"{int(total)} notification(s)" + (f" of {len(history)} alert(s)" if history else "")
+    if dropped:  # never a silent cap: say what the notification log no longer holds
+        count += (f"; the log keeps {len(notes)} ({int(dropped)} older repeat(s) dropped"
+                  + ("; every alert's counts and state are in alert_history)" if history else ")"))
+    lines = [_field("alert", f"{_clean(alert.get('name'))} ({_clean(alert.get('fingerprint'))}), {state}; {count}")]
     if joined:  # alerts of the same fault that joined this incident (serve's correlation)
         lines.append(_field("joined by", ", ".join(joined)))
     return lines

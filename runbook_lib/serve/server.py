@@ -50,7 +50,7 @@ from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
 DEFAULT_PORT = 9095
 DEFAULT_TOKEN_ENV = "RUNBOOK_SERVE_TOKEN"
-MAX_ALERTS_KEPT = 100  # per incident; Alertmanager repeats firing notifications every repeat_interval
+MAX_ALERTS_KEPT = 100  # notifications in an incident's `alerts` log; `alert_history` keeps every alert whole
 
 
 @dataclass
@@ -599,7 +599,7 @@ class AlertServer(HttpServer):
                                  "parameters_from_labels": mapped,
                                  "parameters_not_mapped": {k: f"alert has no label {', '.join(v)}"
                                                            for k, v in skipped.items()},
-                                 "alert_state": "firing", "alerts": [_entry(job)], "alerts_dropped": 0})
+                                 "alert_state": "firing", **_recorded({}, job)})
             self._claim(incident_id)
             entry = self.incidents.set(alert.fingerprint, id=incident_id, folder=str(folder), state=OPEN,
                                        alert=alert.name, opened_at=_now(), service=service)
@@ -634,15 +634,11 @@ class AlertServer(HttpServer):
 
     def _append(self, entry: dict[str, Any], job: _Job) -> None:
         with edit_index(entry["folder"]) as index:  # under the index lock: concurrent appends all land
-            kept = list(index.get("alerts") or [])
-            if any(a.get("job") == job.path.name for a in kept):
+            history = (index.get("alert_history") or {}).get(job.alert.fingerprint) or {}
+            if history.get("last_job") == job.path.name or any(a.get("job") == job.path.name
+                                                                for a in index.get("alerts") or []):
                 return  # a replay after a restart: this notification is already recorded
-            dropped = int(index.get("alerts_dropped") or 0)
-            if len(kept) >= MAX_ALERTS_KEPT:
-                kept.pop(1)  # keep the first (what opened it) and the newest
-                dropped += 1
-            kept.append(_entry(job))
-            index.update(alerts=kept, alerts_dropped=dropped)
+            index.update(_recorded(index, job))
 
     def _run_respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
         t0 = time.monotonic()
@@ -733,10 +729,49 @@ class AlertServer(HttpServer):
 
 
 def _entry(job: _Job) -> dict[str, Any]:
+    """One notification in the incident's log (labels are kept once per alert, in `alert_history`)."""
     a = job.alert
     return {"status": a.status, "name": a.name, "fingerprint": a.fingerprint, "starts_at": a.starts_at,
             "ends_at": a.ends_at, "received_at": job.received_at, "summary": a.annotations.get("summary"),
-            "labels": a.labels, "job": job.path.name}
+            "job": job.path.name}
+
+
+def _recorded(index: dict[str, Any], job: _Job) -> dict[str, Any]:
+    """The incident's alert fields with `job`'s notification added.
+
+    `alert_history` is complete and compact: per fingerprint its name and labels (once), first and last
+    notified, how many notifications (firing, resolved) and its current state. `alerts`, the log of
+    notifications the timeline reads, keeps at most MAX_ALERTS_KEPT: over it, an older entry that
+    repeats another kept one (same alert, same status) goes first, so every alert's firing and its
+    resolution stay in the log; `alerts_dropped` counts what went and `notifications` all there were.
+    """
+    a = job.alert
+    history = dict(index.get("alert_history") or {})
+    h = dict(history.get(a.fingerprint) or {"name": a.name, "labels": a.labels, "first_seen": job.received_at,
+                                              "notifications": 0, "firing": 0, "resolved": 0})
+    h["notifications"] = int(h.get("notifications") or 0) + 1
+    h[a.status] = int(h.get(a.status) or 0) + 1
+    h.update(last_seen=job.received_at, state=a.status, starts_at=a.starts_at, last_job=job.path.name,
+             summary=a.annotations.get("summary"))
+    if a.status == _alerts.RESOLVED:
+        h["ends_at"] = a.ends_at
+    history[a.fingerprint] = h
+    kept = [*(index.get("alerts") or []), _entry(job)]
+    dropped = int(index.get("alerts_dropped") or 0)
+    while len(kept) > MAX_ALERTS_KEPT:
+        kept.pop(_repeated(kept))  # the first entry (what opened the incident) always stays
+        dropped += 1
+    return {"alerts": kept, "alerts_dropped": dropped, "alert_history": history,
+            "notifications": int(index.get("notifications") or 0) + 1}
+
+
+def _repeated(kept: list[dict[str, Any]]) -> int:
+    """The oldest entry after the first that a later one repeats (same alert, same status); else 1."""
+    for i in range(1, len(kept) - 1):
+        key = (kept[i].get("fingerprint"), kept[i].get("status"))
+        if any((e.get("fingerprint"), e.get("status")) == key for e in kept[i + 1:]):
+            return i
+    return 1
 
 
 def _resolved_at(alert: _alerts.Alert) -> str:
