@@ -90,3 +90,26 @@ def test_a_bad_secret_store_fails_the_first_cell_naming_it(cluster_stack, run_ru
     result = run_runbook("diagnose_auth", cluster_stack, secret_store="vault://token@vault:8200/secret/x")
     assert not result.ok and "secret_store" in (result.error or "")
     assert "vault+https://HOST:PORT/MOUNT/PATH#FIELD" in result.error
+
+
+def test_no_restart_while_the_secret_still_holds_the_old_key(cluster_stack, api_key, monkeypatch, run_runbook):
+    """Nothing syncs Vault into the Secret: rotated in Vault, but the pods are not restarted onto the old key.
+    (timeout_s=20 leaves the sync wait no room inside the test's 60 s cell: one look, then the verdict.)"""
+    st = cluster_stack
+    new_key, token = "sim-" + secrets.token_urlsafe(24), "hvs." + secrets.token_urlsafe(24)
+    monkeypatch.setenv("NEW_MISTRAL_API_KEY", new_key)
+    monkeypatch.setenv("VAULT_TOKEN", token)
+    st.mistral.set_api_keys([new_key])
+    rev = _revision(st.kube)
+    with FakeServer(vault_app(token)) as vault:
+        vault.secrets[PATH] = [{"api-key": api_key}]
+        result = run_runbook("diagnose_auth", st, secret_store=f"vault+{vault.url}/secret/{PATH}", timeout_s=20.0,
+                             apply_changes=True, operator="alice")
+    assert result.ok, result.error
+    rec = read_records(result.notebook_path)
+    assert rec["change_rotate_secret"]["applied"] and vault.secrets[PATH][-1] == {"api-key": new_key}
+    sync = rec["secret_sync"]
+    assert sync["synced"] is False and sync["fingerprint_seen"] == fingerprint(api_key)
+    restart = rec["change_rollout_restart"]
+    assert restart["applied"] is False and "does not hold the new key yet" in restart["note"]
+    assert _revision(st.kube) == rev and _secret_key(st.kube) == api_key

@@ -247,9 +247,9 @@ class AuthRunbook:
                 new_works = check.status_code == 200
                 apply = cfg["apply_changes"] and new_works
                 if cfg["secret_store"]:  # issue 18: rotate in the secret manager the Secret is synced from
-                    value, rotation_ok = self._rotate_in_store(cluster, new, check)
+                    value, rotation_ok, why_not = self._rotate_in_store(cluster, new, check)
                     self.changes.append(value)
-                    return self._restart(cluster, rotation_ok)
+                    return self._restart(cluster, rotation_ok, why_not)
                 change = remediate.rotate_secret(cluster, cfg["namespace"], cfg["secret_name"], cfg["secret_key"],
                                                  cfg["new_key_env"], apply_changes=apply, operator=cfg["operator"],
                                                  incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
@@ -268,7 +268,7 @@ class AuthRunbook:
                 rotation_ok = change.ok and (change.applied or already or not cfg["apply_changes"])
             return self._restart(cluster, rotation_ok)
 
-    def _restart(self, cluster: Any, rotation_ok: bool | None) -> list[dict[str, Any]]:
+    def _restart(self, cluster: Any, rotation_ok: bool | None, why_not: str = "") -> list[dict[str, Any]]:
         """Seed step 5: the rollout restart, applied only after a rotation that took (or for 'pods run an old key')."""
         from ..kube import write as remediate
 
@@ -279,15 +279,15 @@ class AuthRunbook:
                                            apply_changes=restart_apply, operator=cfg["operator"],
                                            incident=cfg["incident_id"], timeout_s=cfg["timeout_s"])
         if cfg["apply_changes"] and not restart_apply:
-            change.note = ("Not applied: " + ("the rotation did not succeed" if rotation_ok is False else
+            change.note = ("Not applied: " + (why_not or "the rotation did not succeed" if rotation_ok is False else
                                               "no new key was rotated in and the diagnosis is not 'pods run an "
                                               "old key', so a restart would not help") + ".")
         self.changes.append(steps.show_change("change_rollout_restart", change))
         return self.changes
 
-    def _rotate_in_store(self, cluster: Any, new: SecretRef, check: Any) -> tuple[dict[str, Any], bool]:
+    def _rotate_in_store(self, cluster: Any, new: SecretRef, check: Any) -> tuple[dict[str, Any], bool, str]:
         """Rotate in the secret manager `secret_store` names (tested key, dry run unless approved), then wait,
-        bounded, for the Secret the pods read to be synced to the new key; (record, whether to restart)."""
+        bounded, for the Secret the pods read to be synced to the new key; (record, whether to restart, why not)."""
         from ..errors import RunbookError
         from ..secretstores import base as stores, spec as store_spec
 
@@ -304,12 +304,14 @@ class AuthRunbook:
         except RunbookError as exc:  # e.g. the store's client library is not installed
             value = {"skipped": True, "reason": str(exc), "applied": False}
             record.record("change_rotate_secret", value, markdown=f"**Rotation not possible**: {exc}")
-            return value, False
+            return value, False, ""
         record.record("new_key_test", change.new_key_test, markdown=f"New key {new.fingerprint} tested first: {seen}.")
         value = steps.show_change("change_rotate_secret", change)
         if not (change.applied and change.verified):
-            return value, change.ok and not cfg["apply_changes"]
-        return value, self._wait_for_sync(cluster, new)
+            return value, change.ok and not cfg["apply_changes"], ""
+        synced = self._wait_for_sync(cluster, new)
+        return value, synced, "" if synced else (f"secret/{cfg['secret_name']} does not hold the new key yet (see "
+                                                 "the sync step): pods restarted now would read the old one")
 
     def _wait_for_sync(self, cluster: Any, new: SecretRef) -> bool:
         """Bounded: until secret/<secret_name>[<secret_key>] holds the new key (its controller synced it)."""
