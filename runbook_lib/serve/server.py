@@ -23,16 +23,11 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import os
-import socket
-import ssl
-import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,47 +35,20 @@ from typing import Any
 from .._signals import wait_for_stop_signal
 from .._time import iso_z as _now, utc_stamp
 from ..errors import ParameterError
-from ..records.incident import edit_index, read_index, update_index, write_index
+from ..records.incident import edit_index, read_index, write_index
 from ..run.execute import new_record_dir
 from . import alerts as _alerts
-from .labelmap import LabelMap
+from .config import DEFAULT_PORT, DEFAULT_TOKEN_ENV, ServeConfig, check_exposure, is_loopback, tls_context
+from .history import recorded
 from .http import HttpServer, Request, Response
-from .owned import RunLocks, StateLock, kill_group
+from .metrics import ServeMetrics
+from .owned import RunLocks, StateLock
+from .runner import Responder, RunNotStarted
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
-DEFAULT_PORT = 9095
-DEFAULT_TOKEN_ENV = "RUNBOOK_SERVE_TOKEN"
-MAX_ALERTS_KEPT = 100  # notifications in an incident's `alerts` log; `alert_history` keeps every alert whole
+__all__ = ["DEFAULT_PORT", "DEFAULT_TOKEN_ENV", "AlertServer", "ServeConfig", "check_exposure", "is_loopback",
+           "serve", "tls_context"]
 
-
-@dataclass
-class ServeConfig:
-    """Everything `serve` needs; the CLI fills it from flags."""
-
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    output_dir: Path = Path("outputs")
-    state_dir: Path | None = None  # default: <output_dir>/.serve (not an incident: the archive skips it)
-    workers: int = 2
-    queue_max: int = 100
-    max_body_bytes: int = 1024 * 1024
-    max_connections: int = 64  # open connections at once; more are answered 503 and closed
-    header_timeout_s: float = 10.0  # a new connection's request headers must arrive within this
-    body_timeout_s: float = 30.0  # a body must arrive within this of its headers (408)
-    run_timeout_s: float = 1800.0
-    grace_s: float = 10.0
-    token_env: str = DEFAULT_TOKEN_ENV
-    correlate: bool = True  # a new alert joins the incident of its service that is already firing
-    label_map: LabelMap = field(default_factory=LabelMap)  # service identity + parameters from labels
-    tls_cert: Path | None = None  # PEM certificate (chain); with tls_key, serve speaks HTTPS
-    tls_key: Path | None = None
-    insecure: bool = False  # allow a non-loopback address without a token
-    parameters: dict[str, Any] = field(default_factory=dict)  # passed to every `respond`
-    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "runbook_lib"])
-
-    @property
-    def state(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else Path(self.output_dir) / ".serve"
 
 
 @dataclass
@@ -93,45 +61,7 @@ class _Job:
     not_before: float = 0.0  # time.monotonic() before which it is not retried
 
 
-class _RunNotStarted(Exception):
-    """respond could not be started (its log or process could not be created): retried with backoff."""
-
-
 RETRY_MAX_S = 60.0  # backoff between attempts of a failing job: 1, 2, 4 ... 60 s
-
-
-class _Metrics:
-    """serve's own metrics, in a registry of their own (not the process default)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.webhooks = Counter("runbook_serve_webhooks", "Webhook requests by outcome", ["outcome"], registry=r)
-        self.alerts = Counter("runbook_serve_alerts", "Alerts handled by status and action",
-                              ["status", "action"], registry=r)
-        self.started = Counter("runbook_serve_runs_started", "respond runs started", registry=r)
-        self.connections_refused = Counter("runbook_serve_connections_closed", "Connections refused over "
-                                           "--max-connections or closed at the header deadline", ["reason"],
-                                           registry=r)
-        self.adopted = Counter("runbook_serve_runs_adopted", "respond runs found alive from a previous serve "
-                               "and adopted (waited for) instead of started again", registry=r)
-        self.failed = Counter("runbook_serve_runs_failed", "respond runs that failed or timed out", registry=r)
-        self.queued = Gauge("runbook_serve_runs_queued", "Accepted jobs and respond runs waiting", registry=r)
-        self.job_failures = Counter("runbook_serve_job_failures", "Failed attempts at handling an accepted job "
-                                    "(retried with backoff)", ["stage"], registry=r)
-        self.spool_jobs = Gauge("runbook_serve_spool_jobs", "Jobs in the spool (accepted, not finished)", registry=r)
-        self.oldest_age = Gauge("runbook_serve_oldest_job_age_seconds", "Age of the oldest job in the spool",
-                                registry=r)
-        self.running = Gauge("runbook_serve_runs_running", "respond runs in progress", registry=r)
-        self.duration = Histogram("runbook_serve_run_duration_seconds", "Wall time of respond runs",
-                                  buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600), registry=r)
-
-    def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
 
 
 class AlertServer(HttpServer):
@@ -148,14 +78,13 @@ class AlertServer(HttpServer):
         self.spool = Spool(config.state)
         self.incidents = IncidentMap(config.state)
         self.runs = RunLocks(config.state)
-        self.metrics = _Metrics()
+        self.metrics = ServeMetrics()
         self._log_stream = log or sys.stderr
         self._pending: list[_Job] = []
         self._busy: set[str] = set()
         self._cond = threading.Condition()
         self._workers: list[threading.Thread] = []
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._adopted: dict[str, dict[str, Any]] = {}  # incident id -> run record of a previous serve's run
+        self.responder = Responder(config, self.metrics, self.runs, self.log)
         self._slots = threading.Semaphore(max(1, config.workers))  # respond runs at once
         self._runs_waiting = 0  # run threads waiting for a slot (guarded by _cond)
         self._run_threads: set[threading.Thread] = set()
@@ -219,10 +148,7 @@ class AlertServer(HttpServer):
         deadline = time.monotonic() + self.config.grace_s
         for t in [*self._workers, *list(self._run_threads)]:
             t.join(max(0.0, deadline - time.monotonic()))
-        for proc in list(self._procs.values()):
-            _kill_group(proc)
-        for record in list(self._adopted.values()):
-            kill_group(record)
+        self.responder.kill_all()
         for t in [*self._workers, *list(self._run_threads)]:
             t.join(5)
         self._workers.clear()
@@ -258,7 +184,7 @@ class AlertServer(HttpServer):
         if request.method == "GET" and path in ("/readyz", "/-/ready"):
             problems = self.readiness_problems()
             return Response.json(503 if problems else 200, {"ready": not problems, "problems": problems,
-                                                            "queued": self.queued(), "running": len(self._procs)})
+                                                            "queued": self.queued(), "running": self.responder.running()})
         if request.method == "GET" and path == "/metrics":
             return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
         if path in ("/webhook", "/"):
@@ -480,9 +406,9 @@ class AlertServer(HttpServer):
             try:
                 while True:
                     try:
-                        self._run_respond(incident_id, folder, alert)
+                        self.responder.run(incident_id, folder, alert, lambda: self._closing)
                         break
-                    except _RunNotStarted as exc:
+                    except RunNotStarted as exc:
                         end = time.monotonic() + self._failed(job, "run", exc)
                         while time.monotonic() < end:
                             if self._closing:
@@ -599,7 +525,7 @@ class AlertServer(HttpServer):
                                  "parameters_from_labels": mapped,
                                  "parameters_not_mapped": {k: f"alert has no label {', '.join(v)}"
                                                            for k, v in skipped.items()},
-                                 "alert_state": "firing", **_recorded({}, job)})
+                                 "alert_state": "firing", **recorded({}, job.alert, job.received_at, job.path.name)})
             self._claim(incident_id)
             entry = self.incidents.set(alert.fingerprint, id=incident_id, folder=str(folder), state=OPEN,
                                        alert=alert.name, opened_at=_now(), service=service)
@@ -638,207 +564,15 @@ class AlertServer(HttpServer):
             if history.get("last_job") == job.path.name or any(a.get("job") == job.path.name
                                                                 for a in index.get("alerts") or []):
                 return  # a replay after a restart: this notification is already recorded
-            index.update(_recorded(index, job))
-
-    def _run_respond(self, incident_id: str, folder: Path, alert: _alerts.Alert) -> None:
-        t0 = time.monotonic()
-        lock_fd = self.runs.take(incident_id)
-        if lock_fd is None:  # a respond from a previous serve still holds this incident's run lock
-            failed, reason = self._adopt(incident_id, folder)
-        else:
-            failed, reason = self._start_and_wait(incident_id, folder, alert, lock_fd)
-        elapsed = time.monotonic() - t0
-        self.metrics.duration.observe(elapsed)
-        index = read_index(folder) or {}
-        if self._closing and index.get("status") in ("queued", "running"):
-            raise RuntimeError("stopped during the run")  # left unfinished and spooled: run again at next start
-        if failed:
-            self.metrics.failed.inc()
-            if reason.startswith("respond ran over") or index.get("status") in ("queued", "running"):
-                update_index(folder, status="failed", error=reason, finished_at=_now())
-        self.runs.forget(incident_id)
-        self.log(f"{incident_id}: respond {'FAILED (' + reason + ')' if failed else 'done'} in {elapsed:.1f} s: "
-                 f"{(read_index(folder) or {}).get('verdict') or (read_index(folder) or {}).get('status')}")
-
-    def _start_and_wait(self, incident_id: str, folder: Path, alert: _alerts.Alert,
-                        lock_fd: int) -> tuple[bool, str]:
-        """Start respond holding the incident's run lock (passed to it), note its pid, wait within the timeout."""
-        cmd = [*self.config.command, "respond", "--record-dir", str(folder), "--incident-id", incident_id,
-               "--output-dir", str(self.config.output_dir), "-q"]
-        mapped, _ = self.config.label_map.parameters_for(alert.labels)  # this service's values win over -p
-        for name, value in {**self.config.parameters, **mapped}.items():
-            cmd += ["-r", name, value] if isinstance(value, str) else ["-p", name, repr(value)]
-        env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # kernels never see it
-        try:
-            with open(folder / "respond.log", "ab") as log:
-                # its own group (a timeout kills kernels too), holding the run lock for as long as it lives
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True, pass_fds=(lock_fd,))
-        except OSError as exc:
-            raise _RunNotStarted(f"respond could not be started in {folder}: {exc.strerror or exc}") from None
-        finally:
-            os.close(lock_fd)  # from now on the lock is the run's alone: held while it lives, whoever waits
-        try:
-            self.runs.record(incident_id, proc.pid, folder=str(folder), started_epoch=time.time(), started_at=_now())
-        except OSError as exc:  # the run lock still guards it; only its pid is not noted for a later serve
-            self.log(f"{incident_id}: could not note respond pid {proc.pid} in {self.runs.dir}: {exc.strerror or exc}")
-        self.metrics.started.inc()
-        self.metrics.running.inc()
-        self._procs[incident_id] = proc
-        try:
-            code = proc.wait(timeout=self.config.run_timeout_s)
-            return code != 0, f"respond exited {code}" if code else ""
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return True, f"respond ran over the {self.config.run_timeout_s:g} s run timeout; killed"
-        finally:
-            self._procs.pop(incident_id, None)
-            self.metrics.running.dec()
-
-    def _adopt(self, incident_id: str, folder: Path) -> tuple[bool, str]:
-        """Wait for a respond a previous serve started (it outlived that serve) instead of starting a second;
-        kill it at its run timeout, counted from its own start. Its exit code is not ours to read: the
-        incident's status says whether it finished."""
-        record = self.runs.load(incident_id) or {}
-        pid = record.get("pid", "unknown")
-        self.log(f"{incident_id}: respond pid {pid} from a previous serve still runs in {folder}; adopting it "
-                 "(no second run)")
-        self.metrics.adopted.inc()
-        self.metrics.running.inc()
-        self._adopted[incident_id] = record
-        deadline = float(record.get("started_epoch") or time.time()) + self.config.run_timeout_s
-        timed_out = False
-        try:
-            while self.runs.held(incident_id):
-                if time.time() > deadline and not timed_out:
-                    timed_out = True
-                    kill_group(record)
-                time.sleep(0.25)
-        finally:
-            self._adopted.pop(incident_id, None)
-            self.metrics.running.dec()
-        if timed_out:
-            return True, f"respond ran over the {self.config.run_timeout_s:g} s run timeout; killed"
-        status = (read_index(folder) or {}).get("status")
-        if status in ("queued", "running"):
-            return True, f"respond pid {pid} (adopted after a restart) ended without finishing its record"
-        return False, ""
+            index.update(recorded(index, job.alert, job.received_at, job.path.name))
 
     def log(self, message: str) -> None:
         print(f"{_now()} serve: {message}", file=self._log_stream, flush=True)
 
 
-def _entry(job: _Job) -> dict[str, Any]:
-    """One notification in the incident's log (labels are kept once per alert, in `alert_history`)."""
-    a = job.alert
-    return {"status": a.status, "name": a.name, "fingerprint": a.fingerprint, "starts_at": a.starts_at,
-            "ends_at": a.ends_at, "received_at": job.received_at, "summary": a.annotations.get("summary"),
-            "job": job.path.name}
-
-
-def _recorded(index: dict[str, Any], job: _Job) -> dict[str, Any]:
-    """The incident's alert fields with `job`'s notification added.
-
-    `alert_history` is complete and compact: per fingerprint its name and labels (once), first and last
-    notified, how many notifications (firing, resolved) and its current state. `alerts`, the log of
-    notifications the timeline reads, keeps at most MAX_ALERTS_KEPT: over it, an older entry that
-    repeats another kept one (same alert, same status) goes first, so every alert's firing and its
-    resolution stay in the log; `alerts_dropped` counts what went and `notifications` all there were.
-    """
-    a = job.alert
-    history = dict(index.get("alert_history") or {})
-    h = dict(history.get(a.fingerprint) or {"name": a.name, "labels": a.labels, "first_seen": job.received_at,
-                                              "notifications": 0, "firing": 0, "resolved": 0})
-    h["notifications"] = int(h.get("notifications") or 0) + 1
-    h[a.status] = int(h.get(a.status) or 0) + 1
-    h.update(last_seen=job.received_at, state=a.status, starts_at=a.starts_at, last_job=job.path.name,
-             summary=a.annotations.get("summary"))
-    if a.status == _alerts.RESOLVED:
-        h["ends_at"] = a.ends_at
-    history[a.fingerprint] = h
-    kept = [*(index.get("alerts") or []), _entry(job)]
-    dropped = int(index.get("alerts_dropped") or 0)
-    while len(kept) > MAX_ALERTS_KEPT:
-        kept.pop(_repeated(kept))  # the first entry (what opened the incident) always stays
-        dropped += 1
-    return {"alerts": kept, "alerts_dropped": dropped, "alert_history": history,
-            "notifications": int(index.get("notifications") or 0) + 1}
-
-
-def _repeated(kept: list[dict[str, Any]]) -> int:
-    """The oldest entry after the first that a later one repeats (same alert, same status); else 1."""
-    for i in range(1, len(kept) - 1):
-        key = (kept[i].get("fingerprint"), kept[i].get("status"))
-        if any((e.get("fingerprint"), e.get("status")) == key for e in kept[i + 1:]):
-            return i
-    return 1
-
-
 def _resolved_at(alert: _alerts.Alert) -> str:
     ends = alert.ends_at
     return ends if ends and not ends.startswith("0001-") else _now()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def is_loopback(host: str) -> bool:
-    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1, localhost)."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    if not host:
-        return False  # all interfaces
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
-
-
-def check_exposure(config: ServeConfig) -> None:
-    """Refuse a non-loopback address with no token, unless `insecure`: anyone reaching it could start runs."""
-    if config.insecure or is_loopback(config.host) or os.environ.get(config.token_env, ""):
-        return
-    raise ParameterError("--listen", f"{config.host}:{config.port}",
-                         f"a loopback address (127.0.0.1, ::1, localhost) while no token is set (${config.token_env} "
-                         "is empty): set the token (--token-env names its variable) so webhooks must carry it, "
-                         "or pass --insecure to listen on this address without one")
-
-
-def tls_context(config: ServeConfig) -> ssl.SSLContext | None:
-    """The server-side TLS context from --tls-cert/--tls-key, or None; errors name the option."""
-    cert, key = config.tls_cert, config.tls_key
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        missing, given = ("--tls-cert", key) if cert is None else ("--tls-key", cert)
-        raise ParameterError(missing, None, f"a PEM file, given together with {'--tls-key' if cert is None else '--tls-cert'}"
-                                            f" ({given}): both or neither")
-    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
-        if not Path(path).is_file():
-            raise ParameterError(option, str(path), "a readable PEM file")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(str(cert), str(key))
-    except ssl.SSLError as exc:
-        raise ParameterError("--tls-cert", str(cert), f"a PEM certificate matching the private key in --tls-key "
-                                                      f"({key}); OpenSSL said: {exc.reason or exc}") from None
-    except OSError as exc:
-        raise ParameterError("--tls-key", str(key), f"a readable PEM private key ({exc.strerror or exc})") from None
-    return context
 
 
 def serve(config: ServeConfig) -> int:
