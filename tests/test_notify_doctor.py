@@ -46,7 +46,7 @@ def test_nothing_configured_is_a_clean_answer(fakes):
     rows = {line.split()[0]: line.split()[1:3] for line in lines[1:5]}
     assert rows == {"slack_webhook": ["no", "-"], "slack_api": ["no", "-"], "pagerduty": ["no", "-"],
                     "statuspage": ["no", "-"]}
-    assert "0 of 4 integrations configured" in done.stdout and fakes.seen == []
+    assert "0 of 5 integrations configured" in done.stdout and fakes.seen == []
 
 
 def test_configured_and_reachable_with_fingerprints_only(fakes):
@@ -74,7 +74,7 @@ def test_json_and_failures_still_secret_free(fakes):
     rows = {r["integration"]: r for r in json.loads(done.stdout)}
     assert {k: (r["configured"], r["reachable"]) for k, r in rows.items()} == {
         "slack_webhook": (True, False), "slack_api": (True, False), "pagerduty": (True, False),
-        "statuspage": (True, False)}
+        "statuspage": (True, False), "grafana": (False, None)}  # Grafana not configured here
     assert rows["statuspage"]["detail"] == f"GET /pages/{SP_PAGE} answered HTTP 401"
     assert rows["slack_api"]["detail"].startswith("auth.test refused: invalid_auth")
     _no_secret(done.stdout + done.stderr)

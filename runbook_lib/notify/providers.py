@@ -9,8 +9,11 @@ from .statuspage import Statuspage
 
 
 def every() -> list[Provider]:
-    """Every provider (configured or not): the Slack thread first (the team), then the pager, then the public page."""
-    return [SlackWebApi(), PagerDuty(), Statuspage()]
+    """Every provider (configured or not): the Slack thread first (the team), then the pager, then the public
+    page, then the Grafana dashboard's annotations (detection, mitigation, resolution)."""
+    from ..grafana.provider import GrafanaAnnotations
+
+    return [SlackWebApi(), PagerDuty(), Statuspage(), GrafanaAnnotations()]
 
 
 def configured() -> list[Provider]:
