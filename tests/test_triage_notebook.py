@@ -66,6 +66,9 @@ def test_flaky_is_partial(stack, run_triage):
 def test_stopped_simulator_is_connection_refused(stack, run_triage):
     url = stack.mistral_url
     stack.mistral.stop()
+    # P1 is the truth once our service's window holds only failed calls; triaged at its first
+    # failure it would rightly say "degraded" (P2): wait for the outage to show, bounded.
+    assert stack.wait_for_service_status({"down"}, timeout_s=15)
     rec = read_records(run_triage(stack, mistral_url=url).notebook_path)
     assert rec["mistral_api"]["verdict"] == "connection_refused"
     assert (rec["severity"]["level"], rec["decision"]["branch"]) == ("P1", "network")
