@@ -1,0 +1,177 @@
+"""Run a replay: the embedded stack playing the original's fault, then `respond` into a new folder.
+
+Replays never touch a real endpoint. The parameters a replay passes are the original's with every
+address replaced by the stack's (the Mistral simulator, our service simulator, its status feed,
+the cluster emulator's kubeconfig; no Prometheus in this slice), files of the original machine
+dropped, and each replacement recorded; a value still naming anything else is refused. The kernel
+gets a scrubbed environment: only the process basics, a throwaway API key, and KUBECONFIG for the
+emulator, so no Slack, PagerDuty, status page, Grafana, Vault or cluster credential reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import params
+from .._time import iso_z
+from ..demo import full_stack, say
+from ..errors import ParameterError
+from ..records.incident import update_index
+from ..run.catalog import available_notebooks, declared_parameters
+from ..run.execute import new_record_dir
+from ..run.respond import respond
+from . import fault as faults
+from .source import ARG, Original
+
+# Set by the replay from the stack (never from the original): the addresses the runbooks reach.
+STACK_PARAMETERS = ("mistral_url", "service_health_url", "status_feed_url", "prometheus_url", "kubeconfig",
+                    "kube_context", "secret_store")
+# Files and credentials of the original's machine: meaningless against the stack, dropped.
+DROPPED = ("ca_bundle", "prometheus_bearer_token_file", "prometheus_ca_bundle", "prometheus_client_cert",
+           "prometheus_client_key", "prometheus_headers", "prometheus_password_env", "prometheus_username",
+           "metrics_selector", "PAPERMILL_OUTPUT_PATH")
+# The environment the kernel keeps (everything else is removed for the replay's duration).
+KEEP_ENV = re.compile(r"^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|LC_[A-Z_]+|TMPDIR|TMP|TEMP|"
+                      r"PYTHON[A-Z_]*|VIRTUAL_ENV|JUPYTER_[A-Z_]+|JPY_[A-Z_]+|IPYTHONDIR|MPLBACKEND|MPLCONFIGDIR|"
+                      r"XDG_[A-Z_]+|SSL_CERT_FILE|SSL_CERT_DIR|RUNBOOK_OUTPUTS|CI|COVERAGE_[A-Z_]+|COV_CORE_[A-Z_]+)$")
+NOT_REBUILT = ["Prometheus: not loaded from the bundle's exports in this slice (prometheus_url is empty, so the "
+               "runbooks' metric steps say 'not configured')",
+               "cluster: the emulator runs with its default objects and our service simulator's live logs, not "
+               "seeded from the bundle's objects, events and logs",
+               "evidence and postmortem: not re-run (respond only)"]
+
+
+@dataclass
+class Replay:
+    """A finished replay: its folder, index, and what it changed relative to the original."""
+
+    folder: Path
+    index: dict[str, Any]
+    section: dict[str, Any] = field(default_factory=dict)
+
+
+def replay(original: Original, *, output_root: str | Path, incident_id: str | None = None, settle_s: float = 15.0,
+           max_wait_s: float = 30.0, progress: bool = False) -> Replay:
+    """Rebuild `original` on the embedded stack and run `respond` into a new folder marked `replay_of`."""
+    rid = params.incident_id("--incident-id", incident_id or _replay_id(original.id))
+    fault = faults.plan(original)
+    root = Path(output_root).resolve()
+    key = "sim-" + secrets.token_urlsafe(24)
+    api_key_env = str(original.parameters.get("api_key_env") or "MISTRAL_API_KEY")
+    params.env_var_name("api_key_env", api_key_env)
+    section: dict[str, Any] = {"of": original.id, "source": str(original.path), "started_at": iso_z(),
+                               "fault": fault.to_dict(), "parameters_from": original.parameters_from,
+                               "missing": original.missing, "not_rebuilt": NOT_REBUILT}
+    if original.logs is not None:
+        section["logs"] = {**original.logs, "agree_with_probes": faults.logs_agree(original, fault)}
+    folder = new_record_dir(root, rid)
+    kubeconfig_path = root / ".embedded" / f"kubeconfig-{folder.name}.yaml"
+    with scrubbed_env({api_key_env: key}) as env, full_stack(key, use_prometheus=False) as (stack, kube, _):
+        kubeconfig = str(kube.write_kubeconfig(kubeconfig_path))
+        os.environ["KUBECONFIG"] = kubeconfig
+        section["environment"] = env
+        if fault.refuse:
+            stack.refuse_connections()
+        else:
+            stack.set_mode(fault.mode, **fault.options)
+        section["service"] = _settle(original, stack, settle_s)
+        parameters, changed = build_parameters(original, stack, kubeconfig=kubeconfig, incident_id=rid,
+                                               max_wait_s=max_wait_s)
+        check_on_stack(parameters, stack)
+        section["parameters"] = changed
+        update_index(folder, replay_of=original.id, replay=section)
+        say(f"replaying {original.id} ({fault.to_dict()['mode']}) into {folder}")
+        index = respond(parameters, output_root=root, folder=folder, progress=progress)
+    kubeconfig_path.unlink(missing_ok=True)  # it named an emulator that is gone
+    index = update_index(folder, replay_of=original.id, replay={**section, "finished_at": iso_z()})
+    return Replay(folder=folder, index={**index, "folder": str(folder)}, section=section)
+
+
+def _replay_id(original_id: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", original_id).strip(".-")[:56] or "incident"
+    return f"{base}-replay"
+
+
+def _settle(original: Original, stack: Any, settle_s: float) -> dict[str, Any]:
+    """Wait (bounded) until our service shows what triage recorded of it; say whether it did."""
+    recorded = (original.triage.get("service_health") or {}).get("status") or \
+        (original.triage.get("verdict") or {}).get("service_status")
+    if recorded not in ("ok", "degraded", "down"):
+        return {"recorded": recorded, "waited_for": None, "note": "no state of our service to wait for"}
+    reached = stack.wait_for_service_status({recorded}, timeout_s=settle_s)
+    return {"recorded": recorded, "waited_for": recorded, "reached": reached, "within_s": settle_s,
+            "now": stack.service_status()}
+
+
+def build_parameters(original: Original, stack: Any, *, kubeconfig: str, incident_id: str,
+                     max_wait_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The replay's respond parameters, and what was replaced, dropped or forced (for its record)."""
+    known = set().union(*(declared_parameters(n) for n in available_notebooks()))
+    given = {k: v for k, v in original.parameters.items() if k in known}
+    out = {k: v for k, v in given.items() if k not in STACK_PARAMETERS and k not in DROPPED}
+    stack_values = {"mistral_url": stack.mistral_url, "status_feed_url": f"{stack.mistral_url}/feed.rss",
+                    "service_health_url": stack.service_health_url if given.get("service_health_url", True) else "",
+                    "prometheus_url": "", "kubeconfig": kubeconfig, "kube_context": "", "secret_store": ""}
+    out.update(stack_values)
+    replaced = {k: {"was": _shown(given[k]), "now": v} for k, v in stack_values.items()
+                if k in given and given[k] != v}
+    dropped = {k: _shown(given[k]) for k in DROPPED if given.get(k) not in (None, "", [])}
+    for name, value in list(out.items()):  # anything else naming an address outside the stack
+        if isinstance(value, str) and "://" in value and name not in stack_values:
+            dropped[name] = _shown(value)
+            del out[name]
+    forced = {"incident_id": incident_id, "operator": "runbook replay", "apply_changes": False}
+    wait = out.get("monitor_max_s")
+    if isinstance(wait, int | float) and wait > max_wait_s:
+        forced["monitor_max_s"] = max_wait_s
+    out.update(forced)
+    return out, {"replaced": replaced, "dropped": dropped, "forced": forced,
+                 "real_endpoints_replaced": sorted(k for k, v in replaced.items() if _outside(v["was"]))}
+
+
+def check_on_stack(parameters: dict[str, Any], stack: Any) -> None:
+    """Refuse any parameter whose value names an address other than the embedded stack's."""
+    allowed = {urlsplit(stack.mistral_url).netloc, urlsplit(stack.service_health_url).netloc}
+    for name, value in parameters.items():
+        if isinstance(value, str) and "://" in value and urlsplit(value).netloc not in allowed:
+            raise ParameterError(name, value, "an address of the embedded stack (" + ", ".join(sorted(allowed))
+                                 + "): a replay never reaches a real endpoint")
+
+
+def _shown(value: Any) -> Any:
+    """A recorded original value: a URL as scheme://host[:port]/path only (no credentials, no query)."""
+    if isinstance(value, str) and "://" in value:
+        u = urlsplit(value)
+        return f"{u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}{u.path}"
+    return value
+
+
+def _outside(value: Any) -> bool:
+    host = urlsplit(value).hostname if isinstance(value, str) and "://" in value else None
+    return bool(host) and host not in ("127.0.0.1", "localhost", "::1")
+
+
+@contextlib.contextmanager
+def scrubbed_env(extra: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """This process's environment (inherited by the kernels) reduced to KEEP_ENV plus `extra`; restored after.
+
+    Yields what the record says of it: the names removed (never a value) and those set.
+    """
+    saved = dict(os.environ)
+    removed = sorted(k for k in saved if not KEEP_ENV.match(k))
+    try:
+        for name in removed:
+            del os.environ[name]
+        os.environ.update(extra)
+        yield {"removed": removed, "set": sorted([*extra, "KUBECONFIG"])}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
