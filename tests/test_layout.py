@@ -450,6 +450,19 @@ def test_checks_catch_a_bad_tree(tmp_path: Path) -> None:
         "bad/errors.py: within 600 lines and no private names shared", "bad/gone.py: no such module"]
 
 
+def test_sim_tooling_may_use_the_simulators_and_is_a_front_door(tmp_path: Path) -> None:
+    """SIM_TOOLING (`replay`): its modules import sim freely; importing them is importing sim."""
+    files = {"__init__.py": "", "sim/__init__.py": "", "sim/server.py": "x = 1\n", "replay/__init__.py": "",
+             "replay/engine.py": "from ..sim.server import x\n", "replay/commands.py": "from . import engine\n",
+             "cli.py": "def cmd():\n    from .replay.commands import engine\n    return engine\n",
+             "records/__init__.py": "", "records/index.py": "from ..replay import engine\n"}
+    for rel, text in files.items():
+        (tmp_path / "bad" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "bad" / rel).write_text(text)
+    assert sim_import_violations(scan(tmp_path, "bad")) == [
+        "bad/records/index.py:1: bad.records.index imports bad.replay.engine"]
+
+
 # ---- (e) no function over MAX_FUNCTION_LINES outside sim/ ---------------------------------------------------------
 MAX_FUNCTION_LINES = 80
 

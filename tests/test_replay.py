@@ -75,16 +75,32 @@ def _name_real_endpoints(folder: Path) -> None:
         run.write_text(json.dumps(value))
 
 
+@pytest.fixture(scope="module")
+def replayed(originals, tmp_path_factory):
+    """Each original, copied with its parameters naming real endpoints, replayed by the CLI with --compare.
+
+    The CLI's environment holds a planted on-call key and Slack token: neither may reach the replay.
+    """
+    done = {}
+    for mode, folder in originals.items():
+        tmp = tmp_path_factory.mktemp(f"replay-{mode}")
+        copy = _copy(folder, tmp / "archive")
+        _name_real_endpoints(copy)
+        planted = "sk-planted-" + secrets.token_urlsafe(24)
+        out = _replay(str(copy), "--output-dir", str(tmp / "replays"), "--compare",
+                      env={**os.environ, "MISTRAL_API_KEY": planted, "SLACK_BOT_TOKEN": planted})
+        found = [p for p in (tmp / "replays").iterdir() if not p.name.startswith(".")] \
+            if (tmp / "replays").exists() else []
+        done[mode] = (copy, found, out, planted)
+    return done
+
+
 @pytest.mark.parametrize("mode", list(EXPECTED))
-def test_replay_rebuilds_the_incident_and_compares_same(originals, tmp_path, mode):
-    copy = _copy(originals[mode], tmp_path / "archive")
-    _name_real_endpoints(copy)
-    planted = "sk-planted-" + secrets.token_urlsafe(24)  # the on-call key: must never reach the replay
-    out = _replay(str(copy), "--output-dir", str(tmp_path / "replays"), "--compare",
-                  env={**os.environ, "MISTRAL_API_KEY": planted, "SLACK_BOT_TOKEN": planted})
+def test_replay_rebuilds_the_incident_and_compares_same(replayed, mode):
+    copy, found, out, planted = replayed[mode]
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "result: same (8 fact(s) compared, 0 differ)" in out.stdout, out.stdout
-    [folder] = [p for p in (tmp_path / "replays").iterdir() if not p.name.startswith(".")]
+    [folder] = found
     index = json.loads((folder / "incident.json").read_text())
     original = json.loads((copy / "incident.json").read_text())
     assert index["replay_of"] == original["id"] == f"INC-{mode}"
@@ -115,11 +131,9 @@ def test_replay_rebuilds_the_incident_and_compares_same(originals, tmp_path, mod
     assert read_records(folder / "triage.ipynb")["api_key"]["fingerprint"] != orig_key
 
 
-def test_an_altered_verdict_class_is_reported_and_exits_1(originals, tmp_path):
+def test_an_altered_verdict_class_is_reported_and_exits_1(originals, replayed, tmp_path):
     copy = _copy(originals["rate_limited"], tmp_path / "archive")
-    out = _replay(str(copy), "--output-dir", str(tmp_path / "replays"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    [replay] = [p for p in (tmp_path / "replays").iterdir() if not p.name.startswith(".")]
+    [replay] = replayed["rate_limited"][1]  # its replay, compared again (--against) with the altered copy
     # the copy's triage now says it saw an auth failure (its probes still say 429)
     nb = json.loads((copy / "triage.ipynb").read_text())
     changed = 0

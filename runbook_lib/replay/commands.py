@@ -68,8 +68,9 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"replay of {original.id}: {folder}  ({index.get('status')}; fault {section['fault']['mode']}"
               f"{', approximate: ' + section['fault']['approximate'] if section['fault']['approximate'] else ''})")
         for name in section["parameters"]["real_endpoints_replaced"]:
-            print(f"  {name}: {section['parameters']['replaced'][name]['was']} replaced by the stack's "
-                  f"{section['parameters']['replaced'][name]['now']}")
+            change = section["parameters"]["replaced"][name]
+            print(f"  {name}: {change['was']} replaced by the stack's "
+                  f"{change['now'] or 'nothing (empty: no Prometheus in a replay yet)'}")
         for nb in index.get("notebooks") or []:
             print(f"  {nb['name']}: {nb.get('verdict') or nb.get('status')}")
     if not args.compare:
