@@ -32,6 +32,7 @@ REAL = {"mistral_url": "https://api.mistral.ai", "service_health_url": "https://
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One incident folder per mode, made by `respond` against the stack with that fault."""
+    from runbook_lib.run.execute import run_notebook
     from runbook_lib.run.respond import respond
     from runbook_lib.sim.kube import KubeEmulator, file_log_source
     from runbook_lib.sim.stack import EmbeddedStack
@@ -53,6 +54,12 @@ def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                      "prometheus_url": "", "kubeconfig": str(kube.write_kubeconfig(f"{tmp}/kc")),
                                      "timeout_s": 2.0, "incident_id": f"INC-{mode}", "sample_requests": 2,
                                      "sample_interval_s": 0.1}, output_root=root, progress=False)
+                    if mode == "rate_limited":  # its evidence bundle too: pod logs, records, a .tar.gz
+                        evidence = run_notebook("evidence", {"incident_folder": index["folder"], "prometheus_url": "",
+                                                             "kubeconfig": f"{tmp}/kc", "timeout_s": 2.0,
+                                                             "margin": "2m"},
+                                                output_root=root, progress=False, record_dir=Path(index["folder"]))
+                        assert evidence.ok, evidence.error
             assert (index["error_class"], index["notebooks"][-1]["name"]) == EXPECTED[mode], index
             folders[mode] = Path(index["folder"])
     return folders
@@ -198,3 +205,26 @@ def test_a_parameter_outside_the_stack_is_refused_or_dropped(originals, api_key)
             check_on_stack({**built, "mistral_url": "https://api.mistral.ai"}, st)
         with pytest.raises(ParameterError, match="'status_feed_url'"):
             check_on_stack({**built, "status_feed_url": "http://127.0.0.1:1/feed.rss"}, st)  # loopback, not ours
+
+
+def test_the_bundles_pod_logs_are_checked_against_the_probes(replayed):
+    copy, [folder], out, _ = replayed["rate_limited"]
+    assert list(copy.glob("evidence-*/logs/pods.jsonl"))  # the original has its evidence bundle
+    logs = json.loads((folder / "incident.json").read_text())["replay"]["logs"]
+    assert logs["errors"] > 0 and logs["dominant"] == "rate_limited" and logs["agree_with_probes"] is True, logs
+    assert "pod logs" not in out.stderr  # not reported missing
+
+
+def test_a_bundle_alone_is_replayable_and_compares_the_same(replayed, tmp_path):
+    from runbook_lib.replay.fault import plan
+    from runbook_lib.replay.source import read
+
+    copy, [replay], _, _ = replayed["rate_limited"]
+    [archive] = copy.glob("evidence-*.tar.gz")
+    alone = Path(shutil.copy(archive, tmp_path / archive.name))  # no incident folder beside it
+    original = read(alone)
+    assert original.folder is None and original.id == "INC-rate_limited"
+    assert plan(original).mode == "rate_limited"
+    assert "triage's 'parameters' record" in original.parameters_from  # no run.json in a bundle
+    out = _replay(str(alone), "--compare", "--against", str(replay))
+    assert out.returncode == 0 and "result: same (8 fact(s) compared, 0 differ)" in out.stdout, out.stdout + out.stderr

@@ -29,7 +29,7 @@ from ..run.catalog import available_notebooks, declared_parameters
 from ..run.execute import new_record_dir
 from ..run.respond import respond
 from . import fault as faults
-from .source import ARG, Original
+from .source import Original
 
 # Set by the replay from the stack (never from the original): the addresses the runbooks reach.
 STACK_PARAMETERS = ("mistral_url", "service_health_url", "status_feed_url", "prometheus_url", "kubeconfig",

@@ -94,7 +94,8 @@ def _parameters(folder: Path | None, records: dict[str, dict[str, Any]]) -> tupl
     found: dict[str, Any] = {}
     sources = []
     if folder is not None:
-        for path in sorted(folder.glob("*.run.json"), key=lambda p: (p.stem.split(".")[0] == TRIAGE, p.name)):
+        runs = [p for p in folder.glob("*.run.json") if p.name.split(".")[0] not in incident_data.NOT_RECORDS]
+        for path in sorted(runs, key=lambda p: (p.name.split(".")[0] == TRIAGE, p.name)):
             try:
                 value = json.loads(path.read_text("utf-8")).get("parameters")
             except (OSError, ValueError, AttributeError):
@@ -104,7 +105,9 @@ def _parameters(folder: Path | None, records: dict[str, dict[str, Any]]) -> tupl
                 sources.append(path.name)
     if found:
         return found, ", ".join(sources)
-    for nb in sorted(records, key=lambda n: n == TRIAGE):  # the effective values each notebook recorded
+    for nb in sorted(records, key=lambda n: n == TRIAGE):  # the effective values each runbook recorded
+        if nb in incident_data.NOT_RECORDS:
+            continue
         value = records[nb].get("parameters")
         if isinstance(value, dict):
             found.update(value)
