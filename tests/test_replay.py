@@ -201,6 +201,9 @@ def test_a_parameter_outside_the_stack_is_refused_or_dropped(originals, api_key)
         check_on_stack(built, st)  # everything built points at the stack
         assert built["mistral_url"] == st.mistral_url and built["secret_store"] == ""
         assert changed["replaced"]["secret_store"]["was"] == "vault+https://vault.example.com:8200/secret/mistral"
+        # the replayed fault never clears: the recovery watch is capped even where the original left its default
+        assert "monitor_max_s" not in original.parameters and built["monitor_max_s"] == 30
+        assert built["apply_changes"] is False and built["operator"] == "runbook replay"
         with pytest.raises(ParameterError, match="'mistral_url'.*never reaches a real endpoint"):
             check_on_stack({**built, "mistral_url": "https://api.mistral.ai"}, st)
         with pytest.raises(ParameterError, match="'status_feed_url'"):

@@ -129,8 +129,8 @@ def build_parameters(original: Original, stack: Any, *, kubeconfig: str, inciden
             dropped[name] = _shown(value)
             del out[name]
     forced = {"incident_id": incident_id, "operator": "runbook replay", "apply_changes": False}
-    wait = out.get("monitor_max_s")
-    if isinstance(wait, int | float) and wait > max_wait_s:
+    wait = out.get("monitor_max_s")  # absent: the notebook's default (240 s) would be watched out in full
+    if not isinstance(wait, int | float) or wait > max_wait_s:
         forced["monitor_max_s"] = max_wait_s
     out.update(forced)
     return out, {"replaced": replaced, "dropped": dropped, "forced": forced,
