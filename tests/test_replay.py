@@ -183,6 +183,13 @@ def test_a_folder_a_replay_cannot_use_is_refused_naming_what_is_missing(original
     (no_probes / "triage.ipynb").write_text(json.dumps(nb))
     with pytest.raises(ParameterError, match="no 'mistral_api' record.*cannot rebuild the incident"):
         read(no_probes)
+    # probes of a class no simulator mode plays (a DNS failure): refused by name, not replayed as another
+    from runbook_lib.replay.fault import plan
+
+    original = read(originals["auth_failure"])
+    original.triage["mistral_api"]["verdict"] = "dns_failure"
+    with pytest.raises(ParameterError, match="'INCIDENT'.*probes say 'dns_failure'.*which no simulator mode"):
+        plan(original)
     # the CLI: exit 2, the message names INCIDENT and the missing record, nothing written
     out = _replay(str(no_records), "--output-dir", str(tmp_path / "replays"), "--compare")
     assert out.returncode == 2 and "parameter 'INCIDENT'" in out.stderr and "triage" in out.stderr, out.stderr

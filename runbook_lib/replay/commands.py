@@ -20,8 +20,9 @@ def add_commands(sub: Any) -> None:
                                         "into a new folder marked replay_of (--compare: diff the facts)")
     rep.add_argument("incident", metavar="INCIDENT",
                      help="the original: an incident folder, an evidence bundle folder or its .tar.gz")
-    rep.add_argument("--output-dir", default=default_output_root(),
-                     help="where the replay's folder goes (default: %(default)s)")
+    rep.add_argument("--output-dir", default=str(Path(default_output_root()) / "replays"),
+                     help="where the replay's folder goes (default: %(default)s, beside the archive, not in it: "
+                          "`runbook list`/`report` do not count replays as incidents)")
     rep.add_argument("--compare", action="store_true",
                      help="print severity, error class, routed notebook and verdict classes side by side, "
                           "original vs replay; exit 1 when they differ")
