@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 
 from .. import params
 from .._time import iso_z
-from ..demo import full_stack, say
+from ..demo import full_stack
 from ..errors import ParameterError
 from ..records.incident import update_index
 from ..run.catalog import available_notebooks, declared_parameters
@@ -37,7 +38,7 @@ STACK_PARAMETERS = ("mistral_url", "service_health_url", "status_feed_url", "pro
 # Files and credentials of the original's machine: meaningless against the stack, dropped.
 DROPPED = ("ca_bundle", "prometheus_bearer_token_file", "prometheus_ca_bundle", "prometheus_client_cert",
            "prometheus_client_key", "prometheus_headers", "prometheus_password_env", "prometheus_username",
-           "metrics_selector", "PAPERMILL_OUTPUT_PATH")
+           "PAPERMILL_OUTPUT_PATH")
 # The environment the kernel keeps (everything else is removed for the replay's duration).
 KEEP_ENV = re.compile(r"^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|LC_[A-Z_]+|TMPDIR|TMP|TEMP|"
                       r"PYTHON[A-Z_]*|VIRTUAL_ENV|JUPYTER_[A-Z_]+|JPY_[A-Z_]+|IPYTHONDIR|MPLBACKEND|MPLCONFIGDIR|"
@@ -88,7 +89,7 @@ def replay(original: Original, *, output_root: str | Path, incident_id: str | No
         check_on_stack(parameters, stack)
         section["parameters"] = changed
         update_index(folder, replay_of=original.id, replay=section)
-        say(f"replaying {original.id} ({fault.to_dict()['mode']}) into {folder}")
+        print(f"replay: {original.id} ({fault.to_dict()['mode']}) into {folder}", file=sys.stderr, flush=True)
         index = respond(parameters, output_root=root, folder=folder, progress=progress)
     kubeconfig_path.unlink(missing_ok=True)  # it named an emulator that is gone
     index = update_index(folder, replay_of=original.id, replay={**section, "finished_at": iso_z()})
