@@ -113,8 +113,12 @@ class RespondWatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             now = []
-            for p in respond_processes(self.marker):
+            procs = respond_processes(self.marker)
+            pids = {p.pid for p in procs}
+            for p in procs:
                 try:
+                    if p.ppid() in pids:
+                        continue  # respond forking a child (kernel launch) before its exec: the same run
                     now.append(((p.pid, p.create_time()), p.cmdline()))
                 except psutil.Error:
                     continue

@@ -53,6 +53,12 @@ class Responder:
         not start, RuntimeError when serve stopped during it (the job then stays spooled)."""
         t0 = time.monotonic()
         lock_fd = self.runs.take(incident_id)
+        if lock_fd is not None and (read_index(folder) or {}).get("status") not in UNFINISHED:
+            # no respond holds the lock and the record is final: a previous serve's run ended meanwhile
+            os.close(lock_fd)
+            self.runs.forget(incident_id)
+            self.log(f"{incident_id}: its respond (from a previous serve) finished meanwhile; not run again")
+            return
         if lock_fd is None:  # a respond from a previous serve still holds this incident's run lock
             failed, reason = self._adopt(incident_id, folder)
         else:

@@ -108,6 +108,7 @@ class AlertServer(HttpServer):
         Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
         self.lock.acquire()  # StateDirInUse (naming the holder's pid) while another serve owns this state
         self.incidents = IncidentMap(self.config.state)  # read under the lock: the last holder's final word
+        swept = self.spool.sweep_leftovers()  # half-written files of a crashed predecessor
         self.spool.load_seen()
         try:
             recovered = self._recover()  # queued before the first webhook can be: replayed jobs keep their order
@@ -132,7 +133,8 @@ class AlertServer(HttpServer):
                  f"auth {token}, records in {self.config.output_dir}; a service is "
                  f"({', '.join(lm.service_labels)}), parameters from labels: "
                  f"{', '.join(sorted(lm.parameters)) or 'none'}{' (' + lm.source + ')' if lm.source else ''}"
-                 + (f"; {recovered} job(s) recovered from the spool" if recovered else ""))
+                 + (f"; {recovered} job(s) recovered from the spool" if recovered else "")
+                 + (f"; {swept} temporary file(s) of a crash removed" if swept else ""))
         return self
 
     def close(self) -> None:

@@ -139,6 +139,19 @@ class Spool:
             except OSError:
                 pass  # a read-only filesystem refuses even removing nothing
 
+    def sweep_leftovers(self) -> int:
+        """Remove temporary files a crash left (a kill -9 between writing and renaming); call it holding
+        the state lock, so no writer of ours is alive. Returns how many went."""
+        gone = 0
+        state = self.dir.parent
+        for tmp in [*state.glob(".*.tmp"), *self.dir.glob(".*.tmp"), *(state / "runs").glob(".*.tmp")]:
+            try:
+                tmp.unlink()
+                gone += 1
+            except OSError:
+                pass
+        return gone
+
     # -- retries: a notification accepted before is recognised -----------------------------------
     def load_seen(self) -> None:
         """Keys accepted within RETRY_WINDOW_S (the log) and of every job still spooled; compacts the log."""
