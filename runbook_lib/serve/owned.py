@@ -150,3 +150,22 @@ class RunLocks:
     def forget(self, incident_id: str) -> None:
         """The run ended and its outcome is recorded: drop its pid record (the lock file is reused)."""
         self._path(incident_id, ".json").unlink(missing_ok=True)
+
+    def sweep(self) -> int:
+        """At start, under the state lock: drop the lock files of runs that ended (not held, no pid record),
+        so they do not pile up one per incident. Returns how many went."""
+        gone = 0
+        for lock in self.dir.glob("*.lock"):
+            if lock.with_suffix(".json").exists():
+                continue
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.unlink(missing_ok=True)  # held by us while it goes: no run can be holding it
+                gone += 1
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+        return gone
+

@@ -109,6 +109,7 @@ class AlertServer(HttpServer):
         self.lock.acquire()  # StateDirInUse (naming the holder's pid) while another serve owns this state
         self.incidents = IncidentMap(self.config.state)  # read under the lock: the last holder's final word
         swept = self.spool.sweep_leftovers()  # half-written files of a crashed predecessor
+        self.runs.sweep()
         self.spool.load_seen()
         try:
             recovered = self._recover()  # queued before the first webhook can be: replayed jobs keep their order
