@@ -81,6 +81,8 @@ class FakeServer:
         if self._loop and self._thread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+            if not self._loop.is_running():
+                self._loop.close()  # else its self-pipe sockets surface as ResourceWarnings in a later test
 
     def __enter__(self) -> FakeServer:
         return self.start()

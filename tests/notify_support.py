@@ -362,6 +362,8 @@ def start() -> tuple[Fakes, Any]:
         asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        if not loop.is_running():
+            loop.close()  # else its self-pipe sockets surface as ResourceWarnings in a later test
 
     return fakes, stop
 

@@ -98,7 +98,13 @@ def _check_scenario(result: Any, rec: dict[str, Any], mode: str, prom: str, clus
         problems.append(f"no complete verdict: {verdict}")
     want_api, want_branch = EXPECTED[mode]
     if want_api and (verdict.get("api_verdict"), verdict.get("branch")) != (want_api, want_branch):
-        problems.append(f"verdict {verdict.get('api_verdict')}/{verdict.get('branch')}, expected {want_api}/{want_branch}")
+        api, svc = rec.get("mistral_api") or {}, rec.get("service_health") or {}
+        problems.append(f"verdict {verdict.get('api_verdict')}/{verdict.get('branch')}, expected {want_api}/{want_branch}"
+                        f" (decision: {(rec.get('decision') or {}).get('reason')}; probes' median "
+                        f"{api.get('latency_ms_median')} ms, confirmation {api.get('confirmation')}; service "
+                        f"{svc.get('status')}, its Mistral calls {svc.get('mistral')})")
+    if mode == "slow" and "sent again alone" not in Path(result.notebook_path).read_text("utf-8"):
+        problems.append("slow: step 1 does not say the slow burst was sent again alone")
     unavailable = verdict.get("unavailable") or []
     metrics = rec.get("error_rate", {}).get("status")
     if prom == "up" and metrics != "ok":

@@ -41,6 +41,8 @@ class _Loop:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()  # else its self-pipe sockets surface as ResourceWarnings in a later test
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -145,6 +145,8 @@ class BearerGateway:
         asyncio.run_coroutine_threadsafe(down(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()  # else its self-pipe sockets surface as ResourceWarnings in a later test
 
 
 @pytest.fixture(scope="module")

@@ -151,7 +151,11 @@ class Triage:
                     cfg.kube_context, cfg.namespace, cfg.label_selector, since_s=300, tail=10,
                     timeout_s=cfg.timeout_s))
             results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
-        self.api = results["mistral_api"].to_dict()
+            api = results["mistral_api"]
+            if api.slow and len(jobs) > 1:  # timed beside the other checks: confirm alone
+                api = probes.confirm_slow(api, await self._timed("mistral_api_confirm", probes.sample_mistral(
+                    client, cfg.mistral_url, self.secret, cfg.timeout_s, cfg.samples, cfg.latency_threshold_ms)))
+        self.api = api.to_dict()
         if "service_health" in results:
             self.service = results["service_health"].to_dict()
         if "metrics" in results:
@@ -193,9 +197,15 @@ class Triage:
         if api["ratelimit"]:
             parts.append("Rate-limit headers seen:\n\n" + display.kv_table(api["ratelimit"].items(),
                                                                           ("header", "value")))
+        again = api.get("confirmation")
         if api["slow"]:
             parts.append(f"Median latency {api['latency_ms_median']:.0f} ms exceeds the "
-                         f"{api['latency_threshold_ms']:.0f} ms threshold.")
+                         f"{api['latency_threshold_ms']:.0f} ms threshold"
+                         + (f"; sent again alone: {again['latency_ms_median']:.0f} ms, still slow." if again else "."))
+        elif again:
+            parts.append(f"Median latency {_ms_text(again['first_latency_ms_median'])} while the other checks ran "
+                         f"in this process; sent again alone: {_ms_text(again['latency_ms_median'])}, under the "
+                         f"{api['latency_threshold_ms']:.0f} ms threshold: not slow.")
         record.record("mistral_api", api, markdown="\n\n".join(parts))
         return api
 
@@ -371,6 +381,10 @@ async def in_daemon_thread(deadline_s: float, on_error: Callable[[str], Any], fn
         return await asyncio.wait_for(future, deadline_s)
     except (asyncio.TimeoutError, TimeoutError):
         return on_error(f"no answer within {deadline_s:g} s")
+
+
+def _ms_text(ms: float | None) -> str:
+    return "no successful answer" if ms is None else f"{ms:.0f} ms"
 
 
 def _unavailable(reason: str) -> dict[str, Any]:

@@ -187,6 +187,9 @@ class ApiSummary:
     latency_threshold_ms: float
     ratelimit: dict[str, str]
     probes: list[dict[str, Any]]
+    # When the first burst looked slow while other checks shared this process, the burst sent alone
+    # to confirm it (see `confirm_slow`); None when no confirmation was needed.
+    confirmation: dict[str, Any] | None = None
 
     @property
     def all_failed(self) -> bool:
@@ -221,6 +224,23 @@ def summarise(results: list[ProbeResult], latency_threshold_ms: float) -> ApiSum
         latency_threshold_ms=latency_threshold_ms, ratelimit=ratelimit,
         probes=[r.to_dict() for r in results],
     )
+
+
+def confirm_slow(first: ApiSummary, again: ApiSummary) -> ApiSummary:
+    """`first` judged slow only if `again`, sent with nothing else running, is slow too.
+
+    Why: triage times its probes while the cluster and metrics checks run beside them; a thread
+    importing the Kubernetes client holds the GIL, and on a loaded host that stall alone exceeded
+    the threshold (a healthy API called slow). The repeat measures the API, not our own start-up.
+    """
+    first.confirmation = {"latency_ms_median": again.latency_ms_median, "latency_ms_max": again.latency_ms_max,
+                          "slow": again.slow, "samples": again.samples, "counts": again.counts,
+                          "first_latency_ms_median": first.latency_ms_median}
+    if again.slow or again.latency_ms_median is None:
+        return first
+    # The API's latency is the one measured alone; the stalled burst stays in `probes` and here.
+    first.slow, first.latency_ms_median, first.latency_ms_max = False, again.latency_ms_median, again.latency_ms_max
+    return first
 
 
 async def sample_mistral(client: httpx.AsyncClient, base_url: str, secret: SecretRef, timeout_s: float,
