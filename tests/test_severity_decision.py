@@ -82,6 +82,25 @@ def test_api_ok_but_service_fails_uses_services_code():
     assert decision.decide(api(), svc("degraded", 0.3, "400")).branch == decision.OUR_SERVICE
 
 
+def test_an_intermittent_fault_the_probes_missed_goes_by_the_failing_calls_code_not_the_last_call():
+    """Half our calls 503 while the five probes happened to pass: the last call is as likely a 200."""
+    flaky = svc("degraded", 0.5, "200", "server_error")
+    # the metrics' breakdown wins over a single call
+    d = decision.decide(api(), flaky, {"error_ratio": 0.5, "errors_per_code": {"503": 0.8, "429": 0.3}})
+    assert d.branch == decision.PROVIDER and "503" in d.reason and "73% of our failing calls, our metrics" in d.reason
+    assert "configuration" not in d.reason  # nothing says the service's configuration differs
+    d = decision.decide(api(), flaky, {"error_ratio": 0.5, "estimate": True, "errors_per_code": {"429": 0.5}})
+    assert d.branch == decision.RATE_LIMIT and "estimated from the pods' logs" in d.reason
+    # no metrics: the health's last failed call
+    flaky["mistral"]["last_error_status"] = "503"
+    assert decision.decide(api(), flaky).branch == decision.PROVIDER
+    # a code that points to nothing upstream stays ours; an auth code still names the key
+    assert decision.decide(api(), flaky, {"error_ratio": 0.5, "errors_per_code": {"400": 1.0}}).branch \
+        == decision.OUR_SERVICE
+    d = decision.decide(api(), svc("down", 1.0, "401"))
+    assert d.branch == decision.AUTH and "key" in d.reason
+
+
 def test_slow_goes_to_network_and_clean_is_resolved():
     assert decision.decide(api(slow=True, median=5000)).branch == decision.NETWORK
     d = decision.decide(api(), svc())

@@ -77,6 +77,30 @@ def _service_branch(last_status: object) -> str | None:
     return None
 
 
+def _failing_code(dep: dict[str, Any], metrics: dict[str, Any] | None) -> tuple[str | None, str]:
+    """The HTTP code our service's failing calls get, and where it was read.
+
+    Why not only the health's `last_status`: under an intermittent fault (half the calls 503) the
+    last call is as likely a 200, which sent triage to "our service" with Mistral failing half the
+    time. The metrics' (or logs') dominant error code covers the whole window; `last_status` is a
+    single call, used when it is itself a failure.
+    """
+    per_code = {str(c): float(r) for c, r in ((metrics or {}).get("errors_per_code") or {}).items()
+                if r is not None and float(r) > 0}
+    if per_code:
+        code = max(per_code, key=lambda c: per_code[c])
+        where = "estimated from the pods' logs" if (metrics or {}).get("estimate") else "our metrics"
+        share = per_code[code] / sum(per_code.values())
+        return code, f"{share:.0%} of our failing calls, {where}"
+    last = dep.get("last_status")
+    if last is not None and not str(last).startswith("2"):
+        return str(last), "our service's last call"
+    failed = dep.get("last_error_status")
+    if failed is not None:
+        return str(failed), "our service's last failed call"
+    return None, ""
+
+
 def decide(api: dict[str, Any], service: dict[str, Any] | None = None,
            metrics: dict[str, Any] | None = None) -> Decision:
     """Walk the tree. `api`/`service` are the recorded dicts of ApiSummary / ServiceHealth."""
@@ -96,10 +120,15 @@ def decide(api: dict[str, Any], service: dict[str, Any] | None = None,
                       or float(dep.get("error_rate") or 0) > 0
                       or (m_ratio is not None and float(m_ratio) > 0))
     if service_errors:
-        hint = _service_branch(dep.get("last_status"))
-        if hint is not None and hint != OUR_SERVICE:
-            return _decision(hint, f"API answers the on-call key, but our service's calls fail with "
-                                   f"{dep.get('last_status')}: the service's own configuration differs")
+        code, source = _failing_code(dep, metrics)
+        hint = _service_branch(code)
+        if hint == AUTH:
+            return _decision(hint, f"API answers the on-call key, but our service's calls fail with {code} "
+                                   f"({source}): the service's own key or configuration differs")
+        if hint is not None:
+            return _decision(hint, f"API answers the on-call probes, but our service's calls fail with {code} "
+                                   f"({source}): a fault the {api.get('samples', 'few')} probes did not catch "
+                                   "(intermittent) or one only our service's calls meet")
         return _decision(OUR_SERVICE, f"API OK, our service reports {svc.get('status', 'errors')}")
     return _decision(RESOLVED, "API OK and our service reports no errors")
 

@@ -247,6 +247,10 @@ class Triage:
                     for model, v in sorted(m["per_model"].items())]
             md = (display.table(("model", "errors/s", "requests/s"), rows) if rows else
                   "No series returned for the Mistral metrics (no data, which is not the same as 0).")
+            by_code = m.get("errors_per_code") or {}
+            if by_code:
+                md += "\n\nErrors by code: " + ", ".join(
+                    f"**{code}** {_fmt(rate)}/s" for code, rate in sorted(by_code.items(), key=lambda kv: -kv[1]))
             md += (f"\n\nError ratio: **{_pct(m.get('error_ratio'))}**, p95 latency: "
                    f"**{_fmt(m.get('p95_latency_s'), ' s')}** (window {self.cfg.metrics_window}"
                    + (f", series `{{{self.cfg.metrics_selector}}}`" if self.cfg.metrics_selector else
@@ -336,10 +340,12 @@ class Triage:
         if self.metrics["status"] != AVAILABLE:
             est = self.metrics.get("estimate") or {}
             if est.get("status") == AVAILABLE and est.get("error_ratio") is not None:
-                return {"error_ratio": est["error_ratio"], "estimate": True}
+                return {"error_ratio": est["error_ratio"], "estimate": True,
+                        "errors_per_code": est.get("errors_per_code") or {}}
             return None
         return {"error_ratio": self.metrics.get("error_ratio"), "p95_latency_s": self.metrics.get("p95_latency_s"),
-                "latency_threshold_s": self.cfg.latency_threshold_ms / 1000}
+                "latency_threshold_s": self.cfg.latency_threshold_ms / 1000,
+                "errors_per_code": self.metrics.get("errors_per_code") or {}}
 
     @staticmethod
     def _need(value: dict[str, Any] | None) -> dict[str, Any]:
@@ -425,7 +431,10 @@ def _metrics_summary(results: dict[str, Any]) -> dict[str, Any]:
     for values in per_model.values():  # requests but no error series: no error was ever counted
         if values.get("requests_per_s") is not None and "errors_per_s" not in values:
             values["errors_per_s"] = 0.0
+    per_code = {str(s["labels"].get("code", "?")): s["value"] for s in results["errors_per_code"].series
+                if s["value"] is not None}
     return {"status": AVAILABLE, "statuses": statuses, "errors": errors, "per_model": per_model,
+            "errors_per_code": per_code,
             "error_ratio": results["error_ratio"].scalar(), "p95_latency_s": results["p95_latency_s"].scalar(),
             "queries": {n: r.query for n, r in results.items()}}
 

@@ -271,6 +271,7 @@ class ServiceSimulator(SimServer):
             "status": status, "error_rate": round(rate, 4), "requests": n,
             "last_status": calls[-1].code if calls else None,
             "last_error": errors[-1].error if errors else None,
+            "last_error_status": errors[-1].code if errors else None,
             "p95_latency_ms": _p95([c.latency_ms for c in calls]),
             "checked_at": utc_iso(),
         }}}

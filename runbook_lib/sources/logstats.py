@@ -33,6 +33,7 @@ def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float
     it becomes the estimate's `reason`, so an empty estimate is never read as "no requests".
     """
     per_model: dict[str, dict[str, float]] = defaultdict(lambda: {"requests": 0, "errors": 0})
+    per_code: dict[str, int] = defaultdict(int)
     for line in lines:
         entry = _entry(line)
         seen = request(entry) if entry else None
@@ -42,6 +43,7 @@ def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float
         per_model[model]["requests"] += 1
         if is_error(code):
             per_model[model]["errors"] += 1
+            per_code[str(code)] += 1
     requests = sum(v["requests"] for v in per_model.values())
     errors = sum(v["errors"] for v in per_model.values())
     return {
@@ -54,4 +56,5 @@ def estimate_error_rate(lines: list[str] | list[dict[str, Any]], window_s: float
         "error_ratio": round(errors / requests, 4) if requests else None,
         "per_model": {m: {"requests_per_s": round(v["requests"] / window_s, 4),
                           "errors_per_s": round(v["errors"] / window_s, 4)} for m, v in sorted(per_model.items())},
+        "errors_per_code": {c: round(n / window_s, 4) for c, n in sorted(per_code.items())},
     }

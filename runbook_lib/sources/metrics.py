@@ -214,6 +214,8 @@ def triage_queries(window: str) -> dict[str, str]:  # scoped by `instant`, per t
     return {
         "errors_per_model": f"sum by (model) (rate(mistral_errors_total[{window}]))",
         "requests_per_model": f"sum by (model) (rate(mistral_requests_total[{window}]))",
+        # which code our failing calls get: picks the branch when the on-call probes all pass
+        "errors_per_code": f"sum by (code) (rate(mistral_errors_total[{window}]))",
         # Counters with labels appear only once incremented: while requests flow and no error has
         # ever been counted, the error rate is a true 0 (`or vector(0)`); with no requests at all
         # the ratio stays empty, i.e. "no data".
