@@ -149,6 +149,15 @@ def send(api_client: Any, method: str, path: str, path_params: dict[str, str], q
     from kubernetes.client.exceptions import ApiException
 
     headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
+    if not hasattr(api_client, "param_serialize"):
+        # kubernetes <= 36 (the image and dev pin <37 for botocore's python-dateutil<3): the older
+        # generator's call_api serialises and raises ApiException itself; `.data` reads the raw body.
+        # Booleans as the API spells them (the old serialiser sends Python's "True").
+        query = [(k, ("true" if v else "false") if isinstance(v, bool) else v) for k, v in query]
+        return api_client.call_api(path, method, path_params=path_params, query_params=query,
+                                   header_params=headers, body=body, auth_settings=["BearerToken"],
+                                   _preload_content=False, _return_http_data_only=True,
+                                   _request_timeout=timeout_s)
     _m, url, headers, _b, _p = api_client.param_serialize(method=method, resource_path=path, path_params=path_params,
                                                           query_params=query, header_params=headers,
                                                           auth_settings=["BearerToken"])
