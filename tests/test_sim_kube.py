@@ -48,6 +48,13 @@ def _app_env(dep: Any) -> dict[str, Any]:
 
 
 # -- seeded world ------------------------------------------------------------------------------
+
+def pod_log(core: Any, *args: Any, **kwargs: Any) -> str:
+    """The log text as the server sent it: the kubernetes client 36 turns a preloaded text body into
+    "b'...'" (str of bytes), so read the raw body, as runbook_lib.kube does."""
+    return core.read_namespaced_pod_log(*args, _preload_content=False, **kwargs).data.decode()
+
+
 def test_seeded_objects_deserialise_into_the_official_models(emu: KubeEmulator, api: client.ApiClient) -> None:
     core, apps, net = client.CoreV1Api(api), client.AppsV1Api(api), client.NetworkingV1Api(api)
 
@@ -119,30 +126,30 @@ def test_logs_are_text_plain_with_the_real_options(emu: KubeEmulator, api: clien
     pod = emu.pod_names()[0]
     raw = core.read_namespaced_pod_log(pod, NS, container="app", _preload_content=False)
     assert raw.headers["Content-Type"].startswith("text/plain")
-    full = core.read_namespaced_pod_log(pod, NS, container="app")
+    full = pod_log(core, pod, NS, container="app")
     assert isinstance(full, str)
     assert full.splitlines() == [line for _, line in emu.container_log(pod, "app")]
-    recent = core.read_namespaced_pod_log(pod, NS, container="app", since_seconds=300).splitlines()
+    recent = pod_log(core, pod, NS, container="app", since_seconds=300).splitlines()
     assert 0 < len(recent) < len(full.splitlines())
-    assert len(core.read_namespaced_pod_log(pod, NS, container="proxy", tail_lines=3).splitlines()) == 3
-    stamped = core.read_namespaced_pod_log(pod, NS, container="app", tail_lines=1, timestamps=True)
+    assert len(pod_log(core, pod, NS, container="proxy", tail_lines=3).splitlines()) == 3
+    stamped = pod_log(core, pod, NS, container="app", tail_lines=1, timestamps=True)
     stamp, _, line = stamped.rstrip("\n").partition(" ")
     assert stamp.endswith("Z") and len(stamp) == 30 and json.loads(line)["level"] in ("info", "error")
 
     with pytest.raises(ApiException) as exc:
-        core.read_namespaced_pod_log(pod, NS)
+        pod_log(core, pod, NS)
     assert exc.value.status == 400
     assert json.loads(exc.value.body)["message"] == (
         f"a container name must be specified for pod {pod}, choose one of: [app proxy]")
     with pytest.raises(ApiException) as exc:
-        core.read_namespaced_pod_log(pod, NS, container="sidecar")
+        pod_log(core, pod, NS, container="sidecar")
     assert exc.value.status == 400
 
     restarted = next(p for p in emu.pod_names() if p != pod)
-    prev = core.read_namespaced_pod_log(restarted, NS, container="app", previous=True)
+    prev = pod_log(core, restarted, NS, container="app", previous=True)
     assert "worker exited" in prev
     with pytest.raises(ApiException) as exc:
-        core.read_namespaced_pod_log(pod, NS, container="app", previous=True)
+        pod_log(core, pod, NS, container="app", previous=True)
     assert exc.value.status == 400 and "previous terminated container" in json.loads(exc.value.body)["message"]
 
 
@@ -155,13 +162,13 @@ def test_log_source_lines_are_split_across_the_pods(tmp_path: Path) -> None:
         core = client.CoreV1Api(api)
         served = []
         for pod in emu.pod_names():
-            text = core.read_namespaced_pod_log(pod, NS, container="app")
+            text = pod_log(core, pod, NS, container="app")
             served += [ln for ln in text.splitlines() if ln.startswith("{")
                        and json.loads(ln).get("msg", "").startswith("call ")]
-            assert "[info][main]" in core.read_namespaced_pod_log(pod, NS, container="proxy")
+            assert "[info][main]" in pod_log(core, pod, NS, container="proxy")
         assert sorted(served) == sorted(lines)  # each line served once, by one pod
         lines.append(json.dumps({"ts": simkube._iso(time.time()), "level": "error", "msg": "call new"}))
-        assert sum("call new" in core.read_namespaced_pod_log(p, NS, container="app") for p in emu.pod_names()) == 1
+        assert sum("call new" in pod_log(core, p, NS, container="app") for p in emu.pod_names()) == 1
         api.close()
 
 
@@ -170,7 +177,7 @@ def test_every_request_is_logged(emu: KubeEmulator, api: client.ApiClient) -> No
     core = client.CoreV1Api(api)
     emu.clear_requests()
     core.list_namespaced_pod(NS, label_selector=f"app={APP}")
-    core.read_namespaced_pod_log(emu.pod_names()[0], NS, container="app", since_seconds=300)
+    pod_log(core, emu.pod_names()[0], NS, container="app", since_seconds=300)
     reqs = emu.requests
     assert [(r["method"], r["path"]) for r in reqs] == [
         ("GET", f"/api/v1/namespaces/{NS}/pods"), ("GET", f"/api/v1/namespaces/{NS}/pods/{emu.pod_names()[0]}/log")]
@@ -218,7 +225,7 @@ def test_viewer_reads_but_neither_secrets_nor_writes(emu: KubeEmulator, tmp_path
     api = _api(emu, tmp_path, "viewer")
     core = client.CoreV1Api(api)
     assert len(core.list_namespaced_pod(NS).items) == 2
-    assert core.read_namespaced_pod_log(emu.pod_names()[0], NS, container="app", tail_lines=1)
+    assert pod_log(core, emu.pod_names()[0], NS, container="app", tail_lines=1)
     with pytest.raises(ApiException) as exc:
         core.read_namespaced_secret("mistral-secrets", NS)
     assert exc.value.status == 403 and 'cannot get resource "secrets"' in json.loads(exc.value.body)["message"]

@@ -160,6 +160,18 @@ def _status_body(code: int, reason: str, message: str, details: dict[str, Any] |
     return body
 
 
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+
+
+def go_bool(value: str | None) -> bool:
+    """A boolean query parameter as the API server reads it (Go's strconv.ParseBool).
+
+    The kubernetes client 36 sends Python's "True"; the real server accepts it, so the emulator does.
+    An unparsable value is false here (the server would answer 400; no client we test sends one).
+    """
+    return value in _GO_TRUE
+
+
 class ApiError(Exception):
     """An answer with a Kubernetes `Status` body, as the real API server writes it."""
 
@@ -969,7 +981,7 @@ class _Cluster:
                 container = containers[0]
             if container not in containers:
                 raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
-            lines = self.container_lines(namespace, pod, container, query.get("previous") == "true")
+            lines = self.container_lines(namespace, pod, container, go_bool(query.get("previous")))
         try:
             since_s = int(query["sinceSeconds"]) if "sinceSeconds" in query else None
             tail = int(query["tailLines"]) if "tailLines" in query else None
@@ -990,7 +1002,7 @@ class _Cluster:
             lines = [t for t in lines if t[0] >= cutoff]
         if tail is not None and tail >= 0:
             lines = lines[-tail:] if tail else []
-        stamp = query.get("timestamps") == "true"
+        stamp = go_bool(query.get("timestamps"))
         text = "".join((f"{_iso_nano(ts)} " if stamp else "") + line + "\n" for ts, line in lines)
         if limit_bytes is not None and limit_bytes > 0:
             text = text.encode("utf-8")[:limit_bytes].decode("utf-8", "ignore")
@@ -1880,7 +1892,7 @@ class KubeEmulator:
                         dry_run: bool) -> tuple[int, Any, str]:
         c = self.cluster
         info = c.info(group, version, plural)
-        watch = method == "GET" and query.get("watch") in ("true", "1")
+        watch = method == "GET" and go_bool(query.get("watch"))
         verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PUT": "update",
                 "PATCH": "patch", "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
         if (group, plural) == ("authentication.k8s.io", "selfsubjectreviews") and method == "POST" and not name:
