@@ -11,8 +11,8 @@ import pytest
 
 from runbook_lib.records.incident import read_index
 from runbook_lib.sim._http import wait_until
-from serve_support import (alert, folders, free_port, kill_respond_processes, metric, payload, post, start_serve,
-                           stop)
+from serve_support import (alert, fill_disk, folders, free_port, kill_respond_processes, metric, payload, post,
+                           start_serve, stop, tiny_disk)  # noqa: F401 - tiny_disk is a fixture
 
 
 def _done(folder: Path) -> bool:
@@ -57,29 +57,6 @@ def test_a_retry_is_recognised_across_a_restart_and_a_big_webhook_is_taken_whole
     assert not list((outputs / ".serve" / "spool").iterdir())
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 64 KiB tmpfs (we run as root: chmod cannot make a directory read-only for us)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    assert done.returncode == 0, f"mount -t tmpfs failed (needs root): {done.stderr.decode()}"
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(folder: Path, leave: int) -> Path:
-    """Fill the filesystem of `folder` but `leave` bytes."""
-    import os
-
-    st = os.statvfs(folder)
-    filler = folder / "filler"
-    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
-    return filler
-
-
 def test_a_full_disk_refuses_the_whole_webhook_with_503_and_leaves_no_temp_files(stack, tiny_disk, tmp_path):
     """State on a 64 KiB tmpfs, filled but 8 KiB: a webhook of 10 alerts (a 4 KiB page of tmpfs each) cannot
     be written: 503 + Retry-After, a log line and a metric; none of its alerts kept, no temporary file
@@ -92,7 +69,7 @@ def test_a_full_disk_refuses_the_whole_webhook_with_503_and_leaves_no_temp_files
     stack.set_mode("server_error", status=503)
     proc = start_serve(outputs, stack, port, "--state-dir", str(state), log=log)
     try:
-        filler = _fill(tiny_disk, 8 * 1024)
+        filler = fill_disk(tiny_disk, 8 * 1024)
         body = payload(*[alert(f"f{i:07x}", name="NotOurs", team="x" * 900) for i in range(10)])
         ours = payload(*[alert(f"f{i:07x}", name=f"MistralServerErrors{i}", pad="x" * 900) for i in range(10)])
         assert post(url, body).json()["ignored"] == 10  # others' alerts need no disk

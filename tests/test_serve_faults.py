@@ -6,7 +6,6 @@ the full and read-only disk is a real 64 KiB tmpfs (filled, then remounted read-
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -15,28 +14,8 @@ import pytest
 
 from runbook_lib.records.incident import read_index
 from runbook_lib.sim._http import wait_until
-from serve_support import (alert, folders, free_port, kill_respond_processes, metric, payload, post, start_serve,
-                           stop)
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 64 KiB tmpfs: as root, chmod cannot make a directory unwritable for us; a real filesystem can."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    assert done.returncode == 0, f"mount -t tmpfs failed (needs root): {done.stderr.decode()}"
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(folder: Path, leave: int) -> Path:
-    st = os.statvfs(folder)
-    filler = folder / "filler"
-    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
-    return filler
+from serve_support import (alert, fill_disk, folders, free_port, kill_respond_processes, metric, payload, post,
+                           start_serve, stop, tiny_disk)  # noqa: F401 - tiny_disk is a fixture
 
 
 def _ready(url: str) -> httpx.Response:
@@ -58,7 +37,7 @@ def test_a_job_failing_on_a_full_disk_is_retried_and_finishes_when_space_returns
         assert wait_until(lambda: not list((state / "spool").glob("*.json"))
                           and not list((state / "runs").glob("*.json")), 30)  # its files freed before we fill
 
-        filler = _fill(tiny_disk, 4096)  # one page: the resolved notification's spool file, then nothing
+        filler = fill_disk(tiny_disk, 4096)  # one page: the resolved notification's spool file, then nothing
         assert post(url, payload(alert("d15c0001", status="resolved"))).json()["accepted"] == 1
         # applying it needs a new incidents.json: ENOSPC; retried with backoff, counted, logged, not ready
         assert wait_until(lambda: metric(url, 'runbook_serve_job_failures_total{stage="handle"}') >= 2, 20)
