@@ -1,0 +1,163 @@
+"""`runbook serve`: webhook received -> triage verdict recorded (issue 17): figures, no pass/fail.
+
+The real CLI against the embedded simulators in 5xx mode. Measured from just before the webhook's
+POST to the moment `triage.run.json` (written once the verdict is recorded) appears in the
+incident's folder, polled every 10 ms:
+- single: `--single` alerts, one at a time, each for a new service (a new incident each time);
+- burst: `--burst` alerts of distinct services posted at once (each a new incident), with
+  `--workers` runs at a time, as an operator would configure serve.
+Beside them, in the same run, `runbook run triage` as a process (the cold floor of one run), so the
+figures can be read as ratios on any machine.
+
+Run: `.venv/bin/python benchmarks/serve_latency.py [--single 5 --burst 10 --workers 2]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runbook_lib.sim.stack import EmbeddedStack  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TOKEN = secrets.token_hex(16)
+
+
+def _fingerprint(service: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(service.encode()).hexdigest()[:16]
+
+
+def _webhook(service: str) -> dict[str, Any]:
+    alert = {"status": "firing",
+             "labels": {"alertname": "MistralServerErrors", "severity": "page", "error_class": "provider_error",
+                        "cluster": "c1", "namespace": "shop", "service": service},
+             "annotations": {"summary": "Mistral answers 5xx"}, "startsAt": "2026-12-05T10:00:00Z",
+             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
+             "fingerprint": _fingerprint(service)}
+    return {"version": "4", "groupKey": f'{{}}:{{service="{service}"}}', "truncatedAlerts": 0, "status": "firing",
+            "receiver": "runbook-serve", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093", "alerts": [alert]}
+
+
+def _verdict_times(outputs: Path, services: list[str], t0: dict[str, float], timeout_s: float) -> dict[str, float]:
+    """Seconds from each service's POST to its incident's triage.run.json."""
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(done) < len(services) and time.monotonic() < deadline:
+        for folder in outputs.glob("*/"):
+            index = folder / "incident.json"
+            if not (folder / "triage.run.json").is_file() or not index.is_file():
+                continue
+            try:
+                prints = {a.get("fingerprint") for a in json.loads(index.read_text()).get("alerts") or []}
+            except (OSError, ValueError):
+                continue
+            service = next((s for s in services if _fingerprint(s) in prints), None)
+            if service in t0 and service not in done:
+                done[service] = time.monotonic() - t0[service]
+        time.sleep(0.01)
+    return done
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--single", type=int, default=5)
+    ap.add_argument("--burst", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="serve-latency-") as tmp, \
+            EmbeddedStack(api_key="sim-" + secrets.token_urlsafe(16), rate=10.0) as stack:
+        stack.set_mode("server_error", status=503)
+        params = ["-r", "mistral_url", stack.mistral_url, "-r", "service_health_url", stack.service_health_url,
+                  "-r", "prometheus_url", "", "-p", "timeout_s", "2.0", "-p", "monitor_max_s", "1.0"]
+        # the cold floor: one triage run as a process, same parameters
+        floor = []
+        for i in range(3):
+            t = time.monotonic()
+            subprocess.run([str(BIN / "runbook"), "run", "triage", "--output-dir", str(Path(tmp) / "cli"),
+                            "--incident-id", f"floor-{i}", *params[:-3]], capture_output=True, check=False)
+            floor.append(time.monotonic() - t)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        outputs = Path(tmp) / "outputs"
+        log = open(Path(tmp) / "serve.log", "wb")
+        serve = subprocess.Popen([str(BIN / "runbook"), "serve", "--listen", f"127.0.0.1:{port}", "--output-dir",
+                                  str(outputs), "--workers", str(args.workers), *params],
+                                 stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUNBOOK_SERVE_TOKEN": TOKEN})
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("serve did not become ready:\n" + (Path(tmp) / "serve.log").read_text())
+                time.sleep(0.1)
+            single: list[float] = []
+            for i in range(args.single):
+                service = f"single{i}"
+                t0 = {service: time.monotonic()}
+                httpx.post(f"{url}/webhook", json=_webhook(service), headers=headers, timeout=10).raise_for_status()
+                got = _verdict_times(outputs, [service], t0, 120)
+                single += got.values()
+                time.sleep(0.5)
+            services = [f"burst{i}" for i in range(args.burst)]
+            t0 = {}
+            barrier = threading.Barrier(len(services))
+
+            def post(service: str) -> None:
+                barrier.wait()
+                t0[service] = time.monotonic()
+                httpx.post(f"{url}/webhook", json=_webhook(service), headers=headers, timeout=10).raise_for_status()
+
+            threads = [threading.Thread(target=post, args=(s,)) for s in services]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            burst = list(_verdict_times(outputs, services, t0, 300).values())
+        finally:
+            serve.terminate()
+            serve.wait(60)
+    fl = statistics.median(floor)
+    print(f"runbook run triage as a process (cold floor, median of {len(floor)}): {fl:.2f} s")
+    if single:
+        p50 = statistics.median(single)
+        print(f"serve, one alert at a time ({len(single)} incidents): webhook -> verdict recorded p50 {p50:.2f} s "
+              f"(max {max(single):.2f} s; {p50 / fl:.2f}x the cold floor)")
+    if burst:
+        print(f"serve, {args.burst} alerts at once, {args.workers} workers ({len(burst)} of {args.burst} verdicts): "
+              f"p50 {_pct(burst, 0.5):.2f} s, p99 {_pct(burst, 0.99):.2f} s")
+    print("target (issue 17): p50 <= 1.5 s, p99 bounded, 10 alerts at once")
+
+
+if __name__ == "__main__":
+    main()
