@@ -193,6 +193,21 @@ def test_show_has_the_index_file_existence_and_other_folders(root):
         assert expected in text, expected
 
 
+def test_show_spells_out_a_severity_that_moved_and_labels_triages_line(root):
+    """Headline P2 beside triage's "P3 ..." line read as two severities for one incident."""
+    history = [{"at": "2026-11-23T10:15:02Z", "by": "triage", "from": None, "to": "P3", "why": "occasional errors"},
+               {"at": "2026-11-23T10:15:09Z", "by": "diagnose_rate_limit", "from": "P3", "to": "P2",
+                "why": "rate limited (429)"}]
+    _incident(root, "20261124T080000Z", "INC-moved", started_at="2026-11-24T08:00:00Z", severity="P2",
+              verdict="P3 partial rate limited -> diagnose_rate_limit", severity_history=history)
+    text = format_detail(archive.show(root, "INC-moved"))
+    assert ("severity:  P2  (P3 by triage at 2026-11-23 10:15:02 UTC; raised to P2 by diagnose_rate_limit at "
+            "2026-11-23 10:15:09 UTC: rate limited (429))") in text
+    assert "triage:    P3 partial rate limited -> diagnose_rate_limit" in text and "verdict:" not in text
+    steady = format_detail(archive.show(root, "20261123T101500Z-INC-42"))  # no history: the level alone
+    assert "severity:  P2\n" in steady
+
+
 def test_show_names_the_alert_that_opened_an_incident_and_those_that_joined_it(root):
     alerts = [{"status": "firing", "name": "MistralServerErrors", "fingerprint": "aa11"},
               {"status": "firing", "name": "MistralErrorRateHigh", "fingerprint": "bb22"},

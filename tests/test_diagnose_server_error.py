@@ -116,3 +116,22 @@ def test_bad_monitor_parameter_fails_first_cell(tmp_path):
     result = run_notebook("diagnose_server_error", {"healthy_needed": 0}, output_root=tmp_path / "out",
                           progress=False, cell_timeout_s=60)
     assert result.status == "failed" and "'healthy_needed'" in (result.error or "")
+
+
+def test_the_severity_follows_the_seed_table_on_what_the_probes_really_got(cluster_stack, run):
+    """A flaky provider (30% 503/429): the level proposed is the table's on this runbook's own probes,
+    checked against the simulator's log of those probes (not "any 5xx is P2": a 25% fault was raised
+    from triage's P3 to P2 by that rule)."""
+    st = cluster_stack
+    st.set_mode("flaky", fail_fraction=0.3)
+    seen_before = len([r for r in st.mistral.requests if r["path"] == "/v1/models"])
+    result = run(st, probe_samples=5)
+    assert result.ok, result.error
+    rec = read_records(result.notebook_path)
+    probes = rec["error_mix_now"]["probes"]
+    truth = [r["status"] for r in st.mistral.requests if r["path"] == "/v1/models"][seen_before:seen_before + 5]
+    assert sorted(p["status_code"] for p in probes) == sorted(truth), "the record's probes are not what was sent"
+    failed = sum(1 for code in truth if code != 200) / len(truth)
+    expected = "P1" if failed == 1 else "P2" if failed >= 0.5 else "P3" if failed > 0 else "P4"
+    assert rec["severity"]["level"] == rec["communications"]["level"] == expected, (truth, rec["severity"])
+    assert f"{failed:.0%} of probes failed" in rec["severity"]["why"] or expected in ("P1", "P4")

@@ -74,8 +74,10 @@ def format_detail(d: dict[str, Any]) -> str:
            _field("response" if d.get("kind") == "incident" else "run",
                   f"{_second(d.get('started_at'))} .. {_second(d.get('finished_at'))}"
                   + (f"  ({human_duration(d['duration_s'])})" if d.get("duration_s") is not None else "")),
-           _field("severity", d.get("severity")), _field("class", d.get("error_class")),
-           _field("status", d.get("status")), _field("verdict", d.get("verdict"))]
+           _field("severity", _severity_text(d)), _field("class", d.get("error_class")),
+           _field("status", d.get("status")),
+           # an incident's index keeps triage's line; its severity may have moved since (above)
+           _field("triage" if d.get("kind") == "incident" else "verdict", d.get("verdict"))]
     if d.get("diagnosis"):
         out.append(_field("diagnosis", d["diagnosis"]))
     out += _alert_lines(d)
@@ -85,6 +87,21 @@ def format_detail(d: dict[str, Any]) -> str:
         out.append(f"\nother folders for {_clean(d['id'])}:")
         out += [f"  {_clean(o['name'])}  {_minute(o['start'])}  {_clean(o['status'])}" for o in d["others"]]
     return "\n".join(out)
+
+
+def _severity_text(d: dict[str, Any]) -> str:
+    """The incident's severity and, when it moved during the response, how: triage's P3 beside a
+    headline P2 read as two severities for one incident until the change was spelled out."""
+    history = [as_dict(h) for h in as_list(d.get("severity_history"))]
+    sev = _clean(d.get("severity"))
+    if len(history) < 2:
+        return sev
+    steps = [f"{_clean(history[0].get('to'))} by {_clean(history[0].get('by'))} at {_second(history[0].get('at'))}"]
+    for h in history[1:]:
+        moved = "raised" if str(h.get("to") or "") < str(h.get("from") or "") else "lowered"
+        steps.append(f"{moved} to {_clean(h.get('to'))} by {_clean(h.get('by'))} at {_second(h.get('at'))}: "
+                     f"{_clean(h.get('why'))}")
+    return f"{sev}  ({'; '.join(steps)})"
 
 
 def _alert_lines(d: dict[str, Any]) -> list[str]:

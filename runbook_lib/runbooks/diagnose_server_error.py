@@ -177,15 +177,20 @@ class ServerErrorRunbook:
 
     # 4. communications (before the monitor: users are told first) ----------------------------
     def communicate(self) -> dict[str, Any]:
+        from ..analysis.severity import classify
+
         applied = any(c["applied"] for c in self.changes)
-        all_failed = bool(self.api and self.api.all_failed)
-        level = steps.incident_severity(self.cfg, "P1" if all_failed else "P2",
-                                        "every probe got a 5xx" if all_failed else "some probes got a 5xx",
+        # The seed's table on this runbook's own probes (all fail: P1, >= 50%: P2, fewer: P3), not
+        # "any 5xx is P2": a 25% flaky fault was raised from triage's P3 by that rule alone.
+        own = classify(self.api.to_dict()) if self.api else None
+        level = steps.incident_severity(self.cfg, own.level if own else "P2",
+                                        own.reason if own else "the probes could not be sent again",
                                         by="diagnose_server_error")
         return steps.communicate(
             self.cfg, by="diagnose_server_error", level=level, status="MITIGATING" if applied else "INVESTIGATING",
             impact=("Users cannot use AI features (the AI provider returns server errors)" if level == "P1" else
-                    "Degraded AI responses: some requests fail with provider server errors"),
+                    "Degraded AI responses: some requests fail with provider server errors" if level == "P2" else
+                    "Occasional errors: a few AI requests fail with provider server errors"),
             action=(("Fallback enabled (MISTRAL_FALLBACK=true)" if applied else
                      "Fallback prepared as a dry run")
                     + (f"; provider: {self.provider.summary}" if self.provider else "")
