@@ -41,6 +41,22 @@ def add_serve_arguments(srv: argparse.ArgumentParser) -> None:
     srv.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (PEM)")
     srv.add_argument("--insecure", action="store_true",
                      help="allow listening on a non-loopback address with no token set (refused otherwise)")
+    job = srv.add_argument_group("where responds run (issue 19)")
+    job.add_argument("--dispatch", default="local", metavar="local|kubernetes",
+                     help="local: a respond subprocess per incident (default); kubernetes: a Job per incident")
+    job.add_argument("--job-image", default="", help="--dispatch kubernetes: the runbook image the Jobs run (required)")
+    job.add_argument("--job-namespace", default="mistral-runbooks", help="namespace of the Jobs (default: mistral-runbooks)")
+    job.add_argument("--job-service-account", default="mistral-runbooks",
+                     help="the Jobs' read-only ServiceAccount (default: mistral-runbooks, deploy/kubernetes/rbac.yaml)")
+    job.add_argument("--job-output-dir", default="", metavar="URL",
+                     help="where the Jobs write records, e.g. s3://bucket/prefix (default: --output-dir)")
+    job.add_argument("--job-secret", default="mistral-api-key",
+                     help="Secret with key MISTRAL_API_KEY, the Jobs' env (default: mistral-api-key)")
+    job.add_argument("--job-ttl", type=int, default=86400, metavar="S", help="ttlSecondsAfterFinished (default: 86400)")
+    job.add_argument("--max-jobs", type=int, default=100, help="Jobs followed at once (default: 100)")
+    job.add_argument("--kubeconfig", default="", help="serve's kubeconfig for the Jobs (default: as kubectl; in a pod, "
+                                                      "its ServiceAccount)")
+    job.add_argument("--kube-context", default="", help="the kubeconfig context (default: current)")
 
 
 def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
@@ -66,6 +82,7 @@ def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
         raise ParameterError("apply_changes", parameters["apply_changes"],
                              "nothing: alert-started runs are dry runs; apply changes from a person's run")
     label_map = load_label_map(args.label_map) if args.label_map else LabelMap()
+    job = job_settings(args)
     config = ServeConfig(host=host.strip("[]"), port=int(port), output_dir=Path(args.output_dir),
                          state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
                          queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
@@ -74,8 +91,38 @@ def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
                          token_env=args.token_env, parameters=parameters,
                          correlate=not args.one_incident_per_alert, label_map=label_map,
                          tls_cert=Path(args.tls_cert) if args.tls_cert else None,
-                         tls_key=Path(args.tls_key) if args.tls_key else None, insecure=args.insecure)
+                         tls_key=Path(args.tls_key) if args.tls_key else None, insecure=args.insecure,
+                         dispatch=args.dispatch, job=job)
     return serve(config)
+
+
+def job_settings(args: argparse.Namespace) -> Any:
+    """The --dispatch/--job-* options checked into JobSettings (ParameterError naming the option)."""
+    import re
+
+    from ..errors import ParameterError
+    from .config import JobSettings
+    from .dispatch import DISPATCHERS
+
+    if args.dispatch not in DISPATCHERS:
+        raise ParameterError("--dispatch", args.dispatch, " or ".join(DISPATCHERS))
+    name = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    for option, value in (("--job-namespace", args.job_namespace), ("--job-service-account", args.job_service_account),
+                          ("--job-secret", args.job_secret)):
+        if not name.match(value or "") or len(value) > 63:
+            raise ParameterError(option, value, "a Kubernetes name: lower-case letters, digits and '-'")
+    if args.dispatch == "kubernetes" and not (args.job_image or "").strip():
+        raise ParameterError("--job-image", args.job_image, "the runbook image the Jobs run, e.g. "
+                                                            "registry.example.com/mistral-runbooks:0.1.0")
+    if any(c.isspace() for c in args.job_image):
+        raise ParameterError("--job-image", args.job_image, "an image reference without spaces")
+    for option, value, low, high in (("--job-ttl", args.job_ttl, 0, 30 * 86400), ("--max-jobs", args.max_jobs, 1, 10000)):
+        if not low <= value <= high:
+            raise ParameterError(option, value, f"a number from {low} to {high}")
+    return JobSettings(image=args.job_image.strip(), namespace=args.job_namespace,
+                       service_account=args.job_service_account, output_dir=args.job_output_dir,
+                       api_key_secret=args.job_secret, kubeconfig=args.kubeconfig, context=args.kube_context,
+                       ttl_s=args.job_ttl, max_jobs=args.max_jobs)
 
 
 def add_rules_command(sub: Any) -> None:

@@ -24,6 +24,23 @@ DEFAULT_TOKEN_ENV = "RUNBOOK_SERVE_TOKEN"
 
 
 @dataclass
+class JobSettings:
+    """`--dispatch kubernetes`: where and how each incident's Job runs (dispatch.py builds the spec)."""
+
+    image: str = ""
+    namespace: str = "mistral-runbooks"
+    service_account: str = "mistral-runbooks"  # the read-only one of deploy/kubernetes/rbac.yaml
+    output_dir: str = ""  # what the Job's respond writes to (s3://bucket/prefix in a cluster); "" = --output-dir
+    api_key_secret: str = "mistral-api-key"  # Secret holding MISTRAL_API_KEY, mounted as env, never a parameter
+    kubeconfig: str = ""  # serve's own connection ("" = $KUBECONFIG, ~/.kube/config or in-cluster)
+    context: str = ""
+    ttl_s: int = 86400  # ttlSecondsAfterFinished: the record lives in the archive, the Job object a day
+    max_jobs: int = 100  # Jobs followed at once (in flight); more wait, spooled
+    poll_s: float = 1.0  # one LIST of serve's Jobs per poll, however many are followed
+    start_grace_s: float = 300.0  # beyond --run-timeout: scheduling and image pull before activeDeadline counts
+
+
+@dataclass
 class ServeConfig:
     """Everything `serve` needs; the CLI fills it from flags."""
 
@@ -47,6 +64,8 @@ class ServeConfig:
     insecure: bool = False  # allow a non-loopback address without a token
     parameters: dict[str, Any] = field(default_factory=dict)  # passed to every `respond`
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "runbook_lib"])
+    dispatch: str = "local"  # how a respond runs: dispatch.DISPATCHERS (local subprocess, kubernetes Job)
+    job: JobSettings = field(default_factory=JobSettings)
 
     @property
     def state(self) -> Path:

@@ -26,6 +26,19 @@ from .owned import RunLocks, kill_group
 UNFINISHED = ("queued", "running")
 
 
+def respond_args(config: ServeConfig, alert: Alert, incident_id: str, record_dir: str, output_dir: str, *,
+                 run_timeout_s: float | None = None) -> list[str]:
+    """`respond`'s arguments for an incident (after the program): its folder, id, and serve's parameters
+    with this service's mapped ones winning over -p. The same for a local run and a Kubernetes Job."""
+    args = ["respond", "--record-dir", record_dir, "--incident-id", incident_id, "--output-dir", output_dir, "-q"]
+    if run_timeout_s is not None:
+        args += ["--run-timeout", f"{run_timeout_s:g}"]
+    mapped, _ = config.label_map.parameters_for(alert.labels)
+    for name, value in {**config.parameters, **mapped}.items():
+        args += ["-r", name, value] if isinstance(value, str) else ["-p", name, repr(value)]
+    return args
+
+
 class RunNotStarted(Exception):
     """respond could not be started (its log or process could not be created): retried with backoff."""
 
@@ -37,6 +50,10 @@ class Responder:
         self.config, self.metrics, self.runs, self.log = config, metrics, runs, log
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.adopted: dict[str, dict[str, Any]] = {}  # incident id -> run record of a previous serve's run
+        self.slots = max(1, config.workers)  # responds at once on this machine
+
+    def problems(self) -> list[str]:
+        return []
 
     def running(self) -> int:
         return len(self.procs) + len(self.adopted)
@@ -48,7 +65,8 @@ class Responder:
         for record in list(self.adopted.values()):
             kill_group(record)
 
-    def run(self, incident_id: str, folder: Path, alert: Alert, closing: Callable[[], bool]) -> None:
+    def run(self, incident_id: str, folder: Path, alert: Alert, closing: Callable[[], bool],
+            started: Callable[[], None] = lambda: None) -> None:
         """Run (or adopt) the incident's respond to its end and record a failure; RunNotStarted when it could
         not start, RuntimeError when serve stopped during it (the job then stays spooled)."""
         t0 = time.monotonic()
@@ -62,7 +80,7 @@ class Responder:
         if lock_fd is None:  # a respond from a previous serve still holds this incident's run lock
             failed, reason = self._adopt(incident_id, folder)
         else:
-            failed, reason = self._start_and_wait(incident_id, folder, alert, lock_fd)
+            failed, reason = self._start_and_wait(incident_id, folder, alert, lock_fd, started)
         elapsed = time.monotonic() - t0
         self.metrics.duration.observe(elapsed)
         index = read_index(folder) or {}
@@ -76,14 +94,11 @@ class Responder:
         self.log(f"{incident_id}: respond {'FAILED (' + reason + ')' if failed else 'done'} in {elapsed:.1f} s: "
                  f"{(read_index(folder) or {}).get('verdict') or (read_index(folder) or {}).get('status')}")
 
-    def _start_and_wait(self, incident_id: str, folder: Path, alert: _alerts.Alert,
-                        lock_fd: int) -> tuple[bool, str]:
+    def _start_and_wait(self, incident_id: str, folder: Path, alert: Alert, lock_fd: int,
+                        started: Callable[[], None]) -> tuple[bool, str]:
         """Start respond holding the incident's run lock (passed to it), note its pid, wait within the timeout."""
-        cmd = [*self.config.command, "respond", "--record-dir", str(folder), "--incident-id", incident_id,
-               "--output-dir", str(self.config.output_dir), "-q"]
-        mapped, _ = self.config.label_map.parameters_for(alert.labels)  # this service's values win over -p
-        for name, value in {**self.config.parameters, **mapped}.items():
-            cmd += ["-r", name, value] if isinstance(value, str) else ["-p", name, repr(value)]
+        cmd = [*self.config.command, *respond_args(self.config, alert, incident_id, str(folder),
+                                                   str(self.config.output_dir))]
         env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # kernels never see it
         try:
             with open(folder / "respond.log", "ab") as log:
@@ -101,6 +116,7 @@ class Responder:
         self.metrics.started.inc()
         self.metrics.running.inc()
         self.procs[incident_id] = proc
+        started()
         try:
             code = proc.wait(timeout=self.config.run_timeout_s)
             return code != 0, f"respond exited {code}" if code else ""

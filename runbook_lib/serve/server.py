@@ -43,7 +43,8 @@ from .history import recorded
 from .http import HttpServer, Request, Response
 from .metrics import ServeMetrics
 from .owned import RunLocks, StateLock
-from .runner import Responder, RunNotStarted
+from .dispatch import dispatcher_for
+from .runner import RunNotStarted
 from .spool import OPEN, RESOLVED, IncidentMap, Spool
 
 __all__ = ["DEFAULT_PORT", "DEFAULT_TOKEN_ENV", "AlertServer", "ServeConfig", "check_exposure", "is_loopback",
@@ -84,8 +85,8 @@ class AlertServer(HttpServer):
         self._busy: set[str] = set()
         self._cond = threading.Condition()
         self._workers: list[threading.Thread] = []
-        self.responder = Responder(config, self.metrics, self.runs, self.log)
-        self._slots = threading.Semaphore(max(1, config.workers))  # respond runs at once
+        self.responder = dispatcher_for(config, self.metrics, self.runs, self.log)  # local or kubernetes
+        self._slots = threading.Semaphore(self.responder.slots)  # respond runs (or Jobs followed) at once
         self._runs_waiting = 0  # run threads waiting for a slot (guarded by _cond)
         self._run_threads: set[threading.Thread] = set()
         self._failing: dict[str, str] = {}  # spool job name -> why its last attempt failed
@@ -239,6 +240,7 @@ class AlertServer(HttpServer):
             problems.append(f"spool {self.spool.dir} is not writable")
         if self.queued() >= self.config.queue_max:
             problems.append("queue full")
+        problems += self.responder.problems()  # e.g. the Kubernetes API unreachable (--dispatch kubernetes)
         failing = dict(self._failing)
         if failing:
             problems.append(f"{len(failing)} job(s) failing, retried with backoff; last: {list(failing.values())[-1]}")
@@ -409,7 +411,8 @@ class AlertServer(HttpServer):
             try:
                 while True:
                     try:
-                        self.responder.run(incident_id, folder, alert, lambda: self._closing)
+                        self.responder.run(incident_id, folder, alert, lambda: self._closing,
+                                           lambda: self._succeeded(job))  # started: not failing
                         break
                     except RunNotStarted as exc:
                         end = time.monotonic() + self._failed(job, "run", exc)

@@ -70,6 +70,8 @@ NOT_EMULATED = (
     "events.k8s.io/v1 and other resources are served from an empty store unless seeded; no "
     "garbage collection except deployment -> replicasets -> pods",
     "exec, attach, port-forward, proxy, eviction and `follow=true` logs (logs are returned at once)",
+    "no Job controller: batch/v1 Jobs are stored (create, get, list, watch, delete, 409 on a taken name), "
+    "but no pod runs and nothing sets their status unless a test does (`set_job_status`)",
     "TLS with a throwaway CA made at start (in the kubeconfig it writes); no client certificates, no "
     "other authentication than bearer tokens",
 )
@@ -485,7 +487,7 @@ class _Cluster:
                 obj["data"] = data
             obj.setdefault("type", "Opaque")
         template_spec = None
-        if info.plural in ("deployments", "replicasets", "statefulsets", "daemonsets"):
+        if info.plural in ("deployments", "replicasets", "statefulsets", "daemonsets", "jobs"):
             template_spec = _dig(obj, "spec.template.spec")
         elif info.plural == "pods":
             template_spec = obj.get("spec")
@@ -504,6 +506,10 @@ class _Cluster:
                                        'Invalid value: "": may not be specified when `value` is not empty'))
             if not template_spec.get("containers"):
                 causes.append((f"{prefix}.containers", "Required value"))
+            if info.plural == "jobs" and template_spec.get("restartPolicy") not in ("Never", "OnFailure"):
+                # the Job registry's own check (a Job's pods must not restart forever)
+                causes.append((f"{prefix}.restartPolicy", f'Unsupported value: "{template_spec.get("restartPolicy") or ""}"'
+                                                          ': supported values: "OnFailure", "Never"'))
             if causes:
                 name = _dig(obj, "metadata.name") or ""
                 group = f".{info.group}" if info.group else ""
@@ -1697,6 +1703,32 @@ class KubeEmulator:
     @property
     def mode(self) -> str:
         return self._mode
+
+    # ---- Jobs: no kubelet runs them; a test's stand-in runner reports what happened ----------
+    def set_job_status(self, name: str, namespace: str, outcome: str, reason: str = "", message: str = "") -> dict[str, Any]:
+        """Write a batch/v1 Job's status as the Job controller would: `outcome` "active" (started),
+        "succeeded" (Complete) or "failed" (Failed, with `reason`, e.g. DeadlineExceeded). Watchers see it."""
+        info = self.cluster.info("batch", "v1", "jobs")
+        cur = self.cluster._existing(info, namespace, name)
+        now = _iso(self.cluster.now())
+        status = dict(cur.get("status") or {})
+        status.setdefault("startTime", now)
+        if outcome == "active":
+            status["active"] = 1
+        elif outcome in ("succeeded", "failed"):
+            done = outcome == "succeeded"
+            status.pop("active", None)
+            status["succeeded" if done else "failed"] = 1
+            cond = {"type": "Complete" if done else "Failed", "status": "True", "lastProbeTime": now,
+                    "lastTransitionTime": now, "reason": reason or ("Completed" if done else "BackoffLimitExceeded"),
+                    "message": message or ("Reached expected number of succeedings" if done else
+                                           "Job has reached the specified backoff limit")}
+            status["conditions"] = [*(status.get("conditions") or []), cond]
+            if done:
+                status["completionTime"] = now
+        else:
+            raise ValueError(f"outcome {outcome!r}: expected active, succeeded or failed")
+        return self.cluster.replace(info, namespace, name, dict(cur, status=status), False, "status")
 
     # ---- auth ------------------------------------------------------------------------------
     def token(self, user: str = "ok") -> str:
