@@ -10,9 +10,9 @@ versions, and the undo command that restores the old version. No key is ever a p
 field or a log line.
 
 One module per provider, each importing its client library only when used (all optional):
-`vault` (HashiCorp Vault KV v2, `hvac`), `gcp` (GCP Secret Manager, `google-cloud-secret-manager`).
-AWS Secrets Manager is not offered: boto3's botocore pins python-dateutil < 3, which the
-kubernetes client (37) in the same environment cannot use (README, "Secret managers").
+`vault` (HashiCorp Vault KV v2, `hvac`), `gcp` (GCP Secret Manager, `google-cloud-secret-manager`),
+`aws` (AWS Secrets Manager, `boto3`; the environment pins kubernetes<37 so python-dateutil 2.9 serves
+both it and botocore: README, "Secret managers"). `spec.PROVIDERS` is the registry.
 """
 
-PROVIDERS = ("vault", "gcp")
+PROVIDERS = ("vault", "gcp", "aws")

@@ -1,4 +1,4 @@
-"""`runbook rotate-key`: rotate the Mistral API key in a secret manager (Vault KV v2 or GCP Secret Manager).
+"""`runbook rotate-key`: rotate the Mistral API key in a secret manager (Vault KV v2, GCP or AWS).
 
 The new key is tested against the Mistral API first; nothing is written without --apply-changes;
 with --incident the change (dry run or applied) is recorded in that incident's incident.json
@@ -20,7 +20,7 @@ from . import PROVIDERS
 
 def add_commands(sub: Any) -> None:
     """Register `rotate-key` on the `runbook` subparsers."""
-    p = sub.add_parser("rotate-key", help="rotate the Mistral API key in Vault or GCP Secret Manager: tested "
+    p = sub.add_parser("rotate-key", help="rotate the Mistral API key in Vault, GCP or AWS Secrets Manager: tested "
                                           "first, dry run unless --apply-changes, recorded with its undo")
     p.add_argument("--store", required=True, choices=PROVIDERS, help="the secret manager")
     p.add_argument("--new-key-env", default="NEW_MISTRAL_API_KEY", metavar="NAME",
@@ -43,27 +43,51 @@ def add_commands(sub: Any) -> None:
     g = p.add_argument_group("gcp (Application Default Credentials)")
     g.add_argument("--gcp-project", default="", help="project id")
     g.add_argument("--gcp-secret", default="", help="secret id, e.g. mistral-api-key")
+    a = p.add_argument_group("aws (boto3's standard chain: AWS_PROFILE, AWS_ACCESS_KEY_ID..., role; "
+                             "AWS_ENDPOINT_URL)")
+    a.add_argument("--aws-region", default="", help="(default: $AWS_REGION, else $AWS_DEFAULT_REGION)")
+    a.add_argument("--aws-secret-id", default="", help="secret name or ARN, e.g. prod/mistral-api-key")
+    a.add_argument("--aws-key", default="", help="the JSON field holding the key, when the SecretString is JSON "
+                                                "(default: the whole SecretString is the key)")
     p.set_defaults(func=run_rotate_key)
 
 
-def store_from_args(args: argparse.Namespace) -> Any:
-    """The chosen store, its options checked (a missing one is named)."""
+def _vault_from_args(args: argparse.Namespace) -> Any:
     from ..errors import ParameterError
+    from .vault import VaultStore
 
-    if args.store == "vault":
-        from .vault import VaultStore
+    if not args.vault_path:
+        raise ParameterError("--vault-path", "", "the secret's path under the mount, e.g. mistral/prod")
+    return VaultStore(args.vault_addr, args.vault_path, mount=args.vault_mount, key=args.vault_key,
+                      token_env=args.vault_token_env, namespace=args.vault_namespace, timeout_s=args.timeout,
+                      ca_bundle=args.ca_bundle)
 
-        if not args.vault_path:
-            raise ParameterError("--vault-path", "", "the secret's path under the mount, e.g. mistral/prod")
-        return VaultStore(args.vault_addr, args.vault_path, mount=args.vault_mount, key=args.vault_key,
-                          token_env=args.vault_token_env, namespace=args.vault_namespace, timeout_s=args.timeout,
-                          ca_bundle=args.ca_bundle)
+
+def _gcp_from_args(args: argparse.Namespace) -> Any:
+    from ..errors import ParameterError
     from .gcp import GcpSecretStore
 
     if not args.gcp_project or not args.gcp_secret:
         raise ParameterError("--gcp-project/--gcp-secret", "", "both, e.g. --gcp-project shop-prod "
                                                                "--gcp-secret mistral-api-key")
     return GcpSecretStore(args.gcp_project, args.gcp_secret, timeout_s=args.timeout)
+
+
+def _aws_from_args(args: argparse.Namespace) -> Any:
+    from ..errors import ParameterError
+    from .aws import AwsSecretStore
+
+    if not args.aws_secret_id:
+        raise ParameterError("--aws-secret-id", "", "the secret's name or ARN, e.g. prod/mistral-api-key")
+    return AwsSecretStore(args.aws_region, args.aws_secret_id, key=args.aws_key, timeout_s=args.timeout)
+
+
+FROM_ARGS = {"vault": _vault_from_args, "gcp": _gcp_from_args, "aws": _aws_from_args}
+
+
+def store_from_args(args: argparse.Namespace) -> Any:
+    """The chosen store, its options checked (a missing one is named)."""
+    return FROM_ARGS[args.store](args)
 
 
 def record_in_incident(folder: Path, change: dict[str, Any]) -> None:

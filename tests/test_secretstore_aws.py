@@ -1,0 +1,252 @@
+"""AWS Secrets Manager for the 401 rotation (issue 18), through boto3 against moto's server mode over real HTTP.
+
+`moto_server` runs as a separate process on a free port; boto3 reaches it only through AWS_ENDPOINT_URL (the
+standard variable the store reads nothing else for), with dummy credentials in the standard variables. What
+the store did is read back from moto by an independent boto3 client: the versions and their staging labels
+(AWSCURRENT, AWSPREVIOUS) and the values. The new key is tested first against the Mistral simulator. The old
+key, the new key and the AWS secret access key are planted and searched for in every output and written file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook_lib.errors import ParameterError
+from runbook_lib.records.incident import read_index, write_index
+from runbook_lib.secrets import fingerprint
+from runbook_lib.secretstores import spec as store_spec
+from runbook_lib.secretstores.aws import AwsSecretStore
+from runbook_lib.secretstores.base import mistral_key_test, rotate_key
+from runbook_lib.sim.mistral import MistralSimulator
+
+BIN = Path(sys.executable).parent
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory) -> Iterator[str]:
+    """moto's server mode, its own process on a free port, up within 30 s (else the fixture fails, saying so)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not start on {url} (exit {proc.poll()}, see {log.name})")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def planted(monkeypatch, moto_url) -> dict[str, str]:
+    """The secrets of a rotation (old key in the store; new key and AWS credentials in the standard variables)."""
+    s = {"old": "sk-old-" + secrets.token_urlsafe(24), "new": "sk-new-" + secrets.token_urlsafe(24),
+         "aws_secret": "aws-" + secrets.token_urlsafe(30)}
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NEW_MISTRAL_API_KEY", s["new"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTING0000000001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s["aws_secret"])
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")  # this machine's ~/.aws never takes part
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    return s
+
+
+@pytest.fixture
+def mistral(planted):
+    """The Mistral API simulator: the new key works, the old one is rejected (401)."""
+    with MistralSimulator(api_keys=[planted["new"]]) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sm(planted) -> Any:
+    """An independent boto3 client on moto: what the store did, read back."""
+    import boto3
+
+    return boto3.client("secretsmanager", region_name=REGION, endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+
+
+def new_secret(sm: Any, value: str) -> tuple[str, str]:
+    """A fresh secret (unique name: the moto server lives for the module) holding `value`: (name, version id)."""
+    name = f"prod/mistral-api-key-{secrets.token_hex(4)}"
+    resp = sm.create_secret(Name=name, SecretString=value)
+    return name, resp["VersionId"]
+
+
+def stages(sm: Any, name: str) -> dict[str, list[str]]:
+    """version id -> its staging labels, as moto holds them."""
+    versions = sm.list_secret_version_ids(SecretId=name, IncludeDeprecated=True)["Versions"]
+    return {v["VersionId"]: sorted(v.get("VersionStages") or []) for v in versions}
+
+
+def current(sm: Any, name: str, stage: str = "AWSCURRENT") -> str:
+    """The value a reader of `stage` gets. Asked by label, as the store and real readers do: moto 5.2 answers a
+    GetSecretValue without VersionStage from its own default version, which UpdateSecretVersionStage does not
+    move (real Secrets Manager resolves AWSCURRENT by label either way)."""
+    return sm.get_secret_value(SecretId=name, VersionStage=stage)["SecretString"]
+
+
+def assert_no_secret(planted: dict[str, str], *texts: str) -> None:
+    assert texts and all(isinstance(t, str) for t in texts)
+    for name, value in planted.items():
+        for form in (value, base64.b64encode(value.encode()).decode(), value[8:]):
+            for text in texts:
+                assert form not in text, f"the {name} secret (or its base64) is in an output"
+
+
+def test_dry_run_tests_the_key_and_changes_nothing(sm, mistral, planted):
+    name, v1 = new_secret(sm, planted["old"])
+    change = rotate_key(AwsSecretStore(REGION, name), "NEW_MISTRAL_API_KEY", test=mistral_key_test(mistral.url),
+                        operator="alice", incident="INC-7")
+    assert change.ok and change.dry_run_ok and not change.applied, change.finding
+    assert stages(sm, name) == {v1: ["AWSCURRENT"]}
+    assert current(sm, name) == planted["old"]
+    assert change.new_key_test["works"] is True and "HTTP 200" in change.new_key_test["seen"]
+    assert change.version_before == v1 and change.who == "alice" and change.identity.startswith("arn:aws:")
+    assert change.diff[0]["before"] == f"version {v1}: {fingerprint(planted['old'])}, {len(planted['old'])} chars"
+    assert fingerprint(planted["new"]) in change.diff[0]["after"]
+    assert 'printf %s "$NEW_MISTRAL_API_KEY" | aws secretsmanager put-secret-value' in change.command
+    assert f"--secret-id={name}" in change.command and f"--endpoint-url={os.environ['AWS_ENDPOINT_URL']}" in change.command
+    assert f"--move-to-version-id={v1}" in change.undo and "DescribeSecret answered" in change.note
+    assert_no_secret(planted, json.dumps(change.to_dict()))
+
+
+def run_undo(sm: Any, undo: str) -> None:
+    """The recorded undo command (`aws secretsmanager update-secret-version-stage ...`; no aws CLI is installed
+    for the venv) run through boto3's same operation with exactly its arguments."""
+    argv = shlex.split(undo)
+    assert argv[:3] == ["aws", "secretsmanager", "update-secret-version-stage"], undo
+    opts = dict(a[2:].split("=", 1) for a in argv[3:])
+    assert opts.pop("region") == REGION and opts.pop("endpoint-url") == os.environ["AWS_ENDPOINT_URL"]
+    sm.update_secret_version_stage(SecretId=opts.pop("secret-id"), VersionStage=opts.pop("version-stage"),
+                                   MoveToVersionId=opts.pop("move-to-version-id"),
+                                   RemoveFromVersionId=opts.pop("remove-from-version-id"))
+    assert opts == {}
+
+
+def test_applied_rotation_makes_a_new_current_keeps_the_old_as_previous_and_undo_restores(sm, mistral, planted):
+    name, v1 = new_secret(sm, planted["old"])
+    change = rotate_key(AwsSecretStore(REGION, name), "NEW_MISTRAL_API_KEY", test=mistral_key_test(mistral.url),
+                        apply_changes=True, operator="alice")
+    assert change.applied and change.verified and change.ok, change.finding
+    v2 = change.version_after
+    assert v2 and v2 != v1 and stages(sm, name) == {v1: ["AWSPREVIOUS"], v2: ["AWSCURRENT"]}
+    assert current(sm, name) == planted["new"]
+    assert current(sm, name, "AWSPREVIOUS") == planted["old"]
+    assert change.diff[0]["after"] == f"version {v2}: {fingerprint(planted['new'])}, {len(planted['new'])} chars"
+    assert f"Version {v1} is now AWSPREVIOUS" in change.note
+    assert_no_secret(planted, json.dumps(change.to_dict()))
+
+    run_undo(sm, change.undo)
+    assert current(sm, name) == planted["old"]
+    assert stages(sm, name) == {v1: ["AWSCURRENT"], v2: ["AWSPREVIOUS"]}
+
+
+def test_a_json_field_is_rotated_and_the_other_fields_kept(sm, mistral, planted):
+    name, v1 = new_secret(sm, json.dumps({"api-key": planted["old"], "org": "acme"}))
+    store = store_spec.make_store(store_spec.parse("secret_store", f"aws://{REGION}/{name}#api-key"))
+    dry = rotate_key(store, "NEW_MISTRAL_API_KEY", test=mistral_key_test(mistral.url))
+    assert dry.diff[0]["before"] == f"version {v1}: {fingerprint(planted['old'])}, {len(planted['old'])} chars"
+    assert "jq" in dry.command and "env.NEW_MISTRAL_API_KEY" in dry.command and stages(sm, name) == {v1: ["AWSCURRENT"]}
+    change = rotate_key(store, "NEW_MISTRAL_API_KEY", test=mistral_key_test(mistral.url), apply_changes=True)
+    assert change.applied and change.verified, change.finding
+    assert json.loads(current(sm, name)) == {"api-key": planted["new"], "org": "acme"}
+    assert_no_secret(planted, json.dumps(dry.to_dict()), json.dumps(change.to_dict()))
+
+
+def test_a_rejected_new_key_is_not_written(sm, mistral, planted, monkeypatch):
+    name, v1 = new_secret(sm, planted["old"])
+    monkeypatch.setenv("NEW_MISTRAL_API_KEY", "sk-revoked-" + secrets.token_urlsafe(16))
+    change = rotate_key(AwsSecretStore(REGION, name), "NEW_MISTRAL_API_KEY", test=mistral_key_test(mistral.url),
+                        apply_changes=True)
+    assert not change.applied and change.finding.status == "new_key_rejected"
+    assert stages(sm, name) == {v1: ["AWSCURRENT"]}
+
+
+def test_rotate_key_cli_records_fingerprints_only_in_every_written_file(sm, mistral, planted, tmp_path):
+    name, v1 = new_secret(sm, planted["old"])
+    out = tmp_path / "outputs"
+    folder = out / "20261205T100052Z-INC-9"
+    folder.mkdir(parents=True)
+    write_index(folder, {"id": "INC-9", "status": "diagnosed", "started_at": "2026-12-05T10:00:52Z",
+                         "changes_applied": []})
+    base = [str(BIN / "runbook"), "rotate-key", "--store", "aws", "--aws-secret-id", name, "--mistral-url",
+            mistral.url, "--incident", "INC-9", "--output-dir", str(out), "--operator", "alice"]
+    dry = subprocess.run(base, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert dry.returncode == 0 and "DRY RUN: may write" in dry.stdout, dry.stdout + dry.stderr
+    assert stages(sm, name) == {v1: ["AWSCURRENT"]}
+    done = subprocess.run(base + ["--apply-changes", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(done.stdout)
+    assert record["applied"] and record["verified"] and record["version_before"] == v1
+    assert current(sm, name) == planted["new"]
+    index = read_index(folder)
+    assert [c["applied"] for c in index["secret_store_changes"]] == [False, True]
+    assert index["changes_applied"][0]["undo"].startswith("aws secretsmanager update-secret-version-stage")
+    assert index["secret_store_changes"][1]["new_key_test"]["fingerprint"] == fingerprint(planted["new"])
+    show = subprocess.run([str(BIN / "runbook"), "show", "INC-9", "--output-dir", str(out)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert "rotate key in aws" in show.stdout and "update-secret-version-stage" in show.stdout, show.stdout + show.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert folder / "incident.json" in written
+    assert_no_secret(planted, dry.stdout, dry.stderr, done.stdout, done.stderr, show.stdout,
+                     *(p.read_bytes().decode("utf-8", "replace") for p in written))
+
+
+def test_a_missing_secret_and_bad_specs_are_named(sm, mistral, planted):
+    test = mistral_key_test(mistral.url)
+    missing = rotate_key(AwsSecretStore(REGION, "prod/no-such-secret"), "NEW_MISTRAL_API_KEY", test=test,
+                         apply_changes=True)
+    assert missing.finding.status == "not_found" and "ResourceNotFoundException" in missing.finding.message
+    assert not missing.applied
+    for bad in ("aws://eu-west-1/", "aws://Not_A_Region/x", "aws://eu-west-1/x?versionId=1", "aws://u:p@eu-west-1/x",
+                "aws://eu-west-1/white space"):
+        with pytest.raises(ParameterError, match="secret_store") as exc:
+            store_spec.parse("secret_store", bad)
+        assert "aws://REGION/SECRET" in str(exc.value)
+    with pytest.raises(ParameterError, match="aws_region"):
+        AwsSecretStore("us-east-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/k-AbCdEf")
+    cli = subprocess.run([str(BIN / "runbook"), "rotate-key", "--store", "aws"], capture_output=True, text=True,
+                         timeout=60)
+    assert cli.returncode != 0 and "--aws-secret-id" in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+
+
+def test_an_unreachable_endpoint_ends_in_a_finding(planted, mistral, dead_port, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead_port}")
+    change = rotate_key(AwsSecretStore(REGION, "prod/mistral-api-key", timeout_s=2), "NEW_MISTRAL_API_KEY",
+                        test=mistral_key_test(mistral.url), apply_changes=True)
+    assert change.finding.status == "unreachable" and not change.applied
+    assert f"127.0.0.1:{dead_port}" in change.finding.message and change.identity == ""
+    assert_no_secret(planted, json.dumps(change.to_dict()))
