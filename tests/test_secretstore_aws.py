@@ -250,3 +250,56 @@ def test_an_unreachable_endpoint_ends_in_a_finding(planted, mistral, dead_port, 
     assert change.finding.status == "unreachable" and not change.applied
     assert f"127.0.0.1:{dead_port}" in change.finding.message and change.identity == ""
     assert_no_secret(planted, json.dumps(change.to_dict()))
+
+
+# ---- runbook doctor ------------------------------------------------------------------------------------------
+def test_doctor_rows_for_the_secret_stores_say_configured_and_reachable_without_secrets(planted, tmp_path):
+    from fake_api_support import FakeServer, vault_app
+
+    token = "hvs." + secrets.token_urlsafe(24)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "VAULT_"))}
+    with FakeServer(vault_app(token)) as vault:
+        env.update(VAULT_ADDR=vault.url, VAULT_TOKEN=token)
+        out = subprocess.run([str(BIN / "runbook"), "doctor", "--json", "--timeout", "5"], capture_output=True,
+                             text=True, timeout=60, env=env, cwd=tmp_path)
+        env["VAULT_TOKEN"] = "hvs.not-the-token"
+        refused = subprocess.run([str(BIN / "runbook"), "doctor", "--json"], capture_output=True, text=True,
+                                 timeout=60, env=env, cwd=tmp_path)
+        asked = [r.headers.get("X-Vault-Token") for r in vault.requests if r.path == "/v1/auth/token/lookup-self"]
+    assert out.returncode == 0, out.stderr
+    rows = {r["integration"]: r for r in json.loads(out.stdout)}
+    aws_row, vault_row, gcp_row = rows["aws_secrets_manager"], rows["vault"], rows["gcp_secret_manager"]
+    assert aws_row["configured"] and aws_row["reachable"] is True and "ListSecrets" in aws_row["detail"], aws_row
+    assert aws_row["settings"]["AWS_REGION"] == REGION and aws_row["settings"]["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"]
+    assert fingerprint(planted["aws_secret"]) in aws_row["settings"]["AWS_SECRET_ACCESS_KEY"]
+    assert vault_row["configured"] and vault_row["reachable"] is True and "token-runbooks" in vault_row["detail"], vault_row
+    assert fingerprint(token) in vault_row["settings"]["VAULT_TOKEN"] and asked == [token, "hvs.not-the-token"]
+    assert not gcp_row["configured"] and gcp_row["reachable"] is None
+    vault_refused = {r["integration"]: r for r in json.loads(refused.stdout)}["vault"]
+    assert vault_refused["reachable"] is False and "403" in vault_refused["detail"], vault_refused
+    assert_no_secret({**planted, "vault_token": token}, out.stdout, out.stderr, refused.stdout, refused.stderr)
+
+
+def test_doctor_aws_row_with_an_unreachable_endpoint_or_refused_credentials(planted, dead_port, monkeypatch):
+    from runbook_lib.secretstores.doctor import AwsCheck
+
+    assert AwsCheck().probe(5)[0] is True  # moto accepts any credentials: the same check is green there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead_port}")
+    ok, detail = AwsCheck().probe(2)
+    assert ok is False and detail.startswith("unreachable: ") and f"127.0.0.1:{dead_port}" in detail, detail
+    monkeypatch.delenv("AWS_REGION")
+    conf = AwsCheck().configured()
+    assert not conf.ok and conf.missing == ["AWS_REGION"]
+    assert_no_secret(planted, detail, json.dumps(conf.settings))
+
+
+def test_the_core_works_without_boto3(tmp_path, planted):
+    code = ("import sys\nsys.modules['boto3'] = None\nsys.modules['botocore'] = None\n"
+            "from runbook_lib.cli import main\n"
+            "rc = main(['rotate-key', '--store', 'aws', '--aws-secret-id', 'prod/k', '--mistral-url', "
+            "'http://127.0.0.1:9', '--timeout', '1'])\n"
+            "from runbook_lib.secretstores.doctor import AwsCheck\n"
+            "print('RC', rc, AwsCheck().probe(1))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "RC 2 (False, \"boto3 is not installed" in out.stdout, out.stdout + out.stderr
+    assert "runbook: boto3 is not installed (an optional integration): .venv/bin/pip install -e '.[aws]'" in out.stderr

@@ -52,9 +52,10 @@ class SlackWebhook:
 
 def checks(webhook_env: str = WEBHOOK_ENV) -> list[Any]:
     """Everything the doctor looks at, in table order."""
+    from ..secretstores.doctor import checks as secret_store_checks  # issue 18: Vault, GCP, AWS
     from .providers import every
 
-    return [SlackWebhook(webhook_env), *every()]
+    return [SlackWebhook(webhook_env), *every(), *secret_store_checks()]
 
 
 def diagnose(timeout_s: float = 5.0, webhook_env: str = WEBHOOK_ENV) -> list[Row]:

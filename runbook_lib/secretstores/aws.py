@@ -53,6 +53,41 @@ def region_from_env() -> str:
     return next((os.environ[n].strip() for n in REGION_ENVS if os.environ.get(n, "").strip()), "")
 
 
+def make_client(service: str, region: str, timeout_s: float) -> Any:
+    """A boto3 client from the standard chain, `timeout_s` to connect and to read, one attempt (no retries)."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise MissingDependency("boto3", "aws") from None
+    config = Config(region_name=region, connect_timeout=timeout_s, read_timeout=timeout_s,
+                    retries={"max_attempts": 1, "mode": "standard"})
+    return boto3.session.Session().client(service, config=config)
+
+
+def probe(timeout_s: float) -> tuple[bool, str]:
+    """For `runbook doctor`: one ListSecrets (MaxResults=1, reads no value) in the environment's region: the
+    endpoint answers and the credentials are accepted. Named by error code or type, never by a message."""
+    try:
+        from botocore import exceptions as bx
+    except ImportError:
+        return False, "boto3 is not installed: .venv/bin/pip install -e '.[aws]'"
+    where = endpoint_from_env() or "AWS"
+    try:
+        make_client("secretsmanager", region_from_env(), timeout_s / 2).list_secrets(MaxResults=1)
+    except bx.ClientError as exc:
+        code = str((exc.response.get("Error") or {}).get("Code") or "")
+        if code in DENIED:
+            return True, (f"{where} answered; the credentials are accepted but may not ListSecrets ({code}); a "
+                          "rotation needs GetSecretValue, DescribeSecret, PutSecretValue on its secret")
+        return False, f"{where} answered {code}" + (": the credentials are refused" if code in BAD_CREDENTIALS else "")
+    except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError) as exc:
+        return False, f"no usable credentials in boto3's chain ({type(exc).__name__})"
+    except (bx.BotoCoreError, OSError) as exc:
+        return False, f"unreachable: {type(exc).__name__} from {where}"
+    return True, f"{where} answered ListSecrets: the credentials are accepted"
+
+
 class AwsSecretStore:
     """Secret `secret_id` in `region` ("" = the environment's); the key is the SecretString or its JSON `key`."""
 
@@ -88,14 +123,7 @@ class AwsSecretStore:
             return self._client
         if service == "sts" and self._sts is not None:
             return self._sts
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise MissingDependency("boto3", "aws") from None
-        config = Config(region_name=self.region, connect_timeout=self.timeout_s, read_timeout=self.timeout_s,
-                        retries={"max_attempts": 1, "mode": "standard"})
-        client = boto3.session.Session().client(service, config=config)
+        client = make_client(service, self.region, self.timeout_s)
         if service == "sts":
             self._sts = client
         else:
