@@ -41,6 +41,15 @@ def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """One notebook headless; an object-storage --output-dir gets the finished record (records/remote.py)."""
+    from .records.remote import check_retain_days, staged
+
+    retain = check_retain_days(args.retain_days, args.output_dir)
+    with staged(args.output_dir, retain) as local_root:
+        return _run(args, local_root)
+
+
+def _run(args: argparse.Namespace, output_root: str) -> int:
     from .errors import ParameterError
     from .run.execute import check_run_request, record_rejected_run, run_notebook
 
@@ -52,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                         cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout,
                                         flag_names=("--cell-timeout", "--run-timeout"))
     except ParameterError as exc:
-        rejected = record_rejected_run(args.notebook, parameters, exc, output_root=args.output_dir)
+        rejected = record_rejected_run(args.notebook, parameters, exc, output_root=output_root)
         print(f"FAILED: {exc}")
         print(f"record: {Path(rejected.record_dir) / (rejected.notebook + '.run.json')}")
         print(f"runbook: {exc}\nstatus: failed (refused before the run started; nothing was executed)",
@@ -60,14 +69,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     print(f"running {args.notebook} headless (each cell bounded by {args.cell_timeout} s, the whole run by "
           f"{run_timeout:g} s)...", file=sys.stderr)
-    result = run_notebook(args.notebook, parameters, output_root=args.output_dir,
+    result = run_notebook(args.notebook, parameters, output_root=output_root,
                           cell_timeout_s=args.cell_timeout, progress=not args.quiet, run_timeout_s=run_timeout)
     _print_result(result)
     return 0 if result.ok else 1
 
 
 def cmd_respond(args: argparse.Namespace) -> int:
-    """Triage, then the diagnosis it points to, in one incident folder."""
+    """Triage, then the diagnosis it points to, in one incident folder (uploaded when --output-dir is a URL)."""
+    from .records.remote import check_retain_days, staged
+
+    retain = check_retain_days(args.retain_days, args.output_dir)
+    with staged(args.output_dir, retain, also=[args.record_dir]) as local_root:
+        return _respond(args, local_root)
+
+
+def _respond(args: argparse.Namespace, output_root: str) -> int:
     from .errors import ParameterError
     from .run.respond import check_respond_request, record_rejected_respond, respond
 
@@ -79,13 +96,13 @@ def cmd_respond(args: argparse.Namespace) -> int:
     try:  # an unknown parameter name, a bad incident id or bound: refused before any kernel, as `run` does
         check_respond_request(parameters, cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout)
     except ParameterError as exc:
-        rejected = record_rejected_respond(parameters, exc, output_root=args.output_dir, folder=args.record_dir)
+        rejected = record_rejected_respond(parameters, exc, output_root=output_root, folder=args.record_dir)
         print(f"FAILED: {exc}")
         print(f"record: {Path(rejected['folder']) / 'incident.json'}")
         print(f"runbook: {exc}\nstatus: failed (refused before the run started; nothing was executed)",
               file=sys.stderr)
         return 2
-    index = respond(parameters, output_root=args.output_dir, progress=not args.quiet, folder=args.record_dir,
+    index = respond(parameters, output_root=output_root, progress=not args.quiet, folder=args.record_dir,
                     cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout)
     for nb in index["notebooks"]:
         print(f"{nb['name']}: {nb['verdict'] or nb['status'] + ' (' + str(nb['error']) + ')'}")
@@ -168,6 +185,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from .records import archive
     from .records.format import format_table
+    from .records.remote import is_url
 
     filters = {
         "status": archive.check_choice(args.status, archive.STATUSES, "--status") if args.status else None,
@@ -185,7 +203,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     bad = f"; {len(found.skipped)} unreadable folder(s) skipped (warnings above)" if found.skipped else ""
     if not found.incidents:
-        where = "" if Path(args.output_dir).is_dir() else " (the folder does not exist)"
+        where = "" if is_url(args.output_dir) or Path(args.output_dir).is_dir() else " (the folder does not exist)"
         print(f"no incidents recorded under {args.output_dir}{where}{bad}")
         return 0
     if rows:
@@ -219,7 +237,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"no incidents recorded under {args.output_dir}: nothing to report")
         return 0
     why = plots.missing()
-    plot = f"not drawn: {why}" if why else report.plot_report(rep, args.plot or Path(args.output_dir) / "report.png")
+    from .records.remote import is_url
+
+    default_plot = Path("report.png") if is_url(args.output_dir) else Path(args.output_dir) / "report.png"
+    plot = f"not drawn: {why}" if why else report.plot_report(rep, args.plot or default_plot)
     if args.json:
         print(json.dumps(report.report_json(rep), indent=2))
         print(f"plot: {plot}", file=sys.stderr)
@@ -386,6 +407,12 @@ def _lab_port_option() -> argparse.ArgumentParser:
     return _option("--port", type=int, default=8888, help="JupyterLab's port on 127.0.0.1 (default: 8888)")
 
 
+def _retain_days_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--retain-days", default=os.environ.get("RUNBOOK_RETAIN_DAYS") or None,
+                         help="with --output-dir s3://...: write the record under S3 Object Lock (COMPLIANCE) for "
+                              "N days; the bucket must have Object Lock (default: $RUNBOOK_RETAIN_DAYS, else none)")
+
+
 def _add_run_commands(sub: Any) -> None:
     """`run` one notebook, `respond` (triage, then its diagnosis)."""
     run = sub.add_parser("run", help="execute a runbook notebook headless into outputs/", parents=[
@@ -412,6 +439,8 @@ def _add_run_commands(sub: Any) -> None:
                                                                 "each notebook's own, as for run)"),
                                       _quiet_option()])
     respond.add_argument("--record-dir", help="an existing incident folder to run into (used by `runbook serve`)")
+    for command in (run, respond):  # issue 19: the archive on object storage
+        _retain_days_argument(command)
     respond.set_defaults(func=cmd_respond)
 
 
@@ -581,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # The optional packages and the extra that brings each (pyproject.toml): the embedded stack's
 # Kubernetes emulator, JupyterLab, the figures.
-EXTRA_OF = {"kmock": "sim", "jupyterlab": "lab", "matplotlib": "plots"}
+EXTRA_OF = {"kmock": "sim", "jupyterlab": "lab", "matplotlib": "plots",
+            "fsspec": "s3", "s3fs": "s3", "gcsfs": "gcs"}  # issue 19: --output-dir s3:// / gs://
 
 
 def _port_hint(exc: RunbookError) -> str:

@@ -1,0 +1,423 @@
+"""The archive on object storage (issue 19): `--output-dir s3://bucket/prefix` for run/respond and the archive commands.
+
+Runs never write to object storage while they execute: they run into a local staging folder
+(`staged`), and the finished record folder (notebooks, HTML, run.json, incident.json, bundles,
+the same redacted files a local run keeps) is uploaded under the URL, its index last, so a
+listing never sees an index whose files are not there yet. Reading stays bounded: `scan` is one
+listing of the prefix (1,000 folders a page) plus one small object per incident (its
+`incident.json`; a plain `runbook run` folder, without one, costs one more listing for its
+`*.run.json`). `show` and `verify` download the one incident folder they name and run the local
+code on it, so a record reads the same wherever it is stored.
+
+Credentials come only from the environment / the standard AWS chain (AWS_ENDPOINT_URL too), never
+from a parameter, and no message names more than the URL. fsspec and s3fs are the `[s3]` extra,
+imported only here and only for a URL. Every request is bounded (connect and read timeouts, two
+attempts). With `retain_days` the objects are written under S3 Object Lock (COMPLIANCE mode: no
+one, root included, can overwrite or delete them before the date); `verify` reports the retention.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..errors import ParameterError, RunbookError
+
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$")
+# the package each scheme needs (cli.EXTRA_OF names the extra that brings it)
+_MODULE_OF = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
+# s3fs asks each object's size (a HEAD) before a GET unless told to read it in one piece: small files
+_ONE_GET = {"max_concurrency": 1}
+RETAIN_ENV = "RUNBOOK_RETAIN_DAYS"
+RETAIN_MODE = "COMPLIANCE"
+MAX_RETAIN_DAYS = 36500
+# bounded requests: an unreachable endpoint fails in seconds, not after minutes of retries
+_S3_OPTIONS = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30,
+                                 "retries": {"max_attempts": 2, "mode": "standard"}}}
+
+
+def is_url(root: object) -> bool:
+    """An object-storage URL (`s3://...`, `gs://...`); `file://` and plain paths are local."""
+    m = _URL.match(str(root)) if isinstance(root, str) else None
+    return bool(m) and m.group(1) != "file"
+
+
+def _split(url: str) -> tuple[str, str]:
+    """(scheme, "bucket/prefix" without a trailing slash)."""
+    m = _URL.match(url)
+    if not m or not m.group(2).strip("/"):
+        raise ParameterError("--output-dir", url, "a local folder or an object-storage URL with a bucket, "
+                                                  "e.g. s3://bucket/prefix")
+    return m.group(1), m.group(2).strip("/")
+
+
+def _filesystem(url: str) -> Any:
+    """The fsspec filesystem for the URL's scheme; ModuleNotFoundError (named) when its extra is missing."""
+    scheme, _ = _split(url)
+    module = _MODULE_OF.get(scheme)
+    try:
+        import fsspec
+        if module:
+            __import__(module)
+        fs = fsspec.filesystem(scheme, **(_S3_OPTIONS if module == "s3fs" else {}))
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"No module named {module or exc.name!r}", name=module or exc.name) from None
+    except (ImportError, ValueError) as exc:  # fsspec: an unknown protocol
+        raise ParameterError("--output-dir", url, f"a local folder or an s3:// (or gs://) URL ({exc})") from None
+    if module == "s3fs":
+        fs.retries = 2  # s3fs's own retry loop around botocore's (default 5)
+    return fs
+
+
+def _failure(exc: BaseException, url: str, what: str) -> RunbookError:
+    """One line naming the parameter and the URL; never credentials (botocore's messages hold none)."""
+    name = type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else name
+    if "Credentials" in name or "credentials" in text.lower():
+        hint = "no usable credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role"
+    elif "connect" in text.lower() or "Endpoint" in name or "Timeout" in name:
+        hint = "the endpoint cannot be reached (check AWS_ENDPOINT_URL / the network)"
+    else:
+        hint = f"{name}: {text}"
+    return RunbookError(f"--output-dir {url}: cannot {what}: {hint}")
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a storage call raises: OS errors (s3fs translates most) and botocore's own."""
+    out: tuple[type[BaseException], ...] = (OSError, ValueError)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+        out += (BotoCoreError, ClientError)
+    except ImportError:
+        pass
+    return out
+
+
+def _bucket_exists(fs: Any, url: str) -> None:
+    """RunbookError naming the bucket when it is missing (or unreadable), bounded like every call."""
+    scheme, path = _split(url)
+    bucket = path.split("/", 1)[0]
+    try:
+        if scheme.startswith("s3"):
+            fs.call_s3("head_bucket", Bucket=bucket)
+        elif not fs.exists(bucket):
+            raise FileNotFoundError(bucket)
+    except FileNotFoundError:
+        raise RunbookError(f"--output-dir {url}: the bucket {bucket!r} does not exist (create it first)") from None
+    except _errors() as exc:
+        raise _failure(exc, url, f"reach the bucket {bucket!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def check_retain_days(value: object, output_dir: str) -> int | None:
+    """`--retain-days` (or $RUNBOOK_RETAIN_DAYS): 1..36500 days, only with an object-storage --output-dir."""
+    if value in (None, ""):
+        return None
+    try:
+        days = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
+    except ValueError:
+        days = 0
+    if not 1 <= days <= MAX_RETAIN_DAYS:
+        raise ParameterError("--retain-days", value, f"a whole number of days, 1..{MAX_RETAIN_DAYS}")
+    if not is_url(output_dir):
+        raise ParameterError("--retain-days", value, "used with an object-storage --output-dir (s3://bucket/prefix "
+                                                     "on a bucket with Object Lock); a local folder has no retention")
+    return days
+
+
+def object_lock_enabled(fs: Any, bucket: str) -> bool:
+    """Whether the bucket was created with S3 Object Lock (retention needs it)."""
+    try:
+        conf = fs.call_s3("get_object_lock_configuration", Bucket=bucket)
+    except (FileNotFoundError, PermissionError):
+        return False
+    except _errors() as exc:
+        if "ObjectLockConfigurationNotFound" in str(exc):
+            return False
+        raise
+    return conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+
+
+def preflight(url: str, retain_days: int | None = None) -> Any:
+    """Before any notebook runs: the extra installed, the endpoint reachable, the bucket there, Object Lock if asked."""
+    fs = _filesystem(url)
+    _bucket_exists(fs, url)
+    if retain_days:
+        scheme, path = _split(url)
+        bucket = path.split("/", 1)[0]
+        try:
+            locked = scheme.startswith("s3") and object_lock_enabled(fs, bucket)
+        except _errors() as exc:
+            raise _failure(exc, url, "read the bucket's Object Lock configuration") from None
+        if not locked:
+            raise ParameterError("--retain-days", retain_days, f"a bucket with S3 Object Lock enabled; {bucket!r} "
+                                                               "has none (create it with Object Lock, or drop "
+                                                               "--retain-days)")
+    return fs
+
+
+def upload(folder: str | Path, url: str, *, retain_days: int | None = None, fs: Any = None) -> str:
+    """Copy one finished record folder to `url/<folder name>/`, its index last; returns the folder's URL."""
+    from .archive import RUN_SUFFIX
+    from .incident import INDEX
+
+    folder = Path(folder)
+    fs = fs or _filesystem(url)
+    _, path = _split(url)
+    dest = f"{path}/{folder.name}"
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    last = [p for p in files if p.parent == folder and (p.name == INDEX or p.name.endswith(RUN_SUFFIX))]
+    extra: dict[str, Any] = {}
+    if retain_days:
+        extra = {"ObjectLockMode": RETAIN_MODE,
+                 "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=retain_days)}
+    try:
+        for batch in ([p for p in files if p not in last], sorted(last, key=lambda p: p.name == INDEX)):
+            if batch:
+                fs.put([str(p) for p in batch], [f"{dest}/{p.relative_to(folder).as_posix()}" for p in batch],
+                       **extra)
+    except _errors() as exc:
+        raise _failure(exc, url, f"upload {folder.name}") from None
+    return f"{_split(url)[0]}://{dest}"
+
+
+@contextmanager
+def staged(output_dir: str, retain_days: int | None = None,
+           also: list[str | Path] | None = None) -> Iterator[str]:
+    """The local root a run writes into: `output_dir` itself when local (nothing else happens), else a
+    staging folder whose record folders are uploaded under the URL when the run ends (then removed;
+    kept, and named, when the upload fails, so no record is lost). `also`: folders outside it to upload.
+    """
+    if not is_url(output_dir):
+        yield output_dir
+        return
+    import shutil
+    import tempfile
+
+    fs = preflight(output_dir, retain_days)
+    stage = tempfile.mkdtemp(prefix="runbook-stage-")
+    try:
+        yield stage
+    finally:
+        folders = [p for p in sorted(Path(stage).iterdir()) if p.is_dir()] + [Path(p) for p in also or [] if p]
+        try:
+            for folder in folders:
+                where = upload(folder, output_dir, retain_days=retain_days, fs=fs)
+                kept = f" (retained {retain_days} day(s), {RETAIN_MODE})" if retain_days else ""
+                print(f"archived: {where}/{kept}", file=sys.stderr)
+        except RunbookError as exc:
+            raise RunbookError(f"{exc}; the record is kept at {stage}") from None
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _parse(name: str, data: Any) -> Any:
+    """JSON bytes, or the archive's one-line reason (archive._BadRecord)."""
+    import json
+
+    from .archive import _BadRecord
+
+    if isinstance(data, FileNotFoundError):
+        return None
+    if isinstance(data, BaseException):
+        raise _BadRecord(f"{name} cannot be read ({type(data).__name__}: {data})")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRecord(f"{name} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _BadRecord(f"{name} is nested too deeply to read") from None
+
+
+def _folders(fs: Any, url: str) -> list[str]:
+    """The record folders under the URL ("bucket/prefix/name"), from one (paged) listing."""
+    _, path = _split(url)
+    try:
+        entries = fs.ls(path, detail=True, refresh=True)
+    except FileNotFoundError:  # an empty prefix, or no bucket: say which
+        _bucket_exists(fs, url)
+        return []
+    except _errors() as exc:
+        raise _failure(exc, url, "list the archive") from None
+    return sorted(e["name"].rstrip("/") for e in entries if e.get("type") == "directory"
+                  and not e["name"].rstrip("/").rsplit("/", 1)[-1].startswith("."))
+
+
+def scan_url(url: str, *, warn: bool = True) -> Any:
+    """archive.scan for an object-storage URL: one listing, then each folder's incident.json (fetched at once)."""
+    from . import archive
+    from .incident import INDEX
+
+    fs = _filesystem(url)
+    scheme, _ = _split(url)
+    out = archive.Scan()
+    folders = _folders(fs, url)
+    try:
+        indexes = fs.cat([f"{f}/{INDEX}" for f in folders], on_error="return", **_ONE_GET) if folders else {}
+    except _errors() as exc:
+        raise _failure(exc, url, "read the incident indexes") from None
+    for folder in folders:
+        name = folder.rsplit("/", 1)[-1]
+        where = f"{scheme}://{folder}"
+        try:
+            loaded = _loaded(fs, folder, indexes.get(f"{folder}/{INDEX}", FileNotFoundError()))
+            if loaded is None:
+                if not archive._STAMP.match(name):
+                    continue
+                raise archive._BadRecord(f"no {INDEX} or *{archive.RUN_SUFFIX} (an upload cut short?)")
+            summary = archive._summary(Path(name), *loaded)
+            summary["folder"] = where
+            out.incidents.append(summary)
+        except archive._BadRecord as exc:
+            out.skipped.append((where, str(exc)))
+            if warn:
+                archive._warn(where, str(exc))
+    out.incidents.sort(key=lambda s: (s["start"] or "", s["name"]), reverse=True)
+    return out
+
+
+def _loaded(fs: Any, folder: str, index_bytes: Any) -> tuple[str, dict[str, Any]] | None:
+    """("incident", index) or ("run", merged run.json records), like archive._load."""
+    from . import archive
+    from .incident import INDEX
+
+    index = _parse(INDEX, index_bytes)
+    if index is not None:
+        if not isinstance(index, dict):
+            raise archive._BadRecord(f"{INDEX} is not a JSON object")
+        return "incident", index
+    try:  # a plain run's folder: one more listing for its *.run.json
+        names = sorted(n for n in fs.ls(folder, detail=False) if n.endswith(archive.RUN_SUFFIX)
+                       and not n.rsplit("/", 1)[-1].startswith("."))
+        blobs = fs.cat(names, on_error="return", **_ONE_GET) if names else {}
+    except _errors() as exc:
+        raise archive._BadRecord(f"cannot be listed ({type(exc).__name__}: {exc})") from None
+    runs = []
+    for name in names:
+        run = _parse(name.rsplit("/", 1)[-1], blobs.get(name, FileNotFoundError()))
+        if run is not None and not isinstance(run, dict):
+            raise archive._BadRecord(f"{name.rsplit('/', 1)[-1]} is not a JSON object")
+        if run is not None:
+            runs.append(run)
+    return ("run", archive._merge_runs(runs)) if runs else None
+
+
+def _pick(url: str, ref: str | Path, found: Any) -> str:
+    """The folder URL `ref` names: its URL, a folder name, or an id (an incident before a plain run, newest)."""
+    text = str(ref).rstrip("/")
+    by_name = {s["name"]: s["folder"] for s in found.incidents}
+    if is_url(text):
+        text = text.rsplit("/", 1)[-1]
+    if text in by_name:
+        return by_name[text]
+    same = sorted((s for s in found.incidents if s["id"] == text), key=lambda s: s.get("kind") != "incident")
+    if same:
+        return same[0]["folder"]
+    known = list(dict.fromkeys(s["id"] for s in found.incidents))
+    shown = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+    raise ParameterError("incident", str(ref), f"an incident id or folder name under {url}; known: "
+                                               f"{shown or 'none (no records)'}")
+
+
+@contextmanager
+def _downloaded(fs: Any, folder_url: str) -> Iterator[Path]:
+    """The one incident folder copied into a temporary local root (removed afterwards)."""
+    import tempfile
+
+    _, path = _split(folder_url)
+    name = path.rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory(prefix="runbook-archive-") as tmp:
+        try:
+            fs.get(path + "/", str(Path(tmp) / name) + "/", recursive=True)
+        except _errors() as exc:
+            raise _failure(exc, folder_url, "download the incident") from None
+        yield Path(tmp) / name
+
+
+def _to_url(value: Any, local: Path, folder_url: str) -> Any:
+    """Local temporary paths in a result rewritten to their object-storage URLs."""
+    if isinstance(value, str):
+        return value.replace(str(local), folder_url)
+    if isinstance(value, dict):
+        return {k: _to_url(v, local, folder_url) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_url(v, local, folder_url) for v in value]
+    return value
+
+
+def show_url(url: str, ref: str | Path) -> dict[str, Any]:
+    """archive.show for a URL: the incident folder read from a temporary copy, its paths given as URLs."""
+    from . import archive
+
+    fs = _filesystem(url)
+    found = scan_url(url, warn=False)
+    folder_url = _pick(url, ref, found)
+    with _downloaded(fs, folder_url) as local:
+        detail = _to_url(archive.show(local.parent, local.name), local, folder_url)
+    detail["others"] = [{"folder": s["folder"], "name": s["name"], "start": s["start"], "status": s["status"]}
+                        for s in found.incidents if s["id"] == detail["id"] and s["folder"] != folder_url]
+    return detail
+
+
+def retention(fs: Any, folder_url: str) -> tuple[list[str], list[str]]:
+    """(problems, notes) about the S3 Object Lock retention of every object in the incident folder."""
+    scheme, path = _split(folder_url)
+    if not scheme.startswith("s3"):
+        return [], [f"retention: not checked ({scheme}:// has no S3 Object Lock)"]
+    bucket = path.split("/", 1)[0]
+    if not object_lock_enabled(fs, bucket):
+        return [], [f"retention: none (the bucket {bucket!r} has no S3 Object Lock; the objects can be rewritten)"]
+    keys = [k for k in fs.find(path) if not k.endswith("/")]
+    held, bare = [], []
+    for key in keys:
+        # HEAD carries the retention (x-amz-object-lock-*): one request per object, as GetObjectRetention
+        head = fs.call_s3("head_object", Bucket=bucket, Key=key.split("/", 1)[1])
+        until = head.get("ObjectLockRetainUntilDate")
+        got = {"Mode": head.get("ObjectLockMode"), "Until": until.astimezone(UTC)} if until else {}
+        (held if got else bare).append((key, got))
+    now = datetime.now(UTC)
+    notes, problems = [], []
+    if held:
+        modes = sorted({g["Mode"] or "?" for _, g in held})
+        until = min(g["Until"] for _, g in held)
+        state = "in force" if until > now else "EXPIRED"
+        notes.append(f"retention: {'/'.join(modes)} until {until.isoformat(timespec='seconds')} ({state}) on "
+                     f"{len(held)} of {len(keys)} object(s)")
+    if bare:
+        problems += [f"{k}: no Object Lock retention (it can be rewritten)" for k, _ in bare]
+    return problems, notes
+
+
+def verify_url(url: str, ref: str | Path, public_key: Any | None = None) -> list[Any]:
+    """records.verify for a URL: the incident's bundles re-hashed from a temporary copy, plus its retention."""
+    from .verify import verify
+
+    root = url
+    if is_url(str(ref)) and not is_url(url):  # `runbook verify s3://bucket/prefix/INC-...`
+        root = str(ref).rstrip("/").rsplit("/", 1)[0]
+    fs = _filesystem(root)
+    folder_url = _pick(root, ref, scan_url(root, warn=False))
+    with _downloaded(fs, folder_url) as local:
+        results = verify(local.parent, local.name, public_key)
+        for result in results:
+            result.target = _to_url(result.target, local, folder_url)
+            result.problems = _to_url(result.problems, local, folder_url)
+            result.notes = _to_url(result.notes, local, folder_url)
+    try:
+        problems, notes = retention(fs, folder_url)
+    except _errors() as exc:
+        raise _failure(exc, folder_url, "read the objects' retention") from None
+    if results:
+        results[0].problems += problems
+        results[0].notes += notes
+    return results
