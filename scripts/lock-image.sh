@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates deploy/constraints.txt: every package the image installs (deploy/Dockerfile: the core,
-# papermill[s3,gcs], kubernetes<37), resolved by pip for Python 3.11 without installing anything.
+# with its [s3] extra, papermill[s3,gcs], kubernetes<37), resolved by pip for Python 3.11 without installing anything.
 # Run after changing pyproject.toml's dependencies; tests/test_deploy_manifests.py checks the pins
 # against pyproject.toml.
 set -euo pipefail
@@ -10,7 +10,7 @@ trap 'rm -rf "$tmp"' EXIT
 python3.11 -m venv "$tmp/venv" 2>/dev/null || python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet --upgrade pip
 "$tmp/venv/bin/pip" install --dry-run --ignore-installed --quiet --report "$tmp/report.json" \
-  . 'papermill[s3,gcs]' 'kubernetes<37'
+  '.[s3]' 'papermill[s3,gcs]' 'kubernetes<37'
 "$tmp/venv/bin/python" - "$tmp/report.json" > deploy/constraints.txt <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
