@@ -303,3 +303,69 @@ def test_the_core_works_without_boto3(tmp_path, planted):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert "RC 2 (False, \"boto3 is not installed" in out.stdout, out.stdout + out.stderr
     assert "runbook: boto3 is not installed (an optional integration): .venv/bin/pip install -e '.[aws]'" in out.stderr
+
+
+# ---- the 401 runbook with secret_store=aws://... -----------------------------------------------------------
+class ExternalSecretsSync:
+    """What External Secrets does at its refresh (remoteRef property `api-key`), on a thread: copy that field of
+    the secret's AWSCURRENT (read by label from moto) into the Kubernetes Secret the pods read when they differ."""
+
+    def __init__(self, kube: Any, sm: Any, name: str, namespace: str = "default") -> None:
+        import threading
+
+        self.kube, self.sm, self.name, self.ns = kube, sm, name, namespace
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        c = self.kube.cluster
+        info = c.info("", "v1", "secrets")
+        while not self.stop.wait(0.2):
+            value = base64.b64encode(json.loads(current(self.sm, self.name))["api-key"].encode()).decode()
+            with c.lock:
+                cur = c.get(info, self.ns, "mistral-secrets")
+                if cur.setdefault("data", {}).get("api-key") != value:
+                    cur["data"]["api-key"] = value
+                    c.replace(info, self.ns, "mistral-secrets", cur, False)
+
+    def __enter__(self) -> ExternalSecretsSync:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.notebook
+def test_diagnose_auth_rotates_in_aws_waits_for_the_sync_then_restarts(cluster_stack, api_key, planted, sm,
+                                                                        monkeypatch, run_runbook):
+    from runbook_lib.record import read_records
+
+    st = cluster_stack
+    new_key = "sim-" + secrets.token_urlsafe(24)
+    monkeypatch.setenv("NEW_MISTRAL_API_KEY", new_key)
+    st.mistral.set_api_keys([new_key])  # the old key is revoked at Mistral
+    name, v1 = new_secret(sm, json.dumps({"api-key": api_key, "org": "acme"}))
+    dep = st.kube.get("apps/v1/deployments", "mistral-service", "default")
+    rev = int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+    with ExternalSecretsSync(st.kube, sm, name):
+        done = run_runbook("diagnose_auth", st, secret_store=f"aws://{REGION}/{name}#api-key", operator="alice",
+                           apply_changes=True)
+    assert done.ok, done.error
+    rec = read_records(done.notebook_path)
+    rot = rec["change_rotate_secret"]
+    assert rot["provider"] == "aws" and rot["applied"] and rot["verified"] and rot["version_before"] == v1, rot
+    assert rot["diff"][0]["before"] == f"version {v1}: {fingerprint(api_key)}, {len(api_key)} chars"
+    assert f"--move-to-version-id={v1}" in rot["undo"]
+    assert json.loads(current(sm, name)) == {"api-key": new_key, "org": "acme"}
+    assert stages(sm, name)[v1] == ["AWSPREVIOUS"]
+    assert rec["secret_sync"]["synced"] is True and rec["change_rollout_restart"]["applied"] is True
+    dep = st.kube.get("apps/v1/deployments", "mistral-service", "default")
+    assert int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"]) > rev
+    pieces = {k[i:i + 8] for k in (api_key, new_key, planted["aws_secret"]) for i in range(len(k) - 7)}
+    files = [p for p in Path(done.record_dir).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ipynb" for p in files)
+    for p in files:
+        text = p.read_text("utf-8", errors="replace")
+        assert not [piece for piece in pieces if piece in text], f"{p.name} holds a piece of a key"
