@@ -143,5 +143,23 @@ def test_measured_impact_levels():
     assert severity.from_impact(minor)[0] == "P3" and severity.from_impact({"found": False}) is None
 
 
+def test_the_postmortem_raises_to_the_measurement_and_lowers_only_when_no_call_failed():
+    outage = {"found": True, "bad_requests": 140, "failed_requests": 140, "requests": 150, "duration_s": 15}
+    # a total outage measured with the episode's edges (93% failed): declared P1 stands, not "degraded"
+    assert severity.reassess("P1", outage) is None
+    # declared P3 by a triage that saw little: raised
+    assert severity.reassess("P3", outage)[0] == "P2"
+    # declared P1 ("calls hang") but every call was answered, slowly: lowered to high latency, saying why
+    slow = {"found": True, "bad_requests": 20, "failed_requests": 0, "requests": 20, "duration_s": 16}
+    level, why = severity.reassess("P1", slow)
+    assert level == "P2" and why.startswith("re-assessed from the whole episode (declared P1)") and "0 failed" in why
+    # too few calls to refute anything, or nothing measured: the declared level stands
+    assert severity.reassess("P1", {**slow, "bad_requests": 5, "requests": 5}) is None
+    assert severity.reassess("P1", {"found": False}) is None
+    # a hang: nothing answered in time and some calls timed out is an outage even if not all "failed"
+    hang = {"found": True, "bad_requests": 12, "failed_requests": 8, "requests": 12, "duration_s": 16}
+    assert severity.reassess("P2", hang)[0] == "P1"
+
+
 def test_worse_orders_levels():
     assert severity.worse("P2", "P1") == "P1" and severity.worse(None, "P3") == "P3" and severity.worse(None, None) is None

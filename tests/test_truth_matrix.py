@@ -151,8 +151,15 @@ def test_truth_matrix(series, api_key, tmp_path, require_binary):
         check(index.get("status") == "resolved" and index.get("resolved_at") == imp["end"],
               f"status {index.get('status')} resolved_at {index.get('resolved_at')} vs impact end {imp['end']}")
         problems.extend(f"{mode}: {p}" for p in _entry_point_problems(folder, index))
-        check(history[0]["by"] == "triage" and [h["to"] for h in history] == sorted(
-            [h["to"] for h in history], reverse=True), f"severity only rises during a response: {history}")
+        response = [h for h in history if h["by"] != "postmortem"]
+        check(history[0]["by"] == "triage" and [h["to"] for h in response] == sorted(
+            [h["to"] for h in response], reverse=True), f"severity only rises during a response: {history}")
+        # the final level is the seed table's for what users really got (the postmortem re-assesses it
+        # from the whole episode: a slow API looked like a hang at triage and stayed P1 with no call failed)
+        truth_level = truth.level()
+        check(truth_level is None or sev["index"] == truth_level,
+              f"severity {sev['index']} but the truth is {truth_level} ({truth.failed_calls} failed, "
+              f"{truth.bad_calls} bad of {truth.calls} calls); history {history}")
         check(f"**Severity:** {sev['index']}" in sev["postmortem"], "postmortem severity differs from the index")
     for row in rows:  # printed in the end-of-run summary (conftest), found vs truth
         add_totals("truth", **json.loads(json.dumps(row, default=str)))

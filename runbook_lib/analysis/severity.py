@@ -167,6 +167,31 @@ def from_impact(impact: dict[str, Any]) -> tuple[str, str] | None:
     # the table: P1 = requests failing; slow but answered calls are "high latency", P2
     if failed / total >= 0.99:
         return "P1", f"complete outage: {span}"
+    if bad == total and failed > 0:  # a hang: what did not time out was answered only after it ended
+        return "P1", f"complete outage: no call was answered in time during the episode, {span}"
     if bad / total >= DEGRADED_ERROR_FRACTION:
         return "P2", f"degraded: {bad / total:.0%} of calls bad, {span}"
     return "P3", f"minor impact: {bad / total:.0%} of calls bad, {span}"
+
+
+MIN_CALLS_TO_REASSESS = 10  # fewer calls in the measured episode: the declared level stands
+
+
+def reassess(declared: str | None, impact: dict[str, Any]) -> tuple[str, str] | None:
+    """The level the postmortem sets from the whole measured episode, with why; None to keep `declared`.
+
+    Raised to what the measurement supports; lowered only when it refutes the declared level
+    outright: no call failed in an episode of at least MIN_CALLS_TO_REASSESS calls. Triage judges
+    from seconds of evidence (a slow API looks like a hang until its calls complete, and was left at
+    P1 while no call failed); the episode's edges dilute the shares otherwise (150 calls, 140 failed,
+    for a total outage), so a share below P1's is no reason to lower.
+    """
+    measured = from_impact(impact)
+    if measured is None or measured[0] == declared:
+        return None
+    if worse(declared, measured[0]) != declared:
+        return measured
+    calls = max(int(impact.get("requests") or 0), int(impact.get("bad_requests") or 0))
+    if calls >= MIN_CALLS_TO_REASSESS and not int(impact.get("failed_requests") or 0):
+        return measured[0], f"re-assessed from the whole episode (declared {declared}): {measured[1]}"
+    return None

@@ -225,7 +225,8 @@ class PostmortemRun:
     def lifecycle(self) -> dict[str, Any]:
         """The incident's severity from the whole measured impact, and its status once the impact ended.
 
-        Severity only rises here (a change is an event in the history, by "postmortem"); the status
+        Severity follows the whole measured impact as `severity.reassess` rules (raised to it; lowered
+        only when no call failed); a change is an event in the history, by "postmortem". The status
         becomes `resolved` (with `resolved_at` = the impact end, and `mitigated_at` when a change
         preceded it) only when the data runs past the end, so an ongoing incident is never closed.
         """
@@ -233,12 +234,12 @@ class PostmortemRun:
         out: dict[str, Any] = {"severity": self.data.index.get("severity"), "status": self.data.index.get("status")}
         if folder is None or not self.impact.get("found"):
             return out
-        from ..analysis.severity import from_impact, worse
+        from ..analysis.severity import reassess
         from ..records.incident import edit_index, set_severity
 
-        measured = from_impact(self.impact)
-        if measured and worse(out["severity"], measured[0]) != out["severity"]:
-            out["severity"] = set_severity(folder, measured[0], by="postmortem", why=measured[1])["severity"]
+        change = reassess(out["severity"], self.impact)
+        if change:
+            out["severity"] = set_severity(folder, change[0], by="postmortem", why=change[1])["severity"]
         last_sample = self.steps.index.max() if self.steps is not None and not self.steps.empty else None
         import pandas as pd
 

@@ -124,7 +124,9 @@ def render_markdown(data: IncidentData, impact: dict[str, Any], timings: dict[st
              f"**Date:** {date}  ",
              f"**Duration of impact:** {human(impact.get('duration_s')) if found else '_(to fill: not measured)_'}  ",
              f"**Severity:** {severity}"
-             + (f" (history: {' -> '.join(h['to'] for h in history)})" if len(history) > 1 else "") + "  ",
+             + (f" (history: {' -> '.join(h['to'] for h in history)})" if len(history) > 1 else "")
+             + (f"; {history[-1]['why']}" if len(history) > 1 and history[-1].get("by") == "postmortem" else "")
+             + "  ",
              f"**Incident Commander:** {ic or '_(to fill)_'}"
              + (f" (runbooks run by {idx['operator']})" if idx.get("operator") and idx.get("operator") != ic else "")
              + "  ",
