@@ -221,6 +221,7 @@ def test_restart_mid_run_adopts_the_job_never_creates_a_second(kube, tmp_path):
         assert wait_until(lambda: metric(url, "runbook_serve_runs_adopted_total") == 1, 20), \
             (tmp_path / "again.log").read_text()
         assert _creates(kube, ns) == [201, 409] and len(serve_jobs(kube, ns)) == 1
+        assert f"1 of serve's Jobs in namespace {ns}, 1 unfinished" in (tmp_path / "again.log").read_text()
         assert metric(url, "runbook_serve_runs_started_total") == 0
         kube.set_job_status(serve_jobs(kube, ns)[0]["metadata"]["name"], ns, "succeeded")
         assert wait_until(lambda: metric(url, "runbook_serve_spool_jobs") == 0, 20)
@@ -257,3 +258,35 @@ def test_api_unreachable_alert_stays_spooled_readyz_says_why_then_retried(kube, 
     finally:
         kube.set_mode("ok")
         stop(proc)
+
+
+def test_a_forbidden_create_is_named_in_readyz_and_the_alert_stays_spooled(kube, tmp_path):
+    ns = "dispatch-forbidden"
+    viewer = kube.write_kubeconfig(tmp_path / "kubeconfig-viewer", user="viewer")  # reads, cannot create
+    outputs, port = tmp_path / "outputs", free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_serve(outputs, None, port, *dispatch_args(viewer, ns))
+    try:
+        assert post(url, payload(_alerts()[2])).json()["accepted"] == 1
+        assert wait_until(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 503, 20)
+        problems = " ".join(httpx.get(f"{url}/readyz", timeout=5).json()["problems"])
+        assert "may not `create` `jobs.batch`" in problems and "403" in problems, problems
+        assert serve_jobs(kube, ns) == [] and metric(url, "runbook_serve_spool_jobs") == 1
+    finally:
+        assert stop(proc) == 0
+    assert len(list((outputs / ".serve" / "spool").glob("*.json"))) == 1  # kept for the next start
+
+
+@pytest.mark.parametrize("extra, option", [(["--dispatch", "nomad"], "--dispatch"),
+                                           (["--dispatch", "kubernetes"], "--job-image"),
+                                           (["--dispatch", "kubernetes", "--job-image", "x", "--job-namespace", "Bad_NS"],
+                                            "--job-namespace"),
+                                           (["--dispatch", "kubernetes", "--job-image", "x", "--max-jobs", "0"],
+                                            "--max-jobs")])
+def test_bad_dispatch_options_are_refused_naming_the_option(tmp_path, extra, option):
+    from serve_support import serve_cmd
+
+    done = subprocess.run(serve_cmd(tmp_path / "outputs", None, free_port(), *extra), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and f"'{option}'" in done.stderr, done.stderr
+    assert not (tmp_path / "outputs").exists()  # refused before anything was created

@@ -169,8 +169,10 @@ class JobDispatcher:
         self._listed_at = 0.0  # time.monotonic() of the last successful list
         self._problem = ""
         self._cluster: Any = None
+        self._connect_lock = threading.Lock()
         self._poller: threading.Thread | None = None
         self._stopping = False
+        self.reconcile()
 
     # -- the server's side -------------------------------------------------------------------
     def running(self) -> int:
@@ -239,6 +241,10 @@ class JobDispatcher:
 
     # -- the cluster's side ------------------------------------------------------------------
     def _connect(self) -> Any:
+        with self._connect_lock:  # the poller and the first runs ask at once: one connection
+            return self._connect_once()
+
+    def _connect_once(self) -> Any:
         if self._cluster is None:
             from ..kube import connect
 
@@ -300,16 +306,28 @@ class JobDispatcher:
                 self._poller = threading.Thread(target=self._poll, name="serve-jobs", daemon=True)
                 self._poller.start()
 
+    def reconcile(self) -> None:
+        """At start: what serve's Jobs the cluster holds, in the log (unfinished incidents in the spool
+        meet theirs on create: 409, adopted). Never blocks the start: done by the poller."""
+        self._ensure_poller()
+
     def _poll(self) -> None:
         """One LIST of serve's Jobs per poll while any is followed: every follower reads its Job from it."""
+        first = True
         while True:
             with self._cond:
-                while not self._followed and not self._stopping:
+                while not self._followed and not self._stopping and not first:
                     self._cond.wait(5)
                 if self._stopping:
                     return
             started = time.monotonic()
             data, finding = self._call("list jobs", "list")
+            if first and finding is None:
+                items = (data or {}).get("items") or []
+                self.log(f"dispatch: {len(items)} of serve's Jobs in namespace {self.settings.namespace}, "
+                         f"{sum(job_outcome(j) is None for j in items)} unfinished; a spooled incident whose Job is "
+                         "there adopts it")
+            first = False
             with self._cond:
                 if finding is None:
                     self._seen = {str((j.get("metadata") or {}).get("name")): j for j in (data or {}).get("items") or []}

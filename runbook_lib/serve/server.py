@@ -573,7 +573,8 @@ class AlertServer(HttpServer):
             index.update(recorded(index, job.alert, job.received_at, job.path.name))
 
     def log(self, message: str) -> None:
-        print(f"{_now()} serve: {message}", file=self._log_stream, flush=True)
+        self._log_stream.write(f"{_now()} serve: {message}\n")  # one write: lines of two threads never interleave
+        self._log_stream.flush()
 
 
 def _resolved_at(alert: _alerts.Alert) -> str:
