@@ -38,7 +38,7 @@ RETAIN_MODE = "COMPLIANCE"
 MAX_RETAIN_DAYS = 36500
 # bounded requests: an unreachable endpoint fails in seconds, not after minutes of retries
 _S3_OPTIONS = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30,
-                                 "retries": {"max_attempts": 2, "mode": "standard"}}}
+                                 "retries": {"max_attempts": 2, "mode": "standard"}, "max_pool_connections": 32}}
 
 
 def is_url(root: object) -> bool:
@@ -263,7 +263,7 @@ def scan_url(url: str, *, warn: bool = True) -> Any:
     out = archive.Scan()
     folders = _folders(fs, url)
     try:
-        indexes = fs.cat([f"{f}/{INDEX}" for f in folders], on_error="return", **_ONE_GET) if folders else {}
+        indexes = _get_small(fs, scheme, [f"{f}/{INDEX}" for f in folders]) if folders else {}
     except _errors() as exc:
         raise _failure(exc, url, "read the incident indexes") from None
     for folder in folders:
@@ -283,6 +283,60 @@ def scan_url(url: str, *, warn: bool = True) -> Any:
             if warn:
                 archive._warn(where, str(exc))
     out.incidents.sort(key=lambda s: (s["start"] or "", s["name"]), reverse=True)
+    return out
+
+
+def _get_small(fs: Any, scheme: str, paths: list[str]) -> dict[str, Any]:
+    """Each small object's bytes (or its exception), one GET each, many at once.
+
+    On S3 the GETs are presigned by s3fs's own client (its credentials, endpoint and region) and sent
+    as plain aiohttp requests: ~0.4 ms of CPU each instead of ~1.9 ms through botocore's full
+    pipeline, which decides the time for 1,000 incidents. Anything but a 200 or a 404 (a proxy, a
+    custom CA, throttling) is fetched again through s3fs, so the shortcut can only be faster.
+    """
+    got: dict[str, Any] = {}
+    if scheme.startswith("s3"):
+        from fsspec.asyn import sync
+
+        try:
+            got = sync(fs.loop, _presigned_gets, fs, paths)
+        except Exception:  # noqa: BLE001 - any failure of the shortcut: the ordinary path below decides
+            got = {}
+    rest = [p for p in paths if p not in got]
+    if rest:
+        got.update(fs.cat(rest, on_error="return", **_ONE_GET))
+    return got
+
+
+async def _presigned_gets(fs: Any, paths: list[str]) -> dict[str, Any]:
+    """{path: bytes | FileNotFoundError} for the objects answered 200/404; the others left out."""
+    import asyncio
+
+    import aiohttp
+
+    client = await fs.set_session()
+    urls = []
+    for path in paths:
+        bucket, key = path.split("/", 1)
+        urls.append(await client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                        ExpiresIn=300))
+    limit = asyncio.Semaphore(32)
+    out: dict[str, Any] = {}
+
+    async def one(session: aiohttp.ClientSession, path: str, url: str) -> None:
+        async with limit:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        out[path] = await resp.read()
+                    elif resp.status == 404:
+                        out[path] = FileNotFoundError(path)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass
+
+    timeout = aiohttp.ClientTimeout(total=120, connect=5, sock_read=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=32)) as session:
+        await asyncio.gather(*(one(session, p, u) for p, u in zip(paths, urls, strict=True)))
     return out
 
 
