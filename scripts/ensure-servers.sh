@@ -4,13 +4,14 @@
 #   ensure-servers.sh test: prometheus (+ promtool), prometheus-alertmanager (the alert-to-record
 #                           test), chromium (the JupyterLab browser test, through Playwright; no download),
 #                           kubernetes-client (kubectl: the printed kubectl commands run against the emulator),
-#                           curl (the integrations' dry-run curl commands run against their stand-ins)
+#                           curl (the integrations' dry-run curl commands run against their stand-ins),
+#                           awscli + jq (the AWS rotation's recorded command and undo run against moto_server)
 # Installing needs root (apt-get); without it, nothing is changed and the message says what to run.
 set -euo pipefail
 for_what=${1:-}
 case "$for_what" in
   demo) wanted=(prometheus) ;;
-  test) wanted=(prometheus prometheus-alertmanager chromium kubernetes-client curl) ;;
+  test) wanted=(prometheus prometheus-alertmanager chromium kubernetes-client curl awscli jq) ;;
   *) echo "usage: $0 demo|test" >&2; exit 2 ;;
 esac
 need=()
@@ -18,6 +19,7 @@ for pkg in "${wanted[@]}"; do
   case "$pkg" in
     chromium) [ -x /usr/bin/chromium ] || need+=("$pkg") ;;
     kubernetes-client) command -v kubectl >/dev/null 2>&1 || need+=("$pkg") ;;
+    awscli) command -v aws >/dev/null 2>&1 || need+=("$pkg") ;;
     *) command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg") ;;
   esac
 done

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import secrets
-import shlex
 import socket
 import subprocess
 import sys
@@ -143,20 +142,17 @@ def test_dry_run_tests_the_key_and_changes_nothing(sm, mistral, planted):
     assert_no_secret(planted, json.dumps(change.to_dict()))
 
 
-def run_undo(sm: Any, undo: str) -> None:
-    """The recorded undo command (`aws secretsmanager update-secret-version-stage ...`; no aws CLI is installed
-    for the venv) run through boto3's same operation with exactly its arguments."""
-    argv = shlex.split(undo)
-    assert argv[:3] == ["aws", "secretsmanager", "update-secret-version-stage"], undo
-    opts = dict(a[2:].split("=", 1) for a in argv[3:])
-    assert opts.pop("region") == REGION and opts.pop("endpoint-url") == os.environ["AWS_ENDPOINT_URL"]
-    sm.update_secret_version_stage(SecretId=opts.pop("secret-id"), VersionStage=opts.pop("version-stage"),
-                                   MoveToVersionId=opts.pop("move-to-version-id"),
-                                   RemoveFromVersionId=opts.pop("remove-from-version-id"))
-    assert opts == {}
+def run_cli(require_binary: Any, command: str) -> subprocess.CompletedProcess[str]:
+    """A recorded command (`aws secretsmanager ...`, `jq`) run by bash with the real aws CLI first on PATH
+    (Debian's awscli: scripts/ensure-servers.sh test), in this test's environment (moto, dummy credentials)."""
+    aws = Path(require_binary("aws"))
+    require_binary("jq")
+    env = {**os.environ, "PATH": f"{aws.parent}:{os.environ.get('PATH', '')}", "AWS_PAGER": ""}
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_applied_rotation_makes_a_new_current_keeps_the_old_as_previous_and_undo_restores(sm, mistral, planted):
+def test_applied_rotation_makes_a_new_current_keeps_the_old_as_previous_and_undo_restores(sm, mistral, planted,
+                                                                                      require_binary):
     name, v1 = new_secret(sm, planted["old"])
     change = rotate_key(AwsSecretStore(REGION, name), "NEW_MISTRAL_API_KEY", test=mistral_key_test(mistral.url),
                         apply_changes=True, operator="alice")
@@ -169,7 +165,8 @@ def test_applied_rotation_makes_a_new_current_keeps_the_old_as_previous_and_undo
     assert f"Version {v1} is now AWSPREVIOUS" in change.note
     assert_no_secret(planted, json.dumps(change.to_dict()))
 
-    run_undo(sm, change.undo)
+    undo = run_cli(require_binary, change.undo)  # the recorded undo, by the real aws CLI
+    assert undo.returncode == 0, undo.stderr
     assert current(sm, name) == planted["old"]
     assert stages(sm, name) == {v1: ["AWSCURRENT"], v2: ["AWSPREVIOUS"]}
 
@@ -184,6 +181,24 @@ def test_a_json_field_is_rotated_and_the_other_fields_kept(sm, mistral, planted)
     assert change.applied and change.verified, change.finding
     assert json.loads(current(sm, name)) == {"api-key": planted["new"], "org": "acme"}
     assert_no_secret(planted, json.dumps(dry.to_dict()), json.dumps(change.to_dict()))
+
+
+@pytest.mark.parametrize("field", ["", "api-key"])
+def test_the_recorded_command_run_by_the_aws_cli_rotates_as_the_store_does(sm, mistral, planted, require_binary,
+                                                                           field):
+    """What a reviewer would paste: the dry run's command, run by the real aws CLI (and jq for a JSON field)."""
+    old = json.dumps({"api-key": planted["old"], "org": "acme"}) if field else planted["old"]
+    name, v1 = new_secret(sm, old)
+    dry = rotate_key(AwsSecretStore(REGION, name, key=field), "NEW_MISTRAL_API_KEY", test=mistral_key_test(mistral.url))
+    assert dry.ok and not dry.applied and stages(sm, name) == {v1: ["AWSCURRENT"]}, dry.finding
+    assert planted["new"] not in dry.command
+    done = run_cli(require_binary, dry.command)
+    assert done.returncode == 0, done.stderr
+    new = json.loads(current(sm, name)) if field else current(sm, name)
+    assert new == ({"api-key": planted["new"], "org": "acme"} if field else planted["new"])
+    v2 = json.loads(done.stdout)["VersionId"]
+    assert stages(sm, name) == {v1: ["AWSPREVIOUS"], v2: ["AWSCURRENT"]}
+    assert_no_secret(planted, done.stderr)
 
 
 def test_a_rejected_new_key_is_not_written(sm, mistral, planted, monkeypatch):
