@@ -71,13 +71,17 @@ def run_replay(args: argparse.Namespace) -> int:
         for name in section["parameters"]["real_endpoints_replaced"]:
             change = section["parameters"]["replaced"][name]
             print(f"  {name}: {change['was']} replaced by the stack's "
-                  f"{change['now'] or 'nothing (empty: no Prometheus in a replay yet)'}")
+                  f"{change['now'] or 'nothing (empty: the bundle holds no metrics)'}")
         for nb in index.get("notebooks") or []:
             print(f"  {nb['name']}: {nb.get('verdict') or nb.get('status')}")
     if not args.compare:
         return 0 if index.get("status") != "failed" else 1
     ours = cmp.facts(original.folder or original.path, original.index, original.records)
-    theirs = cmp.facts(folder, index, {p.stem: read_records(p) for p in folder.glob("*.ipynb")})
-    rows = cmp.compare(ours, theirs)
+    their_records = {p.stem: read_records(p) for p in folder.glob("*.ipynb")}
+    theirs = cmp.facts(folder, index, their_records)
+    shift = float(((index.get("replay") or {}).get("prometheus") or {}).get("shift_s") or 0.0)
+    rows = cmp.compare(ours, theirs, cmp.postmortem_facts(original.folder or original.path, original.index,
+                                                          original.records),
+                       cmp.postmortem_facts(folder, index, their_records), shift_s=shift)
     print(cmp.render(rows, str(original.folder or original.path), str(folder)))
     return 0 if all(r.same for r in rows) else 1

@@ -30,7 +30,7 @@ from ..run.catalog import available_notebooks, declared_parameters
 from ..run.execute import new_record_dir
 from ..run.respond import respond
 from . import fault as faults
-from .source import Original
+from .source import METRIC_EXPORTS, Original
 
 # Set by the replay from the stack (never from the original): the addresses the runbooks reach.
 STACK_PARAMETERS = ("mistral_url", "service_health_url", "status_feed_url", "prometheus_url", "kubeconfig",
@@ -43,11 +43,11 @@ DROPPED = ("ca_bundle", "prometheus_bearer_token_file", "prometheus_ca_bundle", 
 KEEP_ENV = re.compile(r"^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|LC_[A-Z_]+|TMPDIR|TMP|TEMP|"
                       r"PYTHON[A-Z_]*|VIRTUAL_ENV|JUPYTER_[A-Z_]+|JPY_[A-Z_]+|IPYTHONDIR|MPLBACKEND|MPLCONFIGDIR|"
                       r"XDG_[A-Z_]+|SSL_CERT_FILE|SSL_CERT_DIR|RUNBOOK_OUTPUTS|CI|COVERAGE_[A-Z_]+|COV_CORE_[A-Z_]+)$")
-NOT_REBUILT = ["Prometheus: not loaded from the bundle's exports in this slice (prometheus_url is empty, so the "
-               "runbooks' metric steps say 'not configured')",
-               "cluster: the emulator runs with its default objects and our service simulator's live logs, not "
-               "seeded from the bundle's objects, events and logs",
-               "evidence and postmortem: not re-run (respond only)"]
+NOT_REBUILT = ["cluster: the emulator runs with its default objects and our service simulator's live logs, not "
+               "seeded from the bundle's objects, events and logs (the replay's evidence bundle holds the replay's "
+               "pod logs; the postmortem counts from the metrics)"]
+NO_METRICS = ("Prometheus: the original's bundle holds no metrics exports, so prometheus_url is empty (the runbooks' "
+              "metric steps say 'not configured'); evidence and postmortem are not re-run")
 
 
 @dataclass
@@ -75,22 +75,31 @@ def replay(original: Original, *, output_root: str | Path, incident_id: str | No
         section["logs"] = {**original.logs, "agree_with_probes": faults.logs_agree(original, fault)}
     folder = new_record_dir(root, rid)
     kubeconfig_path = root / ".embedded" / f"kubeconfig-{folder.name}.yaml"
-    with scrubbed_env({api_key_env: key}) as env, full_stack(key, use_prometheus=False) as (stack, kube, _):
+    with contextlib.ExitStack() as later, scrubbed_env({api_key_env: key}) as env, \
+            full_stack(key, use_prometheus=False) as (stack, kube, _):
         kubeconfig = str(kube.write_kubeconfig(kubeconfig_path))
         os.environ["KUBECONFIG"] = kubeconfig
         section["environment"] = env
+        prometheus_url, loaded = _bundle_prometheus(original, later)
+        if loaded is None:
+            section["not_rebuilt"] = [*NOT_REBUILT, NO_METRICS]
+        else:
+            section["prometheus"] = {**loaded.to_dict(), "url": prometheus_url}
         if fault.refuse:
             stack.refuse_connections()
         else:
             stack.set_mode(fault.mode, **fault.options)
         section["service"] = _settle(original, stack, settle_s)
         parameters, changed = build_parameters(original, stack, kubeconfig=kubeconfig, incident_id=rid,
-                                               max_wait_s=max_wait_s)
-        check_on_stack(parameters, stack)
+                                               max_wait_s=max_wait_s, prometheus_url=prometheus_url)
+        check_on_stack(parameters, stack, prometheus_url)
         section["parameters"] = changed
         update_index(folder, replay_of=original.id, replay=section)
         print(f"replay: {original.id} ({fault.to_dict()['mode']}) into {folder}", file=sys.stderr, flush=True)
         index = respond(parameters, output_root=root, folder=folder, progress=progress)
+        if loaded is not None:
+            section["afterwards"] = _evidence_and_postmortem(original, folder, root, rid, parameters, loaded,
+                                                             stack, progress)
     kubeconfig_path.unlink(missing_ok=True)  # it named an emulator that is gone
     index = update_index(folder, replay_of=original.id, replay={**section, "finished_at": iso_z()})
     return Replay(folder=folder, index={**index, "folder": str(folder)}, section=section)
@@ -112,15 +121,77 @@ def _settle(original: Original, stack: Any, settle_s: float) -> dict[str, Any]:
             "now": stack.service_status()}
 
 
+def _bundle_prometheus(original: Original, later: contextlib.ExitStack) -> tuple[str, Any]:
+    """A real Prometheus on the bundle's series shifted to now (replay/prom.py says why), or ("", None)."""
+    from . import prom
+
+    if not any(name in original.frames for name in METRIC_EXPORTS):
+        return "", None
+    work = Path(later.enter_context(prom.temporary_dir()))
+    anchor = _epoch(original.index.get("started_at"))
+    loaded, storage = prom.load(original.frames, original.manifest, anchor=anchor,
+                                selector=str(original.parameters.get("metrics_selector") or ""), workdir=work)
+    server = prom.BundlePrometheus(storage, scrape_s=loaded.scrape_s, lookback_s=max(300.0, 2 * loaded.step_s))
+    later.enter_context(server)
+    print(f"replay: Prometheus {server.url} on the bundle's series ({sum(loaded.series.values())} samples, "
+          f"shifted {loaded.shift_s:+.0f} s)", file=sys.stderr, flush=True)
+    return server.url, loaded
+
+
+def _evidence_and_postmortem(original: Original, folder: Path, root: Path, rid: str, parameters: dict[str, Any],
+                             loaded: Any, stack: Any, progress: bool) -> dict[str, Any]:
+    """Evidence over the original's window (shifted like the series), then the postmortem, in the replay's folder.
+
+    Why the original's window: the postmortem's impact window and counts come from the exports, so
+    collecting exactly the same (shifted) span makes them comparable sample for sample.
+    """
+    from ..run.execute import run_notebook
+
+    done: dict[str, Any] = {}
+    window = (original.index.get("evidence") or {}).get("window") or {}
+    start, end = _epoch(window.get("start")), _epoch(window.get("end"))
+    ev = {"incident_folder": str(folder), "prometheus_url": parameters["prometheus_url"],
+          "kubeconfig": parameters["kubeconfig"], "kube_context": "", "timeout_s": 5.0,
+          "metrics_selector": parameters.get("metrics_selector", "")}
+    ev = {k: v for k, v in ev.items() if k in declared_parameters("evidence")}
+    if start is not None and end is not None:
+        ev.update(window_start=iso_z(start + loaded.shift_s), window_end=iso_z(end + loaded.shift_s))
+    check_on_stack(ev, stack, parameters["prometheus_url"])
+    result = run_notebook("evidence", ev, output_root=root, progress=progress, record_dir=folder)
+    done["evidence"] = {"ok": result.ok, "error": result.error, "window": {k: ev.get(k) for k in
+                                                                           ("window_start", "window_end")}}
+    if not result.ok:
+        return done
+    pm_given = original.records.get("postmortem", {}).get("parameters") or {}
+    pm = {k: v for k, v in pm_given.items() if k in ("min_error_ratio", "min_errors", "max_gap_steps",
+                                                    "latency_threshold_s")}
+    pm.update(source=str(folder), incident_id=rid, apply_changes=False)
+    pm = {k: v for k, v in pm.items() if k in declared_parameters("postmortem")}
+    result = run_notebook("postmortem", pm, output_root=root, progress=progress, record_dir=folder)
+    done["postmortem"] = {"ok": result.ok, "error": result.error, "parameters": pm}
+    return done
+
+
+def _epoch(value: Any) -> float | None:
+    if not value:
+        return None
+    try:
+        from datetime import datetime
+
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def build_parameters(original: Original, stack: Any, *, kubeconfig: str, incident_id: str,
-                     max_wait_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+                     max_wait_s: float, prometheus_url: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
     """The replay's respond parameters, and what was replaced, dropped or forced (for its record)."""
     known = set().union(*(declared_parameters(n) for n in available_notebooks()))
     given = {k: v for k, v in original.parameters.items() if k in known}
     out = {k: v for k, v in given.items() if k not in STACK_PARAMETERS and k not in DROPPED}
     stack_values = {"mistral_url": stack.mistral_url, "status_feed_url": f"{stack.mistral_url}/feed.rss",
                     "service_health_url": stack.service_health_url if given.get("service_health_url", True) else "",
-                    "prometheus_url": "", "kubeconfig": kubeconfig, "kube_context": "", "secret_store": ""}
+                    "prometheus_url": prometheus_url, "kubeconfig": kubeconfig, "kube_context": "", "secret_store": ""}
     out.update(stack_values)
     replaced = {k: {"was": _shown(given[k]), "now": v} for k, v in stack_values.items()
                 if k in given and given[k] != v}
@@ -138,9 +209,11 @@ def build_parameters(original: Original, stack: Any, *, kubeconfig: str, inciden
                  "real_endpoints_replaced": sorted(k for k, v in replaced.items() if _outside(v["was"]))}
 
 
-def check_on_stack(parameters: dict[str, Any], stack: Any) -> None:
+def check_on_stack(parameters: dict[str, Any], stack: Any, prometheus_url: str = "") -> None:
     """Refuse any parameter whose value names an address other than the embedded stack's."""
     allowed = {urlsplit(stack.mistral_url).netloc, urlsplit(stack.service_health_url).netloc}
+    if prometheus_url:
+        allowed.add(urlsplit(prometheus_url).netloc)
     for name, value in parameters.items():
         if isinstance(value, str) and "://" in value and urlsplit(value).netloc not in allowed:
             raise ParameterError(name, value, "an address of the embedded stack (" + ", ".join(sorted(allowed))

@@ -18,6 +18,8 @@ from ..records import incident_data
 from ..sources import loglines
 
 ARG = "INCIDENT"
+# The bundle's raw-counter exports the replay's Prometheus is loaded from (replay/prom.py).
+METRIC_EXPORTS = ("requests_total_by_model_code", "errors_total_by_model_code")
 TRIAGE = "triage"
 # The record a replay cannot do without, and the optional ones with what their absence costs.
 NEEDED = ("mistral_api", "what the Mistral API answered triage's probes: without it the replay cannot tell which "
@@ -42,6 +44,9 @@ class Original:
     parameters: dict[str, Any]                   # what the original runs were given
     parameters_from: str                         # where `parameters` was read
     logs: dict[str, Any] | None = None           # the bundle's pod logs, summarised (None: no bundle logs)
+    bundle: Path | None = None                   # the evidence bundle's folder (None: no bundle)
+    frames: dict[str, Any] = field(default_factory=dict)  # the bundle's metrics exports (name -> DataFrame)
+    manifest: dict[str, Any] | None = None       # the bundle's manifest
     missing: list[str] = field(default_factory=list)  # optional records absent, with what that costs
 
     @property
@@ -83,10 +88,18 @@ def read(incident: str | Path) -> Original:
     if logs is None:
         missing.append("pod logs (no evidence bundle with logs/pods.jsonl): the recorded probes are not "
                        "cross-checked against what our service logged")
+    if data.bundle is None:
+        missing.append("evidence bundle (run the evidence runbook on the original): no metrics for the replay's "
+                       "Prometheus, so the runbooks' metric steps say 'not configured', and evidence and the "
+                       "postmortem are not re-run: impact window and counts, TTD/TTM/TTR are not compared")
+    elif not any(name in data.frames for name in METRIC_EXPORTS):
+        missing.append("metrics exports (the bundle holds none of " + ", ".join(METRIC_EXPORTS) + "; Prometheus "
+                       "was not configured or not reachable when it was collected): the replay runs without "
+                       "Prometheus, and impact window and counts, TTD/TTM/TTR are not compared")
     index = data.index or {}
     return Original(path=Path(data.source), folder=data.folder, id=str(index.get("id") or where.name), index=index,
                     records=records, parameters=parameters, parameters_from=parameters_from, logs=logs,
-                    missing=missing)
+                    missing=missing, bundle=data.bundle, frames=dict(data.frames), manifest=data.manifest)
 
 
 def _parameters(folder: Path | None, records: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
