@@ -135,3 +135,5 @@ def test_the_severity_follows_the_seed_table_on_what_the_probes_really_got(clust
     expected = "P1" if failed == 1 else "P2" if failed >= 0.5 else "P3" if failed > 0 else "P4"
     assert rec["severity"]["level"] == rec["communications"]["level"] == expected, (truth, rec["severity"])
     assert f"{failed:.0%} of probes failed" in rec["severity"]["why"] or expected in ("P1", "P4")
+    line = rec["verdict"]["line"]  # "5xx" only when a probe got one
+    assert line.startswith("5xx ") == any(code >= 500 for code in truth), (line, truth)

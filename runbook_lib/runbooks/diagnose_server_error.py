@@ -260,8 +260,10 @@ class ServerErrorRunbook:
         provider = ("unknown" if not self.provider or not self.provider.readable else
                     "incident" if self.provider.ongoing else "no incident")
         watch = self.monitor["verdict"] if self.monitor else "not monitored"
-        line = (f"5xx {verdict} (HTTP {'/'.join(codes) or 'none'}): provider {provider}; "
-                f"fallback {'applied' if applied else 'dry run'}; {watch}")
+        # "5xx" only when this runbook's probes saw one: "5xx partial (HTTP 429)" named a class nothing showed
+        seen = (f"5xx {verdict} (HTTP {'/'.join(codes)})" if any(c.startswith("5") for c in codes) else
+                f"no 5xx in the probes now ({verdict}, HTTP {'/'.join(codes) or '200'})")
+        line = f"{seen}: provider {provider}; fallback {'applied' if applied else 'dry run'}; {watch}"
         value = {"line": line, "verdict": verdict, "codes": codes, "provider": provider,
                  "recovered": bool(self.monitor and self.monitor["recovered"]), "changes_applied": len(applied),
                  "incident_id": self.cfg["incident_id"]}
