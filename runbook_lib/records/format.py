@@ -80,6 +80,8 @@ def format_detail(d: dict[str, Any]) -> str:
            _field("triage" if d.get("kind") == "incident" else "verdict", d.get("verdict"))]
     if d.get("diagnosis"):
         out.append(_field("diagnosis", d["diagnosis"]))
+    if d.get("replay_of"):  # issue 20: a `runbook replay` folder, not an incident of its own
+        out.insert(1, _field("replay of", d["replay_of"]))
     out += _alert_lines(d)
     out += _notebook_lines(d["notebooks"]) + _change_lines(as_list(d.get("changes_applied")))
     out += _evidence_lines(as_dict(d.get("evidence"))) + _postmortem_lines(as_dict(d.get("postmortem")))
