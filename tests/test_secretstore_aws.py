@@ -201,6 +201,27 @@ def test_the_recorded_command_run_by_the_aws_cli_rotates_as_the_store_does(sm, m
     assert_no_secret(planted, done.stderr)
 
 
+def test_another_writer_between_the_read_and_the_write_is_a_conflict(sm, mistral, planted):
+    """PutSecretValue has no check-and-set: the store reads AWSCURRENT again just before writing. Another writer
+    puts a version while the store checks its access (DescribeSecret, after the first read): nothing is written."""
+    import boto3
+
+    name, v1 = new_secret(sm, planted["old"])
+    real = boto3.client("secretsmanager", region_name=REGION, endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+
+    class RacedClient:  # the real client; the other writer acts while DescribeSecret is asked
+        def __getattr__(self, attr: str) -> Any:
+            if attr == "describe_secret":
+                sm.put_secret_value(SecretId=name, SecretString="sk-someone-else-rotated-it")
+            return getattr(real, attr)
+
+    change = rotate_key(AwsSecretStore(REGION, name, client=RacedClient()), "NEW_MISTRAL_API_KEY",
+                        test=mistral_key_test(mistral.url), apply_changes=True)
+    assert change.finding.status == "conflict" and not change.applied, change.finding
+    assert f"not {v1}" in change.finding.message
+    assert current(sm, name) == "sk-someone-else-rotated-it" and len(stages(sm, name)) == 2
+
+
 def test_a_rejected_new_key_is_not_written(sm, mistral, planted, monkeypatch):
     name, v1 = new_secret(sm, planted["old"])
     monkeypatch.setenv("NEW_MISTRAL_API_KEY", "sk-revoked-" + secrets.token_urlsafe(16))

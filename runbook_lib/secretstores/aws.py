@@ -142,7 +142,8 @@ class AwsSecretStore:
             status = (NOT_FOUND if code == "ResourceNotFoundException" else FORBIDDEN if code in DENIED
                       else UNAUTHENTICATED if code in BAD_CREDENTIALS else CONFLICT if code in (
                           "InvalidRequestException", "ResourceExistsException") else UNREACHABLE)
-            raise StoreError(status, f"{what} answered {code}: {message}") from None
+            on = f" of {kwargs['SecretId']}" if "SecretId" in kwargs else ""
+            raise StoreError(status, f"{what}{on} answered {code}: {message}") from None
         except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError,
                 bx.TokenRetrievalError) as exc:
             raise StoreError(UNAUTHENTICATED, f"{what}: no usable AWS credentials in the standard chain "
@@ -152,14 +153,18 @@ class AwsSecretStore:
             raise StoreError(UNREACHABLE, f"{what}: {type(exc).__name__} from "
                                           f"{self.endpoint or 'the AWS endpoint of ' + self.region}") from None
 
-    def _value(self) -> tuple[str | None, str]:
-        """(the key as readers get it, or None when the field is absent; AWSCURRENT's version id)."""
+    def _read(self) -> tuple[str, str]:
+        """(AWSCURRENT's whole value, its version id), asked by label as readers (External Secrets, SDKs) do."""
         resp = self._call("GetSecretValue", "get_secret_value", SecretId=self.secret_id, VersionStage=CURRENT)
         self._binary = "SecretString" not in resp and "SecretBinary" in resp
         raw = resp.get("SecretString")
         if raw is None:
             raw = bytes(resp.get("SecretBinary") or b"").decode("utf-8", "replace")
-        version = str(resp.get("VersionId"))
+        return raw, str(resp.get("VersionId"))
+
+    def _value(self) -> tuple[str | None, str]:
+        """(the key as readers get it, or None when the field is absent; AWSCURRENT's version id)."""
+        raw, version = self._read()
         if not self.key:
             return raw.strip(), version
         fields = _fields(raw)
@@ -199,21 +204,18 @@ class AwsSecretStore:
                       "at the write")
 
     def write(self, new_value: str, before: Version) -> str:
-        if before.version:
-            value, version = self._value()
-            value = ""
-            if version != before.version:
-                raise StoreError(CONFLICT, f"version {version} is AWSCURRENT, not {before.version}: another writer; "
-                                           "nothing written, read again")
+        raw, version = self._read() if before.version else ("{}", None)
+        if version != before.version:
+            raw = ""
+            raise StoreError(CONFLICT, f"version {version} is AWSCURRENT, not {before.version}: another writer; "
+                                       "nothing written, read again")
         payload = new_value
-        if self.key:
-            resp = self._call("GetSecretValue", "get_secret_value", SecretId=self.secret_id,
-                              VersionStage=CURRENT) if before.version else {}
-            fields = _fields(resp.get("SecretString") or "{}") if before.version else {}
-            resp = {}
+        if self.key:  # the other fields as read with the version just checked
+            fields = _fields(raw)
             fields[self.key] = new_value
             payload = json.dumps(fields)
             fields.clear()
+        raw = ""
         body: dict[str, Any] = ({"SecretBinary": payload.encode("utf-8")} if self._binary else {"SecretString": payload})
         try:
             resp = self._call("PutSecretValue", "put_secret_value", SecretId=self.secret_id,
