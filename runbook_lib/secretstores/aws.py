@@ -97,8 +97,8 @@ class AwsSecretStore:
                  client: Any = None) -> None:
         region = params.text("aws_region", region, maximum=30).strip() or region_from_env()
         if not REGION.match(region):
-            raise ParameterError("aws_region", region, "an AWS region such as eu-west-1 (in the store spec "
-                                                       "aws://REGION/SECRET, or $AWS_REGION when the spec has none)")
+            raise ParameterError("aws_region", region, "an AWS region such as eu-west-1 (--aws-region, the "
+                                                       "spec's aws://REGION/SECRET, else $AWS_REGION)")
         self.region = region
         self.secret_id = params.text("aws_secret_id", secret_id, maximum=2048, allow_empty=False)
         if not SECRET_ID.match(self.secret_id):
