@@ -339,3 +339,30 @@ def test_clear_errors_missing_bucket_unreachable_endpoint_no_extra_no_lock(moto,
                            cwd=tmp_path)
     assert extra.returncode == 2, extra
     assert "needs s3fs" in extra.stderr and "pip install 'mistral-runbooks[s3]'" in extra.stderr, extra.stderr
+
+
+@pytest.mark.notebook
+def test_a_real_triage_run_lands_in_s3_redacted_and_reads_back(moto, bucket, tmp_path, stack, api_key):
+    """`runbook run triage --output-dir s3://...` against the embedded stack: executed notebook, HTML and
+    run.json in the bucket, the API key in none of them, and list/show read the run back."""
+    url = f"s3://{bucket}/runs"
+    run = _cli(moto, "run", "triage", "-q", "-p", "mistral_url", stack.mistral_url, "-p", "service_health_url",
+               stack.service_health_url, "-p", "prometheus_url", "", "-p", "timeout_s", "2",
+               "--incident-id", "INC-real", "--output-dir", url, cwd=tmp_path, env={"MISTRAL_API_KEY": api_key})
+    assert run.returncode == 0, run.stderr
+    match = re.search(rf"archived: {url}/(\d{{8}}T\d{{6}}Z-INC-real)/", run.stderr)
+    assert match, run.stderr
+    client = moto.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=f"runs/{match.group(1)}/")["Contents"]]
+    names = {k.rsplit("/", 1)[-1] for k in keys}
+    assert {"triage.ipynb", "triage.html", "triage.run.json"} <= names, names
+    for key in keys:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert api_key.encode() not in body and AWS_SECRET.encode() not in body, key
+    record = json.loads(client.get_object(Bucket=bucket, Key=f"runs/{match.group(1)}/triage.run.json")["Body"].read())
+    shown = _cli(moto, "show", "INC-real", "--json", "--output-dir", url, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["status"] == record["status"] == "succeeded"
+    assert detail["notebooks"][0]["ipynb_exists"] and detail["notebooks"][0]["path"].startswith(url)
+    assert detail["verdict"] == (record.get("verdict") or {}).get("line")

@@ -268,6 +268,10 @@ def is_record(folder: Path) -> bool:
 
 def find(root: str | Path, ref: str | Path) -> Path:
     """The record folder `ref` names: a path, a folder name under `root`, or an id (newest wins)."""
+    if is_url(root):  # evidence, postmortem and open write into the folder: it must be local
+        raise ParameterError("--output-dir", str(root), "a local folder for this command (it writes into the "
+                                                        "incident's folder); list, show, report and verify read "
+                                                        "object storage")
     root = Path(root)
     text = str(ref)
     candidates = [Path(text)] if isinstance(ref, Path) or os.sep in text else [root / text, Path(text)]
