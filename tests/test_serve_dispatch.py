@@ -277,6 +277,26 @@ def test_a_forbidden_create_is_named_in_readyz_and_the_alert_stays_spooled(kube,
     assert len(list((outputs / ".serve" / "spool").glob("*.json"))) == 1  # kept for the next start
 
 
+def test_a_job_that_never_ends_is_recorded_failed_at_the_bound(kube, tmp_path):
+    """No runner at all: the Job stays without status. serve stops following it at --run-timeout +
+    --job-start-grace from its creation and records the incident failed, saying why."""
+    ns = "dispatch-bound"
+    outputs, port = tmp_path / "outputs", free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_serve(outputs, None, port, "--run-timeout", "10", *dispatch_args(kube.kubeconfig_path, ns,
+                                                                                 "--job-start-grace", "1"))
+    try:
+        assert post(url, payload(_alerts()[3])).json()["accepted"] == 1
+        assert wait_until(lambda: metric(url, "runbook_serve_spool_jobs") == 0, 40)
+        (index,) = _index_by_fp(outputs).values()
+        assert index["status"] == "failed" and index["dispatch"]["outcome"] == "failed"
+        assert "not finished within 11 s" in index["dispatch"]["reason"] and index["dispatch"]["job"] in index["error"]
+        assert metric(url, "runbook_serve_runs_failed_total") == 1
+        assert serve_jobs(kube, ns)[0].get("status") in (None, {})  # nothing deleted or changed: the Job's deadline is its own
+    finally:
+        assert stop(proc) == 0
+
+
 @pytest.mark.parametrize("extra, option", [(["--dispatch", "nomad"], "--dispatch"),
                                            (["--dispatch", "kubernetes"], "--job-image"),
                                            (["--dispatch", "kubernetes", "--job-image", "x", "--job-namespace", "Bad_NS"],

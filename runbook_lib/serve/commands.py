@@ -54,6 +54,9 @@ def add_serve_arguments(srv: argparse.ArgumentParser) -> None:
                      help="Secret with key MISTRAL_API_KEY, the Jobs' env (default: mistral-api-key)")
     job.add_argument("--job-ttl", type=int, default=86400, metavar="S", help="ttlSecondsAfterFinished (default: 86400)")
     job.add_argument("--max-jobs", type=int, default=100, help="Jobs followed at once (default: 100)")
+    job.add_argument("--job-start-grace", type=float, default=300.0, metavar="S",
+                     help="a Job not ended --run-timeout + S seconds after its creation is recorded failed "
+                          "(scheduling, image pull; default: 300)")
     job.add_argument("--kubeconfig", default="", help="serve's kubeconfig for the Jobs (default: as kubectl; in a pod, "
                                                       "its ServiceAccount)")
     job.add_argument("--kube-context", default="", help="the kubeconfig context (default: current)")
@@ -116,13 +119,14 @@ def job_settings(args: argparse.Namespace) -> Any:
                                                             "registry.example.com/mistral-runbooks:0.1.0")
     if any(c.isspace() for c in args.job_image):
         raise ParameterError("--job-image", args.job_image, "an image reference without spaces")
-    for option, value, low, high in (("--job-ttl", args.job_ttl, 0, 30 * 86400), ("--max-jobs", args.max_jobs, 1, 10000)):
+    for option, value, low, high in (("--job-ttl", args.job_ttl, 0, 30 * 86400), ("--max-jobs", args.max_jobs, 1, 10000),
+                                     ("--job-start-grace", args.job_start_grace, 0, 3600)):
         if not low <= value <= high:
             raise ParameterError(option, value, f"a number from {low} to {high}")
     return JobSettings(image=args.job_image.strip(), namespace=args.job_namespace,
                        service_account=args.job_service_account, output_dir=args.job_output_dir,
                        api_key_secret=args.job_secret, kubeconfig=args.kubeconfig, context=args.kube_context,
-                       ttl_s=args.job_ttl, max_jobs=args.max_jobs)
+                       ttl_s=args.job_ttl, max_jobs=args.max_jobs, start_grace_s=args.job_start_grace)
 
 
 def add_rules_command(sub: Any) -> None:
