@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..run.catalog import available_notebooks, declared_parameters
 from ..run.execute import new_record_dir
 from ..run.respond import respond
 from . import fault as faults
+from .cluster import seed as seed_cluster
 from .source import METRIC_EXPORTS, Original
 
 # Set by the replay from the stack (never from the original): the addresses the runbooks reach.
@@ -43,9 +45,8 @@ DROPPED = ("ca_bundle", "prometheus_bearer_token_file", "prometheus_ca_bundle", 
 KEEP_ENV = re.compile(r"^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|LC_[A-Z_]+|TMPDIR|TMP|TEMP|"
                       r"PYTHON[A-Z_]*|VIRTUAL_ENV|JUPYTER_[A-Z_]+|JPY_[A-Z_]+|IPYTHONDIR|MPLBACKEND|MPLCONFIGDIR|"
                       r"XDG_[A-Z_]+|SSL_CERT_FILE|SSL_CERT_DIR|RUNBOOK_OUTPUTS|CI|COVERAGE_[A-Z_]+|COV_CORE_[A-Z_]+)$")
-NOT_REBUILT = ["cluster: the emulator runs with its default objects and our service simulator's live logs, not "
-               "seeded from the bundle's objects, events and logs (the replay's evidence bundle holds the replay's "
-               "pod logs; the postmortem counts from the metrics)"]
+NOT_REBUILT = ["cluster: Secrets, ReplicaSet history and pod statuses stay the emulator's (the bundle redacts "
+               "Secrets); pod logs, events and the deployment's literal env are seeded (replay.cluster)"]
 NO_METRICS = ("Prometheus: the original's bundle holds no metrics exports, so prometheus_url is empty (the runbooks' "
               "metric steps say 'not configured'); evidence and postmortem are not re-run")
 
@@ -85,6 +86,9 @@ def replay(original: Original, *, output_root: str | Path, incident_id: str | No
             section["not_rebuilt"] = [*NOT_REBUILT, NO_METRICS]
         else:
             section["prometheus"] = {**loaded.to_dict(), "url": prometheus_url}
+        anchor = _epoch(original.index.get("started_at"))
+        shift = loaded.shift_s if loaded is not None else float(round(time.time() - anchor)) if anchor else 0.0
+        section["cluster"] = seed_cluster(kube, original.bundle, shift)
         if fault.refuse:
             stack.refuse_connections()
         else:
