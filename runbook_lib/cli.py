@@ -11,6 +11,7 @@ from typing import Any
 from . import __version__
 from .errors import RunbookError
 from .paths import default_output_root
+from .records.remote import with_archive_options
 
 DEMO_MODES = ("ok", "auth_failure", "rate_limited", "capacity_exceeded", "server_error", "slow", "hang", "flaky")
 
@@ -41,15 +42,6 @@ def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """One notebook headless; an object-storage --output-dir gets the finished record (records/remote.py)."""
-    from .records.remote import check_retain_days, staged
-
-    retain = check_retain_days(args.retain_days, args.output_dir)
-    with staged(args.output_dir, retain) as local_root:
-        return _run(args, local_root)
-
-
-def _run(args: argparse.Namespace, output_root: str) -> int:
     from .errors import ParameterError
     from .run.execute import check_run_request, record_rejected_run, run_notebook
 
@@ -61,7 +53,7 @@ def _run(args: argparse.Namespace, output_root: str) -> int:
                                         cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout,
                                         flag_names=("--cell-timeout", "--run-timeout"))
     except ParameterError as exc:
-        rejected = record_rejected_run(args.notebook, parameters, exc, output_root=output_root)
+        rejected = record_rejected_run(args.notebook, parameters, exc, output_root=args.output_dir)
         print(f"FAILED: {exc}")
         print(f"record: {Path(rejected.record_dir) / (rejected.notebook + '.run.json')}")
         print(f"runbook: {exc}\nstatus: failed (refused before the run started; nothing was executed)",
@@ -69,22 +61,14 @@ def _run(args: argparse.Namespace, output_root: str) -> int:
         return 2
     print(f"running {args.notebook} headless (each cell bounded by {args.cell_timeout} s, the whole run by "
           f"{run_timeout:g} s)...", file=sys.stderr)
-    result = run_notebook(args.notebook, parameters, output_root=output_root,
+    result = run_notebook(args.notebook, parameters, output_root=args.output_dir,
                           cell_timeout_s=args.cell_timeout, progress=not args.quiet, run_timeout_s=run_timeout)
     _print_result(result)
     return 0 if result.ok else 1
 
 
 def cmd_respond(args: argparse.Namespace) -> int:
-    """Triage, then the diagnosis it points to, in one incident folder (uploaded when --output-dir is a URL)."""
-    from .records.remote import check_retain_days, staged
-
-    retain = check_retain_days(args.retain_days, args.output_dir)
-    with staged(args.output_dir, retain, also=[args.record_dir]) as local_root:
-        return _respond(args, local_root)
-
-
-def _respond(args: argparse.Namespace, output_root: str) -> int:
+    """Triage, then the diagnosis it points to, in one incident folder."""
     from .errors import ParameterError
     from .run.respond import check_respond_request, record_rejected_respond, respond
 
@@ -96,13 +80,13 @@ def _respond(args: argparse.Namespace, output_root: str) -> int:
     try:  # an unknown parameter name, a bad incident id or bound: refused before any kernel, as `run` does
         check_respond_request(parameters, cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout)
     except ParameterError as exc:
-        rejected = record_rejected_respond(parameters, exc, output_root=output_root, folder=args.record_dir)
+        rejected = record_rejected_respond(parameters, exc, output_root=args.output_dir, folder=args.record_dir)
         print(f"FAILED: {exc}")
         print(f"record: {Path(rejected['folder']) / 'incident.json'}")
         print(f"runbook: {exc}\nstatus: failed (refused before the run started; nothing was executed)",
               file=sys.stderr)
         return 2
-    index = respond(parameters, output_root=output_root, progress=not args.quiet, folder=args.record_dir,
+    index = respond(parameters, output_root=args.output_dir, progress=not args.quiet, folder=args.record_dir,
                     cell_timeout_s=args.cell_timeout, run_timeout_s=args.run_timeout)
     for nb in index["notebooks"]:
         print(f"{nb['name']}: {nb['verdict'] or nb['status'] + ' (' + str(nb['error']) + ')'}")
@@ -185,7 +169,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from .records import archive
     from .records.format import format_table
-    from .records.remote import is_url
 
     filters = {
         "status": archive.check_choice(args.status, archive.STATUSES, "--status") if args.status else None,
@@ -203,7 +186,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     bad = f"; {len(found.skipped)} unreadable folder(s) skipped (warnings above)" if found.skipped else ""
     if not found.incidents:
-        where = "" if is_url(args.output_dir) or Path(args.output_dir).is_dir() else " (the folder does not exist)"
+        where = "" if archive.is_url(out := args.output_dir) or Path(out).is_dir() else " (the folder does not exist)"
         print(f"no incidents recorded under {args.output_dir}{where}{bad}")
         return 0
     if rows:
@@ -237,10 +220,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"no incidents recorded under {args.output_dir}: nothing to report")
         return 0
     why = plots.missing()
-    from .records.remote import is_url
-
-    default_plot = Path("report.png") if is_url(args.output_dir) else Path(args.output_dir) / "report.png"
-    plot = f"not drawn: {why}" if why else report.plot_report(rep, args.plot or default_plot)
+    plot = f"not drawn: {why}" if why else report.plot_report(rep, args.plot or report.default_plot(args.output_dir))
     if args.json:
         print(json.dumps(report.report_json(rep), indent=2))
         print(f"plot: {plot}", file=sys.stderr)
@@ -407,12 +387,6 @@ def _lab_port_option() -> argparse.ArgumentParser:
     return _option("--port", type=int, default=8888, help="JupyterLab's port on 127.0.0.1 (default: 8888)")
 
 
-def _retain_days_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--retain-days", default=os.environ.get("RUNBOOK_RETAIN_DAYS") or None,
-                         help="with --output-dir s3://...: write the record under S3 Object Lock (COMPLIANCE) for "
-                              "N days; the bucket must have Object Lock (default: $RUNBOOK_RETAIN_DAYS, else none)")
-
-
 def _add_run_commands(sub: Any) -> None:
     """`run` one notebook, `respond` (triage, then its diagnosis)."""
     run = sub.add_parser("run", help="execute a runbook notebook headless into outputs/", parents=[
@@ -425,7 +399,7 @@ def _add_run_commands(sub: Any) -> None:
                                   "longer)"),
         _quiet_option("no progress bar")])
     run.add_argument("notebook", help="notebook name without .ipynb, e.g. triage")
-    run.set_defaults(func=cmd_run)
+    with_archive_options(run, cmd_run)  # --retain-days; an s3:// --output-dir (issue 19, records/remote.py)
 
     respond = sub.add_parser("respond", help="triage, then the diagnosis it points to, in one incident folder",
                              parents=[_params_option("parameter for the notebooks that declare it"),
@@ -439,9 +413,7 @@ def _add_run_commands(sub: Any) -> None:
                                                                 "each notebook's own, as for run)"),
                                       _quiet_option()])
     respond.add_argument("--record-dir", help="an existing incident folder to run into (used by `runbook serve`)")
-    for command in (run, respond):  # issue 19: the archive on object storage
-        _retain_days_argument(command)
-    respond.set_defaults(func=cmd_respond)
+    with_archive_options(respond, cmd_respond)
 
 
 def _add_serve_command(sub: Any) -> None:
@@ -610,8 +582,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # The optional packages and the extra that brings each (pyproject.toml): the embedded stack's
 # Kubernetes emulator, JupyterLab, the figures.
-EXTRA_OF = {"kmock": "sim", "jupyterlab": "lab", "matplotlib": "plots",
-            "fsspec": "s3", "s3fs": "s3", "gcsfs": "gcs"}  # issue 19: --output-dir s3:// / gs://
+EXTRA_OF = {"kmock": "sim", "jupyterlab": "lab", "matplotlib": "plots", "fsspec": "s3", "s3fs": "s3", "gcsfs": "gcs"}
 
 
 def _port_hint(exc: RunbookError) -> str:

@@ -35,7 +35,7 @@ CLASSES = ("auth", "rate_limit", "provider_error", "network", "our_service", "re
 STATUSES = ("queued", "running", "triaged", "diagnosed", "mitigated", "resolved", "interactive", "failed",
             "succeeded", "timed_out")
 RUN_SUFFIX = ".run.json"
-_STAMP = re.compile(r"^(\d{8}T\d{6}Z)-(.+)$")
+STAMP = re.compile(r"^(\d{8}T\d{6}Z)-(.+)$")
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Scan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _BadRecord(Exception):
+class BadRecord(Exception):
     """A folder that looks like a record but cannot be read; message = the one-line reason."""
 
 
@@ -95,7 +95,7 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def _stamp_time(name: str) -> datetime | None:
-    m = _STAMP.match(name)
+    m = STAMP.match(name)
     try:
         return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) if m else None
     except ValueError:  # stamp-shaped but not a date (20261399T...)
@@ -103,7 +103,7 @@ def _stamp_time(name: str) -> datetime | None:
 
 
 def _stamp_id(name: str) -> str:
-    m = _STAMP.match(name)
+    m = STAMP.match(name)
     return m.group(2) if m else name
 
 
@@ -111,17 +111,17 @@ def _stamp_id(name: str) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    """The parsed file, or None when it does not exist; _BadRecord when it cannot be parsed."""
+    """The parsed file, or None when it does not exist; BadRecord when it cannot be parsed."""
     try:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _BadRecord(f"{path.name} is not valid JSON ({exc})") from None
+        raise BadRecord(f"{path.name} is not valid JSON ({exc})") from None
     except RecursionError:
-        raise _BadRecord(f"{path.name} is nested too deeply to read") from None
+        raise BadRecord(f"{path.name} is nested too deeply to read") from None
     except OSError as exc:
-        raise _BadRecord(f"{path.name} cannot be read ({exc.strerror or exc})") from None
+        raise BadRecord(f"{path.name} cannot be read ({exc.strerror or exc})") from None
 
 
 def _load(folder: Path) -> tuple[str, dict[str, Any]] | None:
@@ -129,7 +129,7 @@ def _load(folder: Path) -> tuple[str, dict[str, Any]] | None:
     index = _read_json(folder / INDEX)
     if index is not None:
         if not isinstance(index, dict):
-            raise _BadRecord(f"{INDEX} is not a JSON object")
+            raise BadRecord(f"{INDEX} is not a JSON object")
         return "incident", index
     with os.scandir(folder) as it:
         names = sorted(e.name for e in it if e.name.endswith(RUN_SUFFIX) and not e.name.startswith("."))
@@ -137,13 +137,13 @@ def _load(folder: Path) -> tuple[str, dict[str, Any]] | None:
     for name in names:
         run = _read_json(folder / name)
         if run is not None and not isinstance(run, dict):
-            raise _BadRecord(f"{name} is not a JSON object")
+            raise BadRecord(f"{name} is not a JSON object")
         if run is not None:
             runs.append(run)
-    return ("run", _merge_runs(runs)) if runs else None
+    return ("run", merge_runs(runs)) if runs else None
 
 
-def _merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Plain-run records shaped like an incident index, so both kinds read alike."""
     runs.sort(key=lambda r: as_text(r.get("started_at")) or "")
     starts = [t for r in runs if (t := parse_time(r.get("started_at")))]
@@ -167,7 +167,7 @@ def _merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _summary(folder: Path, kind: str, index: dict[str, Any]) -> dict[str, Any]:
+def summarize(folder: Path, kind: str, index: dict[str, Any]) -> dict[str, Any]:
     start = parse_time(index.get("started_at")) or _stamp_time(folder.name)
     end = parse_time(index.get("finished_at"))
     postmortem = as_dict(index.get("postmortem"))
@@ -189,7 +189,7 @@ def _summary(folder: Path, kind: str, index: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _warn(folder: str, reason: str) -> None:
+def warn_skipped(folder: str, reason: str) -> None:
     print(f"runbook: skipped {folder}: {reason}", file=sys.stderr)
 
 
@@ -218,14 +218,14 @@ def scan(root: str | Path, *, warn: bool = True) -> Scan:
         try:
             loaded = _load(folder)
             if loaded is None:
-                if not _STAMP.match(entry.name):
+                if not STAMP.match(entry.name):
                     continue
-                raise _BadRecord(f"no {INDEX} or *{RUN_SUFFIX} (a run in progress, or one that crashed)")
-            out.incidents.append(_summary(folder, *loaded))
-        except (_BadRecord, OSError) as exc:
+                raise BadRecord(f"no {INDEX} or *{RUN_SUFFIX} (a run in progress, or one that crashed)")
+            out.incidents.append(summarize(folder, *loaded))
+        except (BadRecord, OSError) as exc:
             out.skipped.append((str(folder), str(exc)))
             if warn:
-                _warn(str(folder), str(exc))
+                warn_skipped(str(folder), str(exc))
     out.incidents.sort(key=lambda s: (s["start"] or "", s["name"]), reverse=True)
     return out
 
@@ -349,7 +349,7 @@ def load(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     try:
         loaded = _load(folder)
-    except (_BadRecord, OSError) as exc:
+    except (BadRecord, OSError) as exc:
         raise RunbookError(f"{folder}: {exc}") from None
     if loaded is None:
         raise RunbookError(f"{folder}: no {INDEX} or *{RUN_SUFFIX}: not a record folder")
@@ -364,7 +364,7 @@ def show(root: str | Path, ref: str | Path) -> dict[str, Any]:
         return show_url(str(root), ref)
     folder = find(root, ref)
     index = load(folder)
-    summary = _summary(folder, index["kind"], index)
+    summary = summarize(folder, index["kind"], index)
     detail = {**index, "id": summary["id"], "folder": str(folder), "name": folder.name,
               "duration_s": summary["duration_s"], "notebooks": _notebooks(index, folder)}
     detail["others"] = [{"folder": s["folder"], "name": s["name"], "start": s["start"], "status": s["status"]}

@@ -18,9 +18,11 @@ one, root included, can overwrite or delete them before the date); `verify` repo
 
 from __future__ import annotations
 
+import argparse
+import functools
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,6 +191,26 @@ def upload(folder: str | Path, url: str, *, retain_days: int | None = None, fs: 
     return f"{_split(url)[0]}://{dest}"
 
 
+def with_archive_options(command: Any, func: Callable[[Any], int]) -> None:
+    """`run`/`respond` (cli.py): `--retain-days`, and `func` wrapped so an object-storage --output-dir runs
+    into a local stage (`staged`) uploaded when it ends; a local --output-dir runs `func` exactly as written."""
+    import os
+
+    command.add_argument("--retain-days", default=os.environ.get(RETAIN_ENV) or None,
+                         help="with --output-dir s3://...: write the record under S3 Object Lock (COMPLIANCE) for "
+                              f"N days; the bucket must have Object Lock (default: ${RETAIN_ENV}, else none)")
+
+    @functools.wraps(func)
+    def archived(args: Any) -> int:
+        retain = check_retain_days(args.retain_days, args.output_dir)
+        if not is_url(args.output_dir):
+            return func(args)
+        with staged(args.output_dir, retain, also=[getattr(args, "record_dir", None)]) as local_root:
+            return func(argparse.Namespace(**{**vars(args), "output_dir": local_root}))
+
+    command.set_defaults(func=archived)
+
+
 @contextmanager
 def staged(output_dir: str, retain_days: int | None = None,
            also: list[str | Path] | None = None) -> Iterator[str]:
@@ -222,21 +244,21 @@ def staged(output_dir: str, retain_days: int | None = None,
 
 
 def _parse(name: str, data: Any) -> Any:
-    """JSON bytes, or the archive's one-line reason (archive._BadRecord)."""
+    """JSON bytes, or the archive's one-line reason (archive.BadRecord)."""
     import json
 
-    from .archive import _BadRecord
+    from .archive import BadRecord
 
     if isinstance(data, FileNotFoundError):
         return None
     if isinstance(data, BaseException):
-        raise _BadRecord(f"{name} cannot be read ({type(data).__name__}: {data})")
+        raise BadRecord(f"{name} cannot be read ({type(data).__name__}: {data})")
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _BadRecord(f"{name} is not valid JSON ({exc})") from None
+        raise BadRecord(f"{name} is not valid JSON ({exc})") from None
     except RecursionError:
-        raise _BadRecord(f"{name} is nested too deeply to read") from None
+        raise BadRecord(f"{name} is nested too deeply to read") from None
 
 
 def _folders(fs: Any, url: str) -> list[str]:
@@ -272,16 +294,16 @@ def scan_url(url: str, *, warn: bool = True) -> Any:
         try:
             loaded = _loaded(fs, folder, indexes.get(f"{folder}/{INDEX}", FileNotFoundError()))
             if loaded is None:
-                if not archive._STAMP.match(name):
+                if not archive.STAMP.match(name):
                     continue
-                raise archive._BadRecord(f"no {INDEX} or *{archive.RUN_SUFFIX} (an upload cut short?)")
-            summary = archive._summary(Path(name), *loaded)
+                raise archive.BadRecord(f"no {INDEX} or *{archive.RUN_SUFFIX} (an upload cut short?)")
+            summary = archive.summarize(Path(name), *loaded)
             summary["folder"] = where
             out.incidents.append(summary)
-        except archive._BadRecord as exc:
+        except archive.BadRecord as exc:
             out.skipped.append((where, str(exc)))
             if warn:
-                archive._warn(where, str(exc))
+                archive.warn_skipped(where, str(exc))
     out.incidents.sort(key=lambda s: (s["start"] or "", s["name"]), reverse=True)
     return out
 
@@ -348,22 +370,22 @@ def _loaded(fs: Any, folder: str, index_bytes: Any) -> tuple[str, dict[str, Any]
     index = _parse(INDEX, index_bytes)
     if index is not None:
         if not isinstance(index, dict):
-            raise archive._BadRecord(f"{INDEX} is not a JSON object")
+            raise archive.BadRecord(f"{INDEX} is not a JSON object")
         return "incident", index
     try:  # a plain run's folder: one more listing for its *.run.json
         names = sorted(n for n in fs.ls(folder, detail=False) if n.endswith(archive.RUN_SUFFIX)
                        and not n.rsplit("/", 1)[-1].startswith("."))
         blobs = fs.cat(names, on_error="return", **_ONE_GET) if names else {}
     except _errors() as exc:
-        raise archive._BadRecord(f"cannot be listed ({type(exc).__name__}: {exc})") from None
+        raise archive.BadRecord(f"cannot be listed ({type(exc).__name__}: {exc})") from None
     runs = []
     for name in names:
         run = _parse(name.rsplit("/", 1)[-1], blobs.get(name, FileNotFoundError()))
         if run is not None and not isinstance(run, dict):
-            raise archive._BadRecord(f"{name.rsplit('/', 1)[-1]} is not a JSON object")
+            raise archive.BadRecord(f"{name.rsplit('/', 1)[-1]} is not a JSON object")
         if run is not None:
             runs.append(run)
-    return ("run", archive._merge_runs(runs)) if runs else None
+    return ("run", archive.merge_runs(runs)) if runs else None
 
 
 def _pick(url: str, ref: str | Path, found: Any) -> str:

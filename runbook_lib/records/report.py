@@ -46,6 +46,13 @@ def report(root: str | Path) -> dict[str, Any]:
             "undated": int(len(frame) - len(dated)), "skipped": len(found.skipped)}
 
 
+def default_plot(root: str | Path) -> Path:
+    """Where `runbook report` draws without --plot: beside the archive, or ./report.png for an s3:// one."""
+    from .remote import is_url
+
+    return Path("report.png") if is_url(root) else Path(root) / "report.png"
+
+
 def plot_report(rep: dict[str, Any], path: str | Path) -> Path:
     """A PNG: incidents per class stacked by severity, and the median times per day (minutes)."""
     path = Path(path)
