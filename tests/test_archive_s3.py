@@ -297,8 +297,13 @@ def test_run_writes_the_redacted_record_to_s3_and_never_a_credential(moto, bucke
         assert planted.encode() not in blob and AWS_SECRET.encode() not in blob
     assert not list(Path(tempfile_dir()).glob("runbook-stage-*/*INC-9*")), "the staging copy is removed"
 
+    # respond (refused: an unknown parameter) leaves an incident folder with incident.json: uploaded too
+    resp = _cli(moto, "respond", "-p", "bogus", "1", "--incident-id", "INC-10", "--output-dir", url, cwd=tmp_path)
+    assert resp.returncode == 2 and re.search(rf"archived: {url}/\d{{8}}T\d{{6}}Z-INC-10/", resp.stderr), resp
     listed = _cli(moto, "list", "--json", "--output-dir", url, cwd=tmp_path)
-    assert [r["id"] for r in json.loads(listed.stdout)["incidents"]] == ["INC-9"], listed
+    rows = json.loads(listed.stdout)["incidents"]
+    assert sorted((r["id"], r["kind"], r["status"]) for r in rows) == \
+        [("INC-10", "incident", "failed"), ("INC-9", "run", "failed")], listed
 
 
 def tempfile_dir() -> str:
