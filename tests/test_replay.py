@@ -21,7 +21,7 @@ import pytest
 from runbook_lib.errors import ParameterError
 from runbook_lib.record import MIME, read_records
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.notebook, pytest.mark.xdist_group("replay")]  # one worker: its fixtures run once
 BIN = Path(sys.executable).parent
 # mode injected -> (error class, routed notebook) respond gave it (tests/test_respond.py's ground truth)
 EXPECTED = {"rate_limited": ("rate_limit", "diagnose_rate_limit"), "auth_failure": ("auth", "diagnose_auth")}

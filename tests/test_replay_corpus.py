@@ -20,7 +20,8 @@ import pytest
 
 from runbook_lib.record import MIME, read_records
 
-pytestmark = pytest.mark.notebook
+# one worker runs the module (its fixture replays each incident once, not once per worker)
+pytestmark = [pytest.mark.notebook, pytest.mark.xdist_group("replay-corpus")]
 BIN = Path(sys.executable).parent
 CORPUS = Path(__file__).parent / "incidents"
 INCIDENTS = sorted(p.name for p in CORPUS.iterdir() if (p / "incident.json").is_file())
