@@ -333,6 +333,13 @@ def test_clear_errors_missing_bucket_unreachable_endpoint_no_extra_no_lock(moto,
     local_lock = _cli(moto, "run", "triage", "--output-dir", str(tmp_path / "o"), "--retain-days", "7",
                       cwd=tmp_path)
     assert local_lock.returncode == 2 and "object-storage --output-dir" in local_lock.stderr, local_lock
+    # $RUNBOOK_RETAIN_DAYS is the default for object storage only: a local run ignores it
+    env_local = _cli(moto, "run", "triage", "-p", "bogus", "1", "--output-dir", str(tmp_path / "o2"), cwd=tmp_path,
+                     env={"RUNBOOK_RETAIN_DAYS": "7"})
+    assert env_local.returncode == 2 and "'bogus'" in env_local.stderr and "retain" not in env_local.stderr
+    env_s3 = _cli(moto, "run", "triage", "--output-dir", f"s3://{bucket}/x", cwd=tmp_path,
+                  env={"RUNBOOK_RETAIN_DAYS": "7"})
+    assert env_s3.returncode == 2 and "Object Lock" in env_s3.stderr, env_s3
     bad_days = _cli(moto, "respond", "--output-dir", f"s3://{bucket}/x", "--retain-days", "0", cwd=tmp_path)
     assert bad_days.returncode == 2 and "'--retain-days'" in bad_days.stderr, bad_days
 

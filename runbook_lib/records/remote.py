@@ -182,7 +182,9 @@ def upload(folder: str | Path, url: str, *, retain_days: int | None = None, fs: 
         extra = {"ObjectLockMode": RETAIN_MODE,
                  "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=retain_days)}
     try:
-        for batch in ([p for p in files if p not in last], sorted(last, key=lambda p: p.name == INDEX)):
+        # each batch goes up concurrently: the files, then the run.json records, then incident.json alone
+        for batch in ([p for p in files if p not in last], [p for p in last if p.name != INDEX],
+                      [p for p in last if p.name == INDEX]):
             if batch:
                 fs.put([str(p) for p in batch], [f"{dest}/{p.relative_to(folder).as_posix()}" for p in batch],
                        **extra)
@@ -196,13 +198,15 @@ def with_archive_options(command: Any, func: Callable[[Any], int]) -> None:
     into a local stage (`staged`) uploaded when it ends; a local --output-dir runs `func` exactly as written."""
     import os
 
-    command.add_argument("--retain-days", default=os.environ.get(RETAIN_ENV) or None,
-                         help="with --output-dir s3://...: write the record under S3 Object Lock (COMPLIANCE) for "
-                              f"N days; the bucket must have Object Lock (default: ${RETAIN_ENV}, else none)")
+    command.add_argument("--retain-days", help="with --output-dir s3://...: write the record under S3 Object Lock "
+                         f"(COMPLIANCE) for N days; the bucket must have Object Lock (default: ${RETAIN_ENV} for an "
+                         "s3:// --output-dir, else none)")
 
     @functools.wraps(func)
     def archived(args: Any) -> int:
-        retain = check_retain_days(args.retain_days, args.output_dir)
+        given = args.retain_days  # the env's default applies to object storage only: local runs ignore it
+        retain = check_retain_days(os.environ.get(RETAIN_ENV) if given is None and is_url(args.output_dir)
+                                   else given, args.output_dir)
         if not is_url(args.output_dir):
             return func(args)
         with staged(args.output_dir, retain, also=[getattr(args, "record_dir", None)]) as local_root:
@@ -479,7 +483,7 @@ def verify_url(url: str, ref: str | Path, public_key: Any | None = None) -> list
     from .verify import verify
 
     root = url
-    if is_url(str(ref)) and not is_url(url):  # `runbook verify s3://bucket/prefix/INC-...`
+    if is_url(str(ref)):  # `runbook verify s3://bucket/prefix/<folder>`: that folder's own archive
         root = str(ref).rstrip("/").rsplit("/", 1)[0]
     fs = _filesystem(root)
     folder_url = _pick(root, ref, scan_url(root, warn=False))
