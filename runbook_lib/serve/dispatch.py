@@ -167,7 +167,7 @@ class JobDispatcher:
         self._followed: dict[str, str] = {}  # Job name -> incident id
         self._seen: dict[str, dict[str, Any]] = {}  # Job name -> the Job as last listed
         self._listed_at = 0.0  # time.monotonic() of the last successful list
-        self._problem = ""
+        self._problems: dict[str, str] = {}  # "create" / "follow" -> why the API cannot be used (for /readyz)
         self._cluster: Any = None
         self._connect_lock = threading.Lock()
         self._poller: threading.Thread | None = None
@@ -179,7 +179,7 @@ class JobDispatcher:
         return len(self._followed)
 
     def problems(self) -> list[str]:
-        return [self._problem] if self._problem else []
+        return list(self._problems.values())
 
     def kill_all(self) -> None:
         """Stop following; the Jobs run on in the cluster and the next serve adopts them (their alerts stay
@@ -269,15 +269,15 @@ class JobDispatcher:
         name = body["metadata"]["name"]
         job, finding = self._call(f"create job/{name}", "create", body=body)
         if finding is None:
-            self._problem = ""
+            self._problems.pop("create", None)
             return job, True
         if finding.http_status == 409:
             job, finding = self._call(f"get job/{name}", "read", name)
             if finding is None:
-                self._problem = ""
+                self._problems.pop("create", None)
                 return job, False
         why = finding.message.split(". ")[0]  # the finding's first sentence: what failed (the rest is for runbooks)
-        self._problem = f"Kubernetes Jobs cannot be created: {why} (alerts stay spooled and are retried)"
+        self._problems["create"] = f"Kubernetes Jobs cannot be created: {why} (alerts stay spooled and are retried)"
         raise RunNotStarted(f"Job {name}: {why}")
 
     def _follow(self, name: str, job: dict[str, Any], since: float, closing: Callable[[], bool]) -> tuple[str, str]:
@@ -316,7 +316,9 @@ class JobDispatcher:
         first = True
         while True:
             with self._cond:
-                while not self._followed and not self._stopping and not first:
+                # idle while nothing is followed, unless the last list failed: then retried each poll, so
+                # /readyz clears once the API answers again, with or without new alerts
+                while not self._followed and not self._stopping and not first and "follow" not in self._problems:
                     self._cond.wait(5)
                 if self._stopping:
                     return
@@ -332,10 +334,9 @@ class JobDispatcher:
                 if finding is None:
                     self._seen = {str((j.get("metadata") or {}).get("name")): j for j in (data or {}).get("items") or []}
                     self._listed_at = started
-                    if self._problem.startswith("Kubernetes Jobs cannot be followed"):
-                        self._problem = ""
+                    self._problems.pop("follow", None)
                 else:
-                    self._problem = f"Kubernetes Jobs cannot be followed: {finding.message.split('. ')[0]}"
+                    self._problems["follow"] = f"Kubernetes Jobs cannot be followed: {finding.message.split('. ')[0]}"
                 self._cond.notify_all()
             time.sleep(self.settings.poll_s)
 
