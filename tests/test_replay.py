@@ -238,3 +238,13 @@ def test_a_bundle_alone_is_replayable_and_compares_the_same(replayed, tmp_path):
     assert "triage's 'parameters' record" in original.parameters_from  # no run.json in a bundle
     out = _replay(str(alone), "--compare", "--against", str(replay))
     assert out.returncode == 0 and "result: same (8 fact(s) compared, 0 differ)" in out.stdout, out.stdout + out.stderr
+
+
+def test_strict_refuses_a_bundle_lacking_a_source_naming_what_cannot_be_checked(originals, tmp_path):
+    """rate_limited's bundle has no metrics (no Prometheus when it was collected); auth_failure has no bundle."""
+    for mode, lacking in (("rate_limited", "metrics exports"), ("auth_failure", "evidence bundle")):
+        out = _replay(str(originals[mode]), "--output-dir", str(tmp_path / "replays"), "--compare", "--strict")
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "parameter 'INCIDENT'" in out.stderr and lacking in out.stderr, out.stderr
+        assert "impact window and counts, TTD/TTM/TTR are not compared" in out.stderr, out.stderr
+    assert not (tmp_path / "replays").exists()

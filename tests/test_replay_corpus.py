@@ -39,7 +39,8 @@ def replays(tmp_path_factory, require_binary):
     for name in INCIDENTS:
         tmp = tmp_path_factory.mktemp(f"corpus-{name}")
         copy = Path(shutil.copytree(CORPUS / name, tmp / "archive" / name))  # the corpus itself stays untouched
-        out = _replay(str(copy), "--output-dir", str(tmp / "replays"), "--compare")
+        # --strict: a corpus incident lacking any source (bundle, metrics, logs, parameters) is refused
+        out = _replay(str(copy), "--output-dir", str(tmp / "replays"), "--compare", "--strict")
         folders = [p for p in (tmp / "replays").iterdir() if not p.name.startswith(".")] \
             if (tmp / "replays").exists() else []
         done[name] = (copy, folders, out)
@@ -85,6 +86,14 @@ def test_each_archived_incident_replays_the_same(replays, name):
     assert original_codes and replay_codes.keys() == original_codes.keys(), (original_codes, replay_codes)
     assert "prometheus_url" in section["parameters"]["replaced"]
     assert section["parameters"]["replaced"]["prometheus_url"]["now"] == section["prometheus"]["url"]
+    # the cluster the runbooks read held the original's pod logs and events
+    assert section["cluster"]["logs"]["lines"] > 0 and section["cluster"]["events"]["added"] > 0, section["cluster"]
+    assert not section["cluster"]["missing"]
+    # `runbook show` says what the folder is
+    shown = subprocess.run([str(BIN / "runbook"), "show", "--output-dir", str(folder.parent), folder.name],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and f"replay of: {json.loads((copy / 'incident.json').read_text())['id']}" \
+        in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_an_altered_past_count_fails_with_the_diff(replays, tmp_path):

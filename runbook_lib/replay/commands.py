@@ -34,6 +34,10 @@ def add_commands(sub: Any) -> None:
     rep.add_argument("--max-wait", type=float, default=30.0, metavar="S",
                      help="cap the diagnosis' recovery watch (monitor_max_s) at S seconds: the replayed fault "
                           "never clears (default 30)")
+    rep.add_argument("--strict", action="store_true",
+                     help="refuse (exit 2) an incident lacking any source a full replay uses (evidence bundle, "
+                          "its metrics exports and pod logs, triage's verdict and service health, the original's "
+                          "parameters), naming each and what the replay could then not check")
     rep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rep.set_defaults(func=run_replay)
 
@@ -52,6 +56,9 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.against and not args.compare:
         raise ParameterError("--against", args.against, "used with --compare only")
     original = read(args.incident)
+    if args.strict and original.missing:
+        raise ParameterError("INCIDENT", args.incident, "with --strict, an incident holding every source a full "
+                             "replay uses; missing: " + "; ".join(original.missing))
     for gap in original.missing:
         print(f"replay: missing {gap}", file=sys.stderr)
     if args.against:
