@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..sim._daemon import LocalDaemon, find_binary
+from ..sim.prometheus import LocalPrometheus, find_binary
 from ..errors import SourceUnavailable
 
 # export name -> the raw series it holds (its labels are the export's columns).
@@ -144,13 +144,13 @@ def import_blocks(text: str, storage: Path, timeout_s: float = 120.0) -> str:
     return done.stdout
 
 
-class BundlePrometheus(LocalDaemon):
+class BundlePrometheus(LocalPrometheus):
     """A real `prometheus` serving imported blocks only (no scrape target), at the original's scrape interval."""
 
-    title, config_name, log_name = "Prometheus (bundle)", "prometheus.yml", "prometheus.log"
+    title = "Prometheus (bundle)"
 
     def __init__(self, storage: Path, *, scrape_s: float, lookback_s: float, ready_timeout_s: float = 30.0) -> None:
-        super().__init__(0, ready_timeout_s)
+        super().__init__([], ready_timeout_s=ready_timeout_s)
         self.storage, self.scrape_s, self.lookback_s = storage, scrape_s, lookback_s
 
     def config_text(self) -> str:
