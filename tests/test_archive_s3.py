@@ -296,6 +296,9 @@ def test_run_writes_the_redacted_record_to_s3_and_never_a_credential(moto, bucke
     for blob in [*stored.values(), run.stdout.encode(), run.stderr.encode()]:
         assert planted.encode() not in blob and AWS_SECRET.encode() not in blob
     assert not list(Path(tempfile_dir()).glob("runbook-stage-*/*INC-9*")), "the staging copy is removed"
+    # the record lines name where the record is, not the removed staging folder
+    assert re.search(rf"record: {url}/\d{{8}}T\d{{6}}Z-INC-9/triage\.run\.json", run.stdout), run.stdout
+    assert "runbook-stage-" not in run.stdout + run.stderr
 
     # respond (refused: an unknown parameter) leaves an incident folder with incident.json: uploaded too
     resp = _cli(moto, "respond", "-p", "bogus", "1", "--incident-id", "INC-10", "--output-dir", url, cwd=tmp_path)

@@ -19,6 +19,7 @@ one, root included, can overwrite or delete them before the date); `verify` repo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import re
 import sys
@@ -209,10 +210,25 @@ def with_archive_options(command: Any, func: Callable[[Any], int]) -> None:
                                    else given, args.output_dir)
         if not is_url(args.output_dir):
             return func(args)
-        with staged(args.output_dir, retain, also=[getattr(args, "record_dir", None)]) as local_root:
+        with staged(args.output_dir, retain, also=[getattr(args, "record_dir", None)]) as local_root, \
+                contextlib.redirect_stdout(_Renaming(sys.stdout, local_root, args.output_dir.rstrip("/"))):
             return func(argparse.Namespace(**{**vars(args), "output_dir": local_root}))
 
     command.set_defaults(func=archived)
+
+
+class _Renaming:
+    """stdout with the staging folder's path written as the URL the record is uploaded to: the run's
+    `record: ...` lines named a temporary folder that was deleted once the upload ended."""
+
+    def __init__(self, stream: Any, stage: str, url: str) -> None:
+        self.stream, self.stage, self.url = stream, stage, url
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text.replace(self.stage, self.url))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 @contextmanager
