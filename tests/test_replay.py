@@ -248,3 +248,18 @@ def test_strict_refuses_a_bundle_lacking_a_source_naming_what_cannot_be_checked(
         assert "parameter 'INCIDENT'" in out.stderr and lacking in out.stderr, out.stderr
         assert "impact window and counts, TTD/TTM/TTR are not compared" in out.stderr, out.stderr
     assert not (tmp_path / "replays").exists()
+
+
+def test_the_originals_alert_notifications_are_carried_over_shifted():
+    """An incident `runbook serve` opened: its notifications move with the series, so TTD is measured from them."""
+    from runbook_lib.replay.engine import _shifted_alerts
+
+    alerts = [{"name": "MistralErrorRateHigh", "status": "firing", "starts_at": "2026-12-05T14:00:00Z",
+               "ends_at": "0001-01-01T00:00:00Z", "received_at": "2026-12-05T14:00:02Z", "fingerprint": "ab"},
+              {"name": "MistralErrorRateHigh", "status": "resolved", "starts_at": "2026-12-05T14:00:00Z",
+               "ends_at": "2026-12-05T14:05:00Z", "received_at": "2026-12-05T14:05:01Z"}, "not an alert"]
+    moved = _shifted_alerts(alerts, 3600.0)
+    assert [a["starts_at"] for a in moved] == ["2026-12-05T15:00:00Z", "2026-12-05T15:00:00Z"]
+    assert moved[0]["ends_at"] == "0001-01-01T00:00:00Z"  # Alertmanager's "still firing" is kept as such
+    assert moved[1]["ends_at"] == "2026-12-05T15:05:00Z" and moved[0]["received_at"] == "2026-12-05T15:00:02Z"
+    assert moved[0]["fingerprint"] == "ab" and alerts[0]["starts_at"] == "2026-12-05T14:00:00Z"  # a copy

@@ -89,6 +89,10 @@ def replay(original: Original, *, output_root: str | Path, incident_id: str | No
         anchor = _epoch(original.index.get("started_at"))
         shift = loaded.shift_s if loaded is not None else float(round(time.time() - anchor)) if anchor else 0.0
         section["cluster"] = seed_cluster(kube, original.bundle, shift)
+        alerts = _shifted_alerts(original.index.get("alerts"), shift)
+        if alerts:  # the notifications that opened the original: its detection time is measured from them
+            update_index(folder, alerts=alerts)
+            section["alerts"] = {"copied": len(alerts), "shift_s": shift}
         if fault.refuse:
             stack.refuse_connections()
         else:
@@ -174,6 +178,21 @@ def _evidence_and_postmortem(original: Original, folder: Path, root: Path, rid: 
     result = run_notebook("postmortem", pm, output_root=root, progress=progress, record_dir=folder)
     done["postmortem"] = {"ok": result.ok, "error": result.error, "parameters": pm}
     return done
+
+
+def _shifted_alerts(alerts: Any, shift_s: float) -> list[dict[str, Any]]:
+    """The original's Alertmanager notifications (`runbook serve` kept them), their times moved by `shift_s`."""
+    out = []
+    for alert in alerts if isinstance(alerts, list) else []:
+        if not isinstance(alert, dict):
+            continue
+        alert = dict(alert)
+        for key in ("starts_at", "ends_at", "received_at"):
+            when = _epoch(alert.get(key)) if not str(alert.get(key) or "").startswith("0001-") else None
+            if when is not None:
+                alert[key] = iso_z(when + shift_s)
+        out.append(alert)
+    return out
 
 
 def _epoch(value: Any) -> float | None:
