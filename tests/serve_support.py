@@ -66,15 +66,25 @@ def start_serve(outputs: Path, stack: Any, port: int, *extra: str, log: Path | N
     log = log or outputs.parent / "serve.log"
     proc = subprocess.Popen(serve_cmd(outputs, stack, port, *extra), stdout=subprocess.DEVNULL,
                             stderr=open(log, "ab"), **popen)
+    proc.log_path = log  # type: ignore[attr-defined]  # stop() shows it when serve does not end
     ok = wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
     assert ok, log.read_text()
     return proc
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+    """Signal serve and wait for its exit code; its stop is bounded (grace + kills), `timeout` leaves room for a
+    loaded CI machine, and a serve that still has not ended fails the test with the end of its log."""
     if proc.poll() is None:
         proc.send_signal(sig)
-    return proc.wait(timeout)
+    t0 = time.monotonic()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        log = getattr(proc, "log_path", None)
+        tail = Path(log).read_text(errors="replace")[-3000:] if log and Path(log).exists() else "(no log)"
+        raise AssertionError(f"serve still running {time.monotonic() - t0:.0f} s after signal {sig}:\n{tail}")
 
 
 def folders(outputs: Path) -> list[Path]:
