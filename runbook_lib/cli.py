@@ -10,7 +10,7 @@ from typing import Any
 
 from . import __version__
 from .errors import RunbookError
-from .paths import default_output_root
+from .paths import default_output_root, is_url
 from .records.remote import with_archive_options
 
 DEMO_MODES = ("ok", "auth_failure", "rate_limited", "capacity_exceeded", "server_error", "slow", "hang", "flaky")
@@ -167,7 +167,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """The archive newest first, one line per incident; reads only the small index files, so it is fast."""
     import json
 
-    from .records import archive
+    from .records import archive, remote
     from .records.format import format_table
 
     filters = {
@@ -178,7 +178,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "since": archive.parse_since(args.since, "--since") if args.since is not None else None,
         "limit": archive.check_limit(args.limit, "--limit") if args.limit is not None else None,
     }
-    found = archive.scan(args.output_dir)
+    found = remote.scan(args.output_dir)
     rows = archive.select(found.incidents, **filters)
     if args.json:
         print(json.dumps({"incidents": rows, "skipped": [{"folder": f, "reason": r} for f, r in found.skipped]},
@@ -186,7 +186,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     bad = f"; {len(found.skipped)} unreadable folder(s) skipped (warnings above)" if found.skipped else ""
     if not found.incidents:
-        where = "" if archive.is_url(out := args.output_dir) or Path(out).is_dir() else " (the folder does not exist)"
+        where = "" if is_url(out := args.output_dir) or Path(out).is_dir() else " (the folder does not exist)"
         print(f"no incidents recorded under {args.output_dir}{where}{bad}")
         return 0
     if rows:
@@ -200,8 +200,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     """One incident in full: notebooks, changes with their undo commands, evidence, postmortem."""
     import json
 
-    from .records.archive import show
     from .records.format import format_detail
+    from .records.remote import show
 
     detail = show(args.output_dir, args.ref)
     print(json.dumps(detail, indent=2, default=str) if args.json else format_detail(detail))
@@ -237,7 +237,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash an evidence bundle (folder or .tar.gz, or an incident's) against its manifest."""
     from .records import signing
-    from .records.verify import verify
+    from .records.remote import verify
 
     key_path = args.public_key or os.environ.get(signing.PUBLIC_KEY_ENV, "")
     public_key = signing.load_public_key(key_path, "--public-key" if args.public_key else

@@ -14,6 +14,7 @@ directory, gets its own `./outputs`, and a clear error when nothing is there).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 NOTEBOOKS_ENV = "RUNBOOK_NOTEBOOKS"
@@ -57,3 +58,12 @@ def outputs_dir() -> Path:
 def default_output_root() -> str:
     """The CLI's `--output-dir` default: `$RUNBOOK_OUTPUTS` when set (as the notebooks honour it), else outputs."""
     return os.environ.get(OUTPUTS_ENV) or "outputs"
+
+
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://")
+
+
+def is_url(root: object) -> bool:
+    """An object-storage URL (`s3://...`, `gs://...`); `file://` and plain paths are local."""
+    m = _URL.match(root) if isinstance(root, str) else None
+    return bool(m) and m.group(1) != "file"

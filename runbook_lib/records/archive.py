@@ -23,9 +23,9 @@ from typing import Any
 from .._time import iso_z
 from .._time import parse as parse_time
 from ..errors import ParameterError, RunbookError
+from ..paths import is_url
 from ._values import as_dict, as_list, as_number, as_text
 from .incident import INDEX
-from .remote import is_url
 
 SEVERITIES = ("P1", "P2", "P3", "P4")
 # The decision branches (decision.py; not imported: it pulls in probes and httpx, ~80 ms).
@@ -200,9 +200,6 @@ def scan(root: str | Path, *, warn: bool = True) -> Scan:
     neither (a run still in progress, or one that crashed before writing its result) is counted as
     skipped; other entries (README.md, `.embedded/`, report.png) are not records and are ignored.
     """
-    if is_url(root):  # the archive on object storage (remote.py): one listing + one index per incident
-        from .remote import scan_url
-        return scan_url(str(root), warn=warn)
     out = Scan()
     try:
         with os.scandir(root) as it:
@@ -359,9 +356,6 @@ def load(folder: str | Path) -> dict[str, Any]:
 
 def show(root: str | Path, ref: str | Path) -> dict[str, Any]:
     """Everything about one incident: its index, file existence per notebook, same-id folders."""
-    if is_url(root):
-        from .remote import show_url
-        return show_url(str(root), ref)
     folder = find(root, ref)
     index = load(folder)
     summary = summarize(folder, index["kind"], index)

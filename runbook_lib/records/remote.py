@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError, RunbookError
+from ..paths import is_url
+from . import archive
+from .incident import INDEX
+from .verify import verify as verify_local
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$")
 # the package each scheme needs (cli.EXTRA_OF names the extra that brings it)
@@ -43,11 +47,6 @@ MAX_RETAIN_DAYS = 36500
 _S3_OPTIONS = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30,
                                  "retries": {"max_attempts": 2, "mode": "standard"}, "max_pool_connections": 32}}
 
-
-def is_url(root: object) -> bool:
-    """An object-storage URL (`s3://...`, `gs://...`); `file://` and plain paths are local."""
-    m = _URL.match(str(root)) if isinstance(root, str) else None
-    return bool(m) and m.group(1) != "file"
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -168,8 +167,6 @@ def preflight(url: str, retain_days: int | None = None) -> Any:
 
 def upload(folder: str | Path, url: str, *, retain_days: int | None = None, fs: Any = None) -> str:
     """Copy one finished record folder to `url/<folder name>/`, its index last; returns the folder's URL."""
-    from .archive import RUN_SUFFIX
-    from .incident import INDEX
 
     folder = Path(folder)
     fs = fs or _filesystem(url)
@@ -177,7 +174,7 @@ def upload(folder: str | Path, url: str, *, retain_days: int | None = None, fs: 
     dest = f"{path}/{folder.name}"
     files = sorted(p for p in folder.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    last = [p for p in files if p.parent == folder and (p.name == INDEX or p.name.endswith(RUN_SUFFIX))]
+    last = [p for p in files if p.parent == folder and (p.name == INDEX or p.name.endswith(archive.RUN_SUFFIX))]
     extra: dict[str, Any] = {}
     if retain_days:
         extra = {"ObjectLockMode": RETAIN_MODE,
@@ -267,18 +264,17 @@ def _parse(name: str, data: Any) -> Any:
     """JSON bytes, or the archive's one-line reason (archive.BadRecord)."""
     import json
 
-    from .archive import BadRecord
 
     if isinstance(data, FileNotFoundError):
         return None
     if isinstance(data, BaseException):
-        raise BadRecord(f"{name} cannot be read ({type(data).__name__}: {data})")
+        raise archive.BadRecord(f"{name} cannot be read ({type(data).__name__}: {data})")
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRecord(f"{name} is not valid JSON ({exc})") from None
+        raise archive.BadRecord(f"{name} is not valid JSON ({exc})") from None
     except RecursionError:
-        raise BadRecord(f"{name} is nested too deeply to read") from None
+        raise archive.BadRecord(f"{name} is nested too deeply to read") from None
 
 
 def _folders(fs: Any, url: str) -> list[str]:
@@ -297,8 +293,6 @@ def _folders(fs: Any, url: str) -> list[str]:
 
 def scan_url(url: str, *, warn: bool = True) -> Any:
     """archive.scan for an object-storage URL: one listing, then each folder's incident.json (fetched at once)."""
-    from . import archive
-    from .incident import INDEX
 
     fs = _filesystem(url)
     scheme, _ = _split(url)
@@ -384,8 +378,6 @@ async def _presigned_gets(fs: Any, paths: list[str]) -> dict[str, Any]:
 
 def _loaded(fs: Any, folder: str, index_bytes: Any) -> tuple[str, dict[str, Any]] | None:
     """("incident", index) or ("run", merged run.json records), like archive._load."""
-    from . import archive
-    from .incident import INDEX
 
     index = _parse(INDEX, index_bytes)
     if index is not None:
@@ -453,7 +445,6 @@ def _to_url(value: Any, local: Path, folder_url: str) -> Any:
 
 def show_url(url: str, ref: str | Path) -> dict[str, Any]:
     """archive.show for a URL: the incident folder read from a temporary copy, its paths given as URLs."""
-    from . import archive
 
     fs = _filesystem(url)
     found = scan_url(url, warn=False)
@@ -496,7 +487,6 @@ def retention(fs: Any, folder_url: str) -> tuple[list[str], list[str]]:
 
 def verify_url(url: str, ref: str | Path, public_key: Any | None = None) -> list[Any]:
     """records.verify for a URL: the incident's bundles re-hashed from a temporary copy, plus its retention."""
-    from .verify import verify
 
     root = url
     if is_url(str(ref)):  # `runbook verify s3://bucket/prefix/<folder>`: that folder's own archive
@@ -504,7 +494,7 @@ def verify_url(url: str, ref: str | Path, public_key: Any | None = None) -> list
     fs = _filesystem(root)
     folder_url = _pick(root, ref, scan_url(root, warn=False))
     with _downloaded(fs, folder_url) as local:
-        results = verify(local.parent, local.name, public_key)
+        results = verify_local(local.parent, local.name, public_key)
         for result in results:
             result.target = _to_url(result.target, local, folder_url)
             result.problems = _to_url(result.problems, local, folder_url)
@@ -517,3 +507,25 @@ def verify_url(url: str, ref: str | Path, public_key: Any | None = None) -> list
         results[0].problems += problems
         results[0].notes += notes
     return results
+
+
+# ---------------------------------------------------------------------------------------------- the archive commands
+# `runbook list/show/report/verify` read a local folder (archive.py, verify.py) or an object-storage URL
+# (above) through these three; the local modules know nothing of object storage.
+
+
+def scan(root: str | Path, *, warn: bool = True) -> Any:
+    """archive.scan for a local folder or an object-storage URL."""
+    return scan_url(str(root), warn=warn) if is_url(root) else archive.scan(root, warn=warn)
+
+
+def show(root: str | Path, ref: str | Path) -> dict[str, Any]:
+    """archive.show for a local folder or an object-storage URL."""
+    return show_url(str(root), ref) if is_url(root) else archive.show(root, ref)
+
+
+def verify(root: str | Path, ref: str | Path, public_key: Any | None = None) -> list[Any]:
+    """records.verify for a local folder, or an incident under an object-storage URL (`ref` may be its URL)."""
+    if is_url(root) or is_url(str(ref)):
+        return verify_url(str(root), ref, public_key)
+    return verify_local(root, ref, public_key)

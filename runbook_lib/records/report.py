@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .archive import SEVERITIES, scan
+from ..paths import is_url
+from .archive import SEVERITIES
+from .remote import scan
 
 
 def report(root: str | Path) -> dict[str, Any]:
@@ -48,8 +50,6 @@ def report(root: str | Path) -> dict[str, Any]:
 
 def default_plot(root: str | Path) -> Path:
     """Where `runbook report` draws without --plot: beside the archive, or ./report.png for an s3:// one."""
-    from .remote import is_url
-
     return Path("report.png") if is_url(root) else Path(root) / "report.png"
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from ..errors import ParameterError
 from ._values import as_dict, as_text
 from .archive import find, is_record, load, local_path
-from .remote import is_url
 
 
 @dataclass
@@ -104,9 +103,6 @@ def verify(root: str | Path, ref: str | Path, public_key: Any | None = None) -> 
     Each bundle is also checked against the seal recorded outside it at collection (the manifest's
     digest in incident.json; the signature with `public_key`, see records/signing.py).
     """
-    if is_url(root) or is_url(str(ref)):  # the archive on object storage (remote.py)
-        from .remote import verify_url
-        return verify_url(str(root), ref, public_key)
     path = Path(ref)
     if path.is_file() or (path.is_dir() and (path / "manifest.json").is_file()):
         result = verify_bundle(path)
