@@ -48,7 +48,8 @@ def replays(tmp_path_factory, require_binary):
 
 
 def test_the_corpus_is_small_redacted_and_complete():
-    assert len(INCIDENTS) >= 2, INCIDENTS
+    classes = {json.loads((CORPUS / n / "incident.json").read_text()).get("error_class") for n in INCIDENTS}
+    assert {"auth", "rate_limit", "provider_error", "network"} <= classes, (INCIDENTS, classes)  # each family
     for name in INCIDENTS:
         folder = CORPUS / name
         files = [p for p in folder.rglob("*") if p.is_file()]

@@ -49,6 +49,8 @@ class Row:
         return self.original == self.replay
 
     def shown(self, value: Any) -> str:
+        if value is None:
+            return "-"
         if isinstance(value, float) and self.fact.startswith("impact ") and self.fact.endswith(("start", "end")):
             return iso_z(value)
         return str(value)
@@ -153,7 +155,8 @@ def compare(original: dict[str, str | None], replay: dict[str, str | None],
                                                                        "detected by")]
     ttm = ours.get("TTM (s)")
     rows.append(Row("TTM (s)", ttm, theirs.get("TTM (s)"), tolerance=step + 1,
-                    note="the original applied a change; a replay never applies one" if ttm is not None else None))
+                    note="the original applied a change; a replay never applies one" if ttm is not None else
+                    "no change applied, so none to time"))
     rows.append(Row("cause", ours.get("cause"), theirs.get("cause")))
     return rows
 
@@ -172,8 +175,7 @@ def render(rows: list[Row], original_label: str, replay_label: str) -> str:
         tol = f" (within {r.tolerance:g})" if r.tolerance is not None else ""
         mark = (("same" if r.same else "DIFFERS") + tol if r.checked else
                 f"not checked ({r.note})" if r.note else "not checked (not recorded)")
-        ours = r.shown(r.original) if r.original is not None else "-"
-        lines.append(f"{r.fact:<{width}}{_cut(ours, col):<{col}}{_cut(r.shown(r.replay), col):<{col}}{mark}")
+        lines.append(f"{r.fact:<{width}}{_cut(r.shown(r.original), col):<{col}}{_cut(r.shown(r.replay), col):<{col}}{mark}")
     for r in rows:  # a differing value cut in the table is printed whole
         if not r.same and max(len(r.shown(r.original)), len(r.shown(r.replay))) > col - 2:
             lines += [f"{r.fact}, original: {r.shown(r.original)}", f"{r.fact}, replay:   {r.shown(r.replay)}"]

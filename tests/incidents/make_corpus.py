@@ -21,7 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # name -> (simulator mode, its options)
-CORPUS = {"rate-limited": ("rate_limited", {}), "server-error-502": ("server_error", {"status": 502})}
+CORPUS = {"rate-limited": ("rate_limited", {}), "server-error-502": ("server_error", {"status": 502}),
+          "auth-failure": ("auth_failure", {}), "timeout-hang": ("hang", {})}
 KEEP_SUFFIXES = (".json", ".ipynb", ".md", ".csv", ".jsonl", ".yaml", ".txt")
 
 
@@ -45,7 +46,8 @@ def make(name: str, out: Path = HERE) -> Path:
             assert prom.wait_for_data("sum(mistral_requests_total)", timeout_s=30)
             time.sleep(3)  # some healthy traffic first
             st.set_mode(mode, **options)
-            assert st.wait_for_service_status({"down"}, timeout_s=15)
+            # a hang shows at our service only once its own call timeouts end (slower than an error reply)
+            assert st.wait_for_service_status({"down", "degraded"} if mode == "hang" else {"down"}, timeout_s=45)
             time.sleep(2)
             index = respond({"mistral_url": st.mistral_url, "service_health_url": st.service_health_url,
                              "prometheus_url": prom.url, "metrics_window": "10s", "kubeconfig": kubeconfig,
