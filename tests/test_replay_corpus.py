@@ -97,6 +97,28 @@ def test_each_archived_incident_replays_the_same(replays, name):
         in shown.stdout, shown.stdout + shown.stderr
 
 
+def _answers(folder: Path) -> list[tuple]:
+    """What triage's probes of the API got: status, body detail, rate-limit headers, Retry-After, class."""
+    probes = read_records(folder / "triage.ipynb")["mistral_api"]["probes"]
+    return sorted((p["status_code"] or 0, p["detail"] if p["status_code"] else "", json.dumps(p["ratelimit"] or {},
+                   sort_keys=True), p["retry_after"] or "", p["classification"]) for p in probes)
+
+
+@pytest.mark.parametrize("name", INCIDENTS)
+def test_the_replays_probes_got_the_recorded_answers(replays, name):
+    """The simulator played the original's answers back (issue 20): each probe of the replay's triage got what
+    one of the original's got (status, body, rate-limit headers, Retry-After), and as slowly (ground truth:
+    the original's recorded probes, not the simulator's mode)."""
+    copy, [folder], _ = replays[name]
+    section = json.loads((folder / "incident.json").read_text())["replay"]
+    assert section["fault"]["recorded"]["answers"] >= 5, section["fault"]
+    assert _answers(folder) == _answers(copy)
+    ours = read_records(copy / "triage.ipynb")["mistral_api"]
+    theirs = read_records(folder / "triage.ipynb")["mistral_api"]
+    if ours["latency_ms_median"] is not None:  # answered: the recorded latency, give or take the machine's load
+        assert abs(theirs["latency_ms_median"] - ours["latency_ms_median"]) < 250, (ours, theirs)
+
+
 def test_an_altered_past_count_fails_with_the_diff(replays, tmp_path):
     """The original's postmortem says 10 more failed calls than its metrics hold: --compare exits 1 naming it."""
     name = INCIDENTS[0]

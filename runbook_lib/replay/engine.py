@@ -95,6 +95,8 @@ def replay(original: Original, *, output_root: str | Path, incident_id: str | No
             section["alerts"] = {"copied": len(alerts), "shift_s": shift}
         if fault.refuse:
             stack.refuse_connections()
+        elif fault.script:  # the recorded answers, burst by burst (sim/mistral.py set_script)
+            stack.mistral.set_script(fault.script, gap_s=faults.GAP_S)
         else:
             stack.set_mode(fault.mode, **fault.options)
         section["service"] = _settle(original, stack, settle_s)
@@ -103,7 +105,8 @@ def replay(original: Original, *, output_root: str | Path, incident_id: str | No
         check_on_stack(parameters, stack, prometheus_url)
         section["parameters"] = changed
         update_index(folder, replay_of=original.id, replay=section)
-        print(f"replay: {original.id} ({fault.to_dict()['mode']}) into {folder}", file=sys.stderr, flush=True)
+        print(f"replay: {original.id} ({fault.to_dict()['mode']}{', recorded answers' if fault.script else ''}) "
+              f"into {folder}", file=sys.stderr, flush=True)
         index = respond(parameters, output_root=root, folder=folder, progress=progress)
         if loaded is not None:
             section["afterwards"] = _evidence_and_postmortem(original, folder, root, rid, parameters, loaded,

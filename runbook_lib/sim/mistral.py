@@ -298,6 +298,10 @@ class MistralSimulator(SimServer):
         self._fail_fraction = 0.3
         self._incidents: list[dict[str, Any]] = []
         self._open_incident: str | None = None
+        self._script: list[dict[str, Any]] = []  # mode "recorded": the answers a replay plays (set_script)
+        self._script_pos: dict[tuple[int, bool], int] = {}
+        self._script_gap_s = 0.5
+        self._probe_segment, self._last_probe = -1, float("-inf")
         self._seed_feed()
         self.set_mode(mode, status=status, latency_s=latency_s, fail_fraction=fail_fraction)
 
@@ -334,8 +338,9 @@ class MistralSimulator(SimServer):
         if problem:
             raise ValueError(problem)
         with self._lock:
-            was_incident = self._mode in INCIDENT_MODES
+            was_incident = self._mode in INCIDENT_MODES or self._scripted_incident()
             self._mode = mode
+            self._script, self._script_pos, self._probe_segment = [], {}, -1
             if status is not None:
                 self._status = int(status)
             if latency_s is not None:
@@ -348,6 +353,69 @@ class MistralSimulator(SimServer):
             elif was_incident and mode not in INCIDENT_MODES:
                 self._feed_update("Resolved")
         old.set()
+
+    def set_script(self, segments: list[dict[str, Any]], gap_s: float = 0.5) -> None:
+        """Play recorded answers instead of a fault (`runbook replay`, replay/fault.py): mode "recorded".
+
+        `segments`: the original's bursts of probe answers in order, [{"answers": [{"status": int | None,
+        "body": dict | None, "headers": {..}, "latency_s": float}, ...]}, ...]. The runbooks' probes
+        (User-Agent mistral-runbooks/...) come in bursts too (a notebook's probes, then a pause of at least
+        `gap_s`): the n-th burst gets the n-th segment's answers, round robin, the last one repeating. Order,
+        not the clock, pairs them: a replay's notebooks start at their own pace. Other callers (our
+        service) get the answers of the segment the probes are at. Status None: no answer (a hang); a
+        2xx: the genuine endpoint's answer after the recorded latency. `set_mode` ends the script.
+        """
+        if not segments or any(not s.get("answers") for s in segments):
+            raise ValueError("a script needs segments, each with at least one answer")
+        with self._lock:
+            was_incident = self._mode in INCIDENT_MODES or self._scripted_incident()
+            self._mode = "recorded"
+            self._script = [{"answers": list(seg["answers"])} for seg in segments]
+            self._script_pos, self._script_gap_s = {}, float(gap_s)
+            self._probe_segment, self._last_probe = -1, float("-inf")
+            old, self._release = self._release, threading.Event()
+            if self._scripted_incident() and not was_incident:
+                self._feed_update("Investigating", new=True)
+            elif was_incident and not self._scripted_incident():
+                self._feed_update("Resolved")
+        old.set()
+
+    def _scripted_incident(self) -> bool:
+        """Whether the script holds a 5xx (as the server_error and flaky modes, it opens a status-feed incident)."""
+        return any((a.get("status") or 0) >= 500 for seg in self._script for a in seg["answers"])
+
+    def _next_answer(self, probe: bool) -> dict[str, Any]:
+        with self._lock:
+            if probe:
+                now = time.monotonic()
+                if now - self._last_probe > self._script_gap_s:  # a new burst of probes: the next segment
+                    self._probe_segment = min(self._probe_segment + 1, len(self._script) - 1)
+                self._last_probe = now
+            index = max(self._probe_segment, 0)
+            answers = self._script[index]["answers"]
+            pos = self._script_pos.get((index, probe), 0)
+            self._script_pos[(index, probe)] = pos + 1
+            return answers[pos % len(answers)]
+
+    def _recorded(self, request: Request, endpoint: Any) -> Answer:
+        """One recorded answer (set_script): its latency, status, body and headers."""
+        answer = self._next_answer(request.headers.get("User-Agent", "").startswith("mistral-runbooks/"))
+        status = answer.get("status")
+        if status is None:  # recorded as no answer: hold the request until the script changes or we stop
+            with self._lock:
+                release = self._release
+            release.wait(HANG_MAX_S)
+            return NO_RESPONSE
+        if self.stop_event.wait(min(max(float(answer.get("latency_s") or 0.0), 0.0), HANG_MAX_S)):
+            return NO_RESPONSE
+        headers = {"mistral-correlation-id": str(uuid.uuid4())}
+        if 200 <= int(status) < 300:
+            resp = endpoint(request, headers)
+            return self._with_limits(resp, headers, count=False) if isinstance(resp, Response | StreamResponse) \
+                else resp
+        resp = self._with_limits(Response.json(int(status), answer.get("body") or {}), headers, count=False)
+        resp.headers.update({str(k): str(v) for k, v in (answer.get("headers") or {}).items()})
+        return resp
 
     def _on_stop(self) -> None:
         with self._lock:  # release current hangs; a fresh event so a restart in hang mode hangs again
@@ -398,6 +466,8 @@ class MistralSimulator(SimServer):
             return Response.json(405, {"detail": "Method Not Allowed"}, {"Allow": method})
         state = self.mode_state()
         mode = state["mode"]
+        if mode == "recorded":
+            return self._recorded(request, endpoint)
         deadline = time.monotonic() + HANG_MAX_S
         while mode == "hang":  # read the request, then say nothing until stop or a mode change
             with self._lock:

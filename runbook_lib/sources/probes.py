@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from .. import __version__
 from .._time import iso_z
 from ..secrets import SecretRef
 from .tls import describe_tls_error, exception_chain, ssl_context
@@ -293,6 +294,10 @@ async def probe_service(client: httpx.AsyncClient, health_url: str, timeout_s: f
     return ServiceHealth(health_url, started_at, _ms(t0), True, response.status_code, status, mistral, detail)
 
 
+# what the runbooks' probes call themselves: a proxy's or the API's logs can tell them from the product's calls
+USER_AGENT = f"mistral-runbooks/{__version__} (incident probe)"
+
+
 def client(timeout_s: float, *, tls: bool = True, ca_bundle: str = "") -> httpx.AsyncClient:
     """One client for a triage run, redirects not followed (a redirect is itself a finding).
 
@@ -302,7 +307,5 @@ def client(timeout_s: float, *, tls: bool = True, ca_bundle: str = "") -> httpx.
     every target is plain http: it skips loading the CA bundle (30 ms, a fifth of a triage's own
     time); certificates are verified whenever https is used.
     """
-    if tls:
-        verify = ssl_context(ca_bundle=ca_bundle, names=("ca_bundle", "ca_bundle", "ca_bundle"))
-        return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=verify)
-    return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=False)
+    verify = ssl_context(ca_bundle=ca_bundle, names=("ca_bundle", "ca_bundle", "ca_bundle")) if tls else False
+    return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=verify, headers={"User-Agent": USER_AGENT})
