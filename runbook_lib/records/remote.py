@@ -1,4 +1,4 @@
-"""The archive on object storage (issue 19): `--output-dir s3://bucket/prefix` for run/respond and the archive commands.
+"""The archive on object storage (issue 19): `--output-dir s3://bucket/prefix` (or gs://) for run/respond and the archive commands.
 
 Runs never write to object storage while they execute: they run into a local staging folder
 (`staged`), and the finished record folder (notebooks, HTML, run.json, incident.json, bundles,
@@ -9,10 +9,10 @@ listing of the prefix (1,000 folders a page) plus one small object per incident 
 `*.run.json`). `show` and `verify` download the one incident folder they name and run the local
 code on it, so a record reads the same wherever it is stored.
 
-Credentials come only from the environment / the standard AWS chain (AWS_ENDPOINT_URL too), never
-from a parameter, and no message names more than the URL. fsspec and s3fs are the `[s3]` extra,
-imported only here and only for a URL. Every request is bounded (connect and read timeouts, two
-attempts). With `retain_days` the objects are written under S3 Object Lock (COMPLIANCE mode: no
+Credentials come only from the environment / the standard AWS or Google chain (AWS_ENDPOINT_URL,
+STORAGE_EMULATOR_HOST too), never from a parameter, and no message names more than the URL. fsspec
+with s3fs (`[s3]`) or gcsfs (`[gcs]`) is imported only here and only for a URL. Every request is
+bounded (connect and read timeouts, two attempts). With `retain_days` the objects are written under S3 Object Lock (COMPLIANCE mode: no
 one, root included, can overwrite or delete them before the date); `verify` reports the retention.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -46,7 +47,25 @@ MAX_RETAIN_DAYS = 36500
 # bounded requests: an unreachable endpoint fails in seconds, not after minutes of retries
 _S3_OPTIONS = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30,
                                  "retries": {"max_attempts": 2, "mode": "standard"}, "max_pool_connections": 32}}
+_GCS_TIMEOUTS = {"connect": 5, "sock_read": 30}  # and two attempts: _gcs_class
 
+
+@functools.cache
+def _gcs_class() -> Any:
+    """gcsfs's JSON API filesystem with every request tried twice, not six times over ~31 s of back-off.
+
+    Not `gcsfs.GCSFileSystem`: since 2026 that is a subclass whose first call on each bucket asks the
+    gRPC storage-control API for the bucket's layout, 60 s to give up where that API is not served
+    (an emulator), again on every call. Plain and hierarchical-namespace buckets need none of it.
+    """
+    from gcsfs.core import GCSFileSystem
+    from gcsfs.retry import retry_request
+
+    logging.getLogger("gcsfs").addHandler(logging.NullHandler())  # its retry tracebacks stay off stderr
+    bounded = {name: retry_request(retries=2)(method.__wrapped__) for name in
+               ("_request", "_get_file_request", "_get_file_concurrent")
+               if hasattr(method := getattr(GCSFileSystem, name, None), "__wrapped__")}
+    return type("BoundedGCSFileSystem", (GCSFileSystem,), bounded)
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -66,7 +85,12 @@ def _filesystem(url: str) -> Any:
         import fsspec
         if module:
             __import__(module)
-        fs = fsspec.filesystem(scheme, **(_S3_OPTIONS if module == "s3fs" else {}))
+        if module == "gcsfs":
+            import aiohttp
+
+            fs = _gcs_class()(requests_timeout=aiohttp.ClientTimeout(**_GCS_TIMEOUTS))
+        else:
+            fs = fsspec.filesystem(scheme, **(_S3_OPTIONS if module == "s3fs" else {}))
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"No module named {module or exc.name!r}", name=module or exc.name) from None
     except (ImportError, ValueError) as exc:  # fsspec: an unknown protocol
@@ -77,24 +101,35 @@ def _filesystem(url: str) -> Any:
 
 
 def _failure(exc: BaseException, url: str, what: str) -> RunbookError:
-    """One line naming the parameter and the URL; never credentials (botocore's messages hold none)."""
+    """One line naming the parameter and the URL; never credentials (botocore's and gcsfs's messages hold none)."""
     name = type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else name
-    if "Credentials" in name or "credentials" in text.lower():
-        hint = "no usable credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role"
+    gs = not _split(url)[0].startswith("s3")
+    if "Credentials" in name or "credentials" in text.lower() or (gs and "Auth" in name):
+        hint = ("no usable credentials: set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default "
+                "login` or use the workload's service account" if gs else
+                "no usable credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role")
     elif "connect" in text.lower() or "Endpoint" in name or "Timeout" in name:
-        hint = "the endpoint cannot be reached (check AWS_ENDPOINT_URL / the network)"
+        hint = f"the endpoint cannot be reached (check {'STORAGE_EMULATOR_HOST' if gs else 'AWS_ENDPOINT_URL'} / " \
+               "the network)"
     else:
         hint = f"{name}: {text}"
     return RunbookError(f"--output-dir {url}: cannot {what}: {hint}")
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    """What a storage call raises: OS errors (s3fs translates most) and botocore's own."""
+    """What a storage call raises: OS errors (s3fs and gcsfs translate most), botocore's, gcsfs's and aiohttp's."""
     out: tuple[type[BaseException], ...] = (OSError, ValueError)
     try:
         from botocore.exceptions import BotoCoreError, ClientError
         out += (BotoCoreError, ClientError)
+    except ImportError:
+        pass
+    try:
+        import aiohttp
+        from gcsfs.retry import HttpError
+        from google.auth.exceptions import GoogleAuthError
+        out += (HttpError, GoogleAuthError, aiohttp.ClientError)
     except ImportError:
         pass
     return out
@@ -131,6 +166,10 @@ def check_retain_days(value: object, output_dir: str) -> int | None:
     if not is_url(output_dir):
         raise ParameterError("--retain-days", value, "used with an object-storage --output-dir (s3://bucket/prefix "
                                                      "on a bucket with Object Lock); a local folder has no retention")
+    if not _split(output_dir)[0].startswith("s3"):
+        raise ParameterError("--retain-days", value, f"used with an s3:// --output-dir only (S3 Object Lock); "
+                                                     f"{output_dir} is not: give its bucket a retention policy "
+                                                     "(Bucket Lock) instead, or drop --retain-days")
     return days
 
 
