@@ -6,10 +6,12 @@ incident's folder, polled every 10 ms:
 - single: `--single` alerts, one at a time, each for a new service (a new incident each time);
 - burst: `--burst` alerts of distinct services posted at once (each a new incident), with
   `--workers` runs at a time, as an operator would configure serve.
-Beside them, in the same run, `runbook run triage` as a process (the cold floor of one run), so the
-figures can be read as ratios on any machine.
+Each with every `--warm` value given (default 0, 2 and 10: no pool, the default pool, a pool as large
+as the burst), one serve each, side by side; every figure starts from a full pool (the bench waits
+for the standbys' ready lines). Beside them, in the same run, `runbook run triage` as a process (the
+cold floor of one run), so the figures can be read as ratios on any machine.
 
-Run: `.venv/bin/python benchmarks/serve_latency.py [--single 5 --burst 10 --workers 2]`.
+Run: `.venv/bin/python benchmarks/serve_latency.py [--single 5 --burst 10 --workers 2 --warm 0 2 10]`.
 """
 
 from __future__ import annotations
@@ -82,12 +84,87 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _serve_run(stack: Any, tmp: Path, params: list[str], workers: int, warm: int, n_single: int,
+               n_burst: int) -> tuple[list[float], list[float]]:
+    """One serve (`--workers`, `--warm`): single alerts, then a burst; seconds to each verdict."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    outputs = tmp / f"outputs-warm{warm}"
+    log = open(tmp / f"serve-warm{warm}.log", "wb")
+    serve = subprocess.Popen([str(BIN / "runbook"), "serve", "--listen", f"127.0.0.1:{port}", "--output-dir",
+                              str(outputs), "--workers", str(workers), "--warm", str(warm), *params],
+                             stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUNBOOK_SERVE_TOKEN": TOKEN})
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("serve did not become ready:\n" + (tmp / f"serve-warm{warm}.log").read_text())
+            time.sleep(0.1)
+        _wait_standbys(outputs, warm)
+        single: list[float] = []
+        for i in range(n_single):
+            service = f"single{i}"
+            t0 = {service: time.monotonic()}
+            httpx.post(f"{url}/webhook", json=_webhook(service), headers=headers, timeout=10).raise_for_status()
+            single += _verdict_times(outputs, [service], t0, 120).values()
+            time.sleep(0.5)
+            _wait_standbys(outputs, warm)  # the pool refills between single alerts (not during a burst)
+        services = [f"burst{i}" for i in range(n_burst)]
+        t0: dict[str, float] = {}
+        barrier = threading.Barrier(len(services))
+
+        def post(service: str) -> None:
+            barrier.wait()
+            t0[service] = time.monotonic()
+            httpx.post(f"{url}/webhook", json=_webhook(service), headers=headers, timeout=10).raise_for_status()
+
+        threads = [threading.Thread(target=post, args=(s,)) for s in services]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        burst = list(_verdict_times(outputs, services, t0, 300).values())
+    finally:
+        serve.terminate()
+        serve.wait(60)
+    return single, burst
+
+
+def _wait_standbys(outputs: Path, warm: int, timeout_s: float = 120) -> None:
+    """Until serve's `warm` standbys have all said ready (their log lines), so each figure starts from a full pool."""
+    if warm <= 0:
+        return
+    log = outputs / ".serve" / "standby.log"
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        ready = text.count(" ready in ")
+        used = sum(1 for f in outputs.glob("*/respond.log"))
+        if ready - used >= warm:
+            return
+        if ready != seen:
+            seen = ready
+        time.sleep(0.2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--single", type=int, default=5)
     ap.add_argument("--burst", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--warm", type=int, nargs="+", default=[0, 2, 10],
+                    help="serve --warm values to measure side by side (0: every respond cold, as before)")
     args = ap.parse_args()
+    results: dict[int, tuple[list[float], list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="serve-latency-") as tmp, \
             EmbeddedStack(api_key="sim-" + secrets.token_urlsafe(16), rate=10.0) as stack:
         stack.set_mode("server_error", status=503)
@@ -100,62 +177,20 @@ def main() -> None:
             subprocess.run([str(BIN / "runbook"), "run", "triage", "--output-dir", str(Path(tmp) / "cli"),
                             "--incident-id", f"floor-{i}", *params[:-3]], capture_output=True, check=False)
             floor.append(time.monotonic() - t)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        outputs = Path(tmp) / "outputs"
-        log = open(Path(tmp) / "serve.log", "wb")
-        serve = subprocess.Popen([str(BIN / "runbook"), "serve", "--listen", f"127.0.0.1:{port}", "--output-dir",
-                                  str(outputs), "--workers", str(args.workers), *params],
-                                 stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUNBOOK_SERVE_TOKEN": TOKEN})
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("serve did not become ready:\n" + (Path(tmp) / "serve.log").read_text())
-                time.sleep(0.1)
-            single: list[float] = []
-            for i in range(args.single):
-                service = f"single{i}"
-                t0 = {service: time.monotonic()}
-                httpx.post(f"{url}/webhook", json=_webhook(service), headers=headers, timeout=10).raise_for_status()
-                got = _verdict_times(outputs, [service], t0, 120)
-                single += got.values()
-                time.sleep(0.5)
-            services = [f"burst{i}" for i in range(args.burst)]
-            t0 = {}
-            barrier = threading.Barrier(len(services))
-
-            def post(service: str) -> None:
-                barrier.wait()
-                t0[service] = time.monotonic()
-                httpx.post(f"{url}/webhook", json=_webhook(service), headers=headers, timeout=10).raise_for_status()
-
-            threads = [threading.Thread(target=post, args=(s,)) for s in services]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            burst = list(_verdict_times(outputs, services, t0, 300).values())
-        finally:
-            serve.terminate()
-            serve.wait(60)
+        for warm in args.warm:
+            results[warm] = _serve_run(stack, Path(tmp), params, args.workers, warm, args.single, args.burst)
     fl = statistics.median(floor)
     print(f"runbook run triage as a process (cold floor, median of {len(floor)}): {fl:.2f} s")
-    if single:
-        p50 = statistics.median(single)
-        print(f"serve, one alert at a time ({len(single)} incidents): webhook -> verdict recorded p50 {p50:.2f} s "
-              f"(max {max(single):.2f} s; {p50 / fl:.2f}x the cold floor)")
-    if burst:
-        print(f"serve, {args.burst} alerts at once, {args.workers} workers ({len(burst)} of {args.burst} verdicts): "
-              f"p50 {_pct(burst, 0.5):.2f} s, p99 {_pct(burst, 0.99):.2f} s")
+    for warm, (single, burst) in results.items():
+        pool = f"--warm {warm}" + (" (no pool: every respond cold)" if warm == 0 else "")
+        if single:
+            p50 = statistics.median(single)
+            print(f"serve {pool}, one alert at a time ({len(single)} incidents): webhook -> verdict recorded "
+                  f"p50 {p50:.2f} s (max {max(single):.2f} s; {p50 / fl:.2f}x the cold floor)")
+        if burst:
+            print(f"serve {pool}, {args.burst} alerts at once, {args.workers} workers ({len(burst)} of {args.burst} "
+                  f"verdicts): p50 {_pct(burst, 0.5):.2f} s, p99 {_pct(burst, 0.99):.2f} s "
+                  f"({_pct(burst, 0.5) / fl:.2f}x / {_pct(burst, 0.99) / fl:.2f}x the cold floor)")
     print("target (issue 17): p50 <= 1.5 s, p99 bounded, 10 alerts at once")
 
 

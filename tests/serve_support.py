@@ -91,14 +91,40 @@ def folders(outputs: Path) -> list[Path]:
     return sorted(p for p in outputs.iterdir() if p.is_dir() and not p.name.startswith(".")) if outputs.exists() else []
 
 
+def standby_processes(marker: str) -> list[psutil.Process]:
+    """Live standbys (`serve --warm`: `runbook_lib _standby`, run/standby.py) of the serve whose output folder holds `marker`."""
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if "_standby" in cmd and "runbook_lib" in cmd and any(marker in c for c in cmd):
+            out.append(p)
+    return out
+
+
+def standby_folder(p: psutil.Process) -> str:
+    """The incident folder a standby was handed (the `respond.log` it writes to), or "" while it waits."""
+    try:
+        logs = [f.path for f in p.open_files() if f.path.endswith("/respond.log")]
+    except psutil.Error:
+        return ""
+    return str(Path(logs[0]).parent) if logs else ""
+
+
 def respond_processes(marker: str) -> list[psutil.Process]:
-    """Live `runbook_lib respond` processes whose command line holds `marker` (e.g. the output folder)."""
+    """Live respond runs whose command line holds `marker` (e.g. the output folder): `runbook_lib respond`
+    processes, and standbys that were handed an incident (they run the same respond)."""
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = p.info.get("cmdline") or []
         if "respond" in cmd and "runbook_lib" in cmd and any(marker in c for c in cmd):
             out.append(p)
-    return out
+    return out + [p for p in standby_processes(marker) if standby_folder(p)]
+
+
+def _run_cmdline(p: psutil.Process) -> list[str]:
+    """A run's command line; a standby's with the folder it was handed as --record-dir (as a cold respond's)."""
+    cmd = p.cmdline()
+    return [*cmd, "--record-dir", standby_folder(p)] if "_standby" in cmd else cmd
 
 
 class RespondWatcher:
@@ -131,7 +157,7 @@ class RespondWatcher:
                 try:
                     if p.ppid() in pids:
                         continue  # respond forking a child (kernel launch) before its exec: the same run
-                    now.append(((p.pid, p.create_time()), p.cmdline()))
+                    now.append(((p.pid, p.create_time()), _run_cmdline(p)))
                 except psutil.Error:
                     continue
             for key, cmd in now:
@@ -150,7 +176,7 @@ class RespondWatcher:
 
 def kill_respond_processes(marker: str) -> None:
     """Clean-up: runs outlive a kill -9 of serve by design; the test must not leave them behind."""
-    for p in respond_processes(marker):
+    for p in [*respond_processes(marker), *standby_processes(marker)]:
         try:
             for child in p.children(recursive=True):
                 child.kill()

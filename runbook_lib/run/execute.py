@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import KERNEL_NAME, bounds, params
 from .._async import closing_thread_loop
-from . import _lean
+from . import _lean, prepared as standby
 from .._time import iso_z as _iso, utc_stamp
 from ..errors import ParameterError, UnknownParameter
 from ..paths import OUTPUTS_ENV
@@ -260,23 +260,28 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     out_nb = record_dir / f"{name}.ipynb"
     started, t0 = datetime.now(UTC), time.perf_counter()
     status, error = SUCCEEDED, None
-    watchdog = RunWatchdog(bound)
-    manager_class = kernel_with_env(watchdog.kernel_manager_class(), {
-        OUTPUTS_ENV: str(Path(output_root).resolve()),
-        # the bounds, so a runbook's own wait ends (with its verdict) inside them
-        bounds.CELL_TIMEOUT_ENV: f"{float(cell_timeout_s):g}",
-        bounds.RUN_DEADLINE_ENV: f"{time.time() + bound:.3f}"})
-    warm: HtmlWarmup | None = None
+    kernel_env = {OUTPUTS_ENV: str(Path(output_root).resolve()),
+                  # the bounds, so a runbook's own wait ends (with its verdict) inside them
+                  bounds.CELL_TIMEOUT_ENV: f"{float(cell_timeout_s):g}",
+                  bounds.RUN_DEADLINE_ENV: f"{time.time() + bound:.3f}"}
+    # `runbook serve --warm`: a kernel this process started before the incident came (run/standby.py),
+    # moved into the record folder with this env; else (or when it died meanwhile) a cold one below
+    prepared = standby.claim(notebook_kernel_name(source, kernel_name))
+    kernel = prepared.bind(record_dir, kernel_env, bound) if prepared is not None else None
+    watchdog = prepared.watchdog if kernel is not None and prepared is not None else RunWatchdog(bound)
+    manager_class = kernel_with_env(watchdog.kernel_manager_class(), kernel_env)
+    warm: HtmlWarmup | None = prepared.html if kernel is not None and prepared is not None and html else None
     try:
         with closing_thread_loop():
             # The kernel boots (~0.7 s) while papermill loads and parameterises the notebook; its
             # cwd is the record folder (never papermill's `cwd`, which chdirs this whole process).
-            kernel = _early_kernel(manager_class, notebook_kernel_name(source, kernel_name), record_dir)
+            kernel = kernel or _early_kernel(manager_class, notebook_kernel_name(source, kernel_name), record_dir)
             try:
                 pm = _lean.papermill()  # without jsonschema's iri checkers: ~1.7 s (see run/_lean.py)
                 from .engine import ENGINE_NAME  # papermill's nbclient engine, one write per code cell
 
-                warm = HtmlWarmup() if html else None  # nbconvert and its templates, while the kernel works
+                if html and warm is None:
+                    warm = HtmlWarmup()  # nbconvert and its templates, while the kernel works
                 pm.execute_notebook(str(source), str(out_nb), parameters=parameters, kernel_name=kernel_name,
                                     progress_bar=progress, execution_timeout=cell_timeout_s, log_output=False,
                                     request_save_on_cell_execute=True, engine_name=ENGINE_NAME,

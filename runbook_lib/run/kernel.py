@@ -50,11 +50,12 @@ class RunKernel:
         self.km = tracking_clients(manager_class)(kernel_name=kernel_name)
         self.cwd = cwd
 
-    def start(self) -> None:
-        """Launch the kernel process (jupyter_client's start returns once it is spawned)."""
+    def start(self, **launch: Any) -> None:
+        """Launch the kernel process (jupyter_client's start returns once it is spawned). `launch`: more
+        of jupyter_client's launch arguments (a standby gives stdout/stderr, run/standby.py)."""
         from jupyter_core.utils import run_sync
 
-        run_sync(self.km.start_kernel)(cwd=str(self.cwd), extra_arguments=[HISTORY_IN_MEMORY])
+        run_sync(self.km.start_kernel)(cwd=str(self.cwd), extra_arguments=[HISTORY_IN_MEMORY], **launch)
 
     def stop(self) -> None:
         """Close the clients' channels, stop the kernel at once (every cell has ended), clean up."""

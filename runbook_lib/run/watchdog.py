@@ -27,13 +27,20 @@ class RunWatchdog:
     the race died at start), and other local users cannot reach the kernel.
     """
 
-    def __init__(self, bound_s: float) -> None:
-        self.bound_s = bound_s
+    def __init__(self, bound_s: float | None) -> None:
+        self.bound_s = bound_s or 0.0
         self.km: Any = None
         self.fired = False
         self._sockets = tempfile.mkdtemp(prefix="runbook-kernel-")  # 0700; short: socket paths max 107 bytes
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="runbook-run-watchdog", daemon=True)
+        if bound_s is not None:
+            self._thread.start()
+
+    def arm(self, bound_s: float) -> None:
+        """Start the clock of a watchdog made unarmed (`bound_s` None) for a kernel started before its run
+        was known (run/standby.py): the run's bound counts from here, as it does from a cold run's start."""
+        self.bound_s = bound_s
         self._thread.start()
 
     def kernel_manager_class(self) -> type:
@@ -77,5 +84,6 @@ class RunWatchdog:
     def stop(self) -> None:
         """The run has ended: stop watching and remove the kernel's socket folder."""
         self._done.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
         shutil.rmtree(self._sockets, ignore_errors=True)

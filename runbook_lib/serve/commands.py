@@ -19,6 +19,10 @@ def add_serve_arguments(srv: argparse.ArgumentParser) -> None:
                           "or --insecure")
     srv.add_argument("--state-dir", help="spool and fingerprint map (default: <output-dir>/.serve)")
     srv.add_argument("--workers", type=int, default=2, help="respond runs at once (default: 2)")
+    srv.add_argument("--warm", type=int, default=2, metavar="N",
+                     help="responders kept pre-started (imports done, a fresh kernel each, one incident each): "
+                          "the first N alerts of a burst skip the start-up; 0 starts every respond cold "
+                          "(default: 2)")
     srv.add_argument("--queue-max", type=int, default=100, help="accepted jobs waiting at most (default: 100)")
     srv.add_argument("--max-bytes", type=int, default=1024 * 1024, help="largest webhook body (default: 1 MiB)")
     srv.add_argument("--max-connections", type=int, default=64,
@@ -72,7 +76,8 @@ def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ParameterError("--listen", args.listen, "HOST:PORT, e.g. 127.0.0.1:9095")
-    for name, value, low, high in (("--workers", args.workers, 1, 64), ("--queue-max", args.queue_max, 1, 100000),
+    for name, value, low, high in (("--workers", args.workers, 1, 64), ("--warm", args.warm, 0, 64),
+                                   ("--queue-max", args.queue_max, 1, 100000),
                                    ("--max-bytes", args.max_bytes, 1024, 64 * 1024 * 1024),
                                    ("--run-timeout", args.run_timeout, 10, 86400),
                                    ("--max-connections", args.max_connections, 2, 10000),
@@ -87,7 +92,7 @@ def run_serve(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
     label_map = load_label_map(args.label_map) if args.label_map else LabelMap()
     job = job_settings(args)
     config = ServeConfig(host=host.strip("[]"), port=int(port), output_dir=Path(args.output_dir),
-                         state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers,
+                         state_dir=Path(args.state_dir) if args.state_dir else None, workers=args.workers, warm=args.warm,
                          queue_max=args.queue_max, max_body_bytes=args.max_bytes, run_timeout_s=args.run_timeout,
                          max_connections=args.max_connections, header_timeout_s=args.header_timeout,
                          body_timeout_s=args.body_timeout,

@@ -49,6 +49,7 @@ class ServeConfig:
     output_dir: Path = Path("outputs")
     state_dir: Path | None = None  # default: <output_dir>/.serve (not an incident: the archive skips it)
     workers: int = 2
+    warm: int = 2  # standbys kept ready (imports done, a fresh kernel each; runner.StandbyPool); 0: cold runs
     queue_max: int = 100
     max_body_bytes: int = 1024 * 1024
     max_connections: int = 64  # open connections at once; more are answered 503 and closed

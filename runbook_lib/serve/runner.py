@@ -8,9 +8,13 @@ starts respond or, when the incident's run lock is still held by a respond from 
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +25,7 @@ from ..records.incident import read_index, update_index
 from .alerts import Alert
 from .config import ServeConfig
 from .metrics import ServeMetrics
-from .owned import RunLocks, kill_group
+from .owned import RunLocks, kill_group, proc_start_ticks
 
 UNFINISHED = ("queued", "running")
 
@@ -51,6 +55,12 @@ class Responder:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.adopted: dict[str, dict[str, Any]] = {}  # incident id -> run record of a previous serve's run
         self.slots = max(1, config.workers)  # responds at once on this machine
+        self.pool = StandbyPool(config, log) if config.warm > 0 else None  # started by start()
+
+    def start(self) -> None:
+        """serve is up (its state directory is ours): pre-start the standbys (`--warm`)."""
+        if self.pool is not None:
+            self.pool.start()
 
     def problems(self) -> list[str]:
         return []
@@ -59,7 +69,10 @@ class Responder:
         return len(self.procs) + len(self.adopted)
 
     def kill_all(self) -> None:
-        """Stop: kill every run's process group, ours and adopted ones (their jobs stay spooled)."""
+        """Stop: kill every run's process group, ours and adopted ones (their jobs stay spooled), and end the
+        standbys that had no job yet (with their kernels)."""
+        if self.pool is not None:
+            self.pool.stop()
         for proc in list(self.procs.values()):
             kill_proc_group(proc)
         for record in list(self.adopted.values()):
@@ -102,9 +115,13 @@ class Responder:
         env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # kernels never see it
         try:
             with open(folder / "respond.log", "ab") as log:
-                # its own group (a timeout kills kernels too), holding the run lock for as long as it lives
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True, pass_fds=(lock_fd,))
+                proc: subprocess.Popen[bytes] | None = None
+                if self.pool is not None:  # a standby runs the same respond, with the lock and log handed over
+                    proc = self.pool.hand(cmd[len(self.config.command):], lock_fd, log.fileno(), incident_id)
+                if proc is None:
+                    # its own group (a timeout kills kernels too), holding the run lock for as long as it lives
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=env, start_new_session=True, pass_fds=(lock_fd,))
         except OSError as exc:
             raise RunNotStarted(f"respond could not be started in {folder}: {exc.strerror or exc}") from None
         finally:
@@ -169,3 +186,200 @@ def kill_proc_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+
+
+REFILL_QUIET_S = 3.0  # no standby starts within this of a hand-over: a burst's runs keep both cores
+BOOT_AT_ONCE = 2  # standbys booting at the same time (each ~1.3 CPU-seconds)
+BOOT_WAIT_S = 5.0  # a job with no standby ready waits this long for a booting one, then starts cold
+BOOT_TIMEOUT_S = 120.0  # a standby not ready by then is killed and replaced
+STOP_WAIT_S = 10.0  # at stop, standbys end their kernels themselves within this, else are killed
+
+
+class Standby:
+    """One pre-started responder (run/standby.py) as serve sees it: its process, socket and kernel."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.proc, self.sock, self.started = proc, sock, time.monotonic()
+        self.kernel_pid: int | None = None
+        self.kernel_ticks: int | None = None
+        self.ready_at = 0.0
+
+
+class StandbyPool:
+    """`serve --warm N`: N standbys kept ready (imports done, a fresh kernel each), each used for one incident.
+
+    Refilled by one thread: a standby that exits or dies (its kernel died, it ran out of idle time) is
+    replaced; a new one starts only when no job was handed over for `REFILL_QUIET_S` (a burst's runs
+    are not slowed by the next standbys' start-up) and at most `BOOT_AT_ONCE` boot together. A job
+    finding none ready waits up to `BOOT_WAIT_S` for a booting one, else starts a cold respond.
+    """
+
+    def __init__(self, config: ServeConfig, log: Callable[[str], None]) -> None:
+        self.config, self.log, self.size = config, log, config.warm
+        self.ready: list[Standby] = []
+        self.booting: list[Standby] = []
+        self._retired: list[socket.socket] = []  # handed over: closed by the maintainer (it may be selecting on them)
+        self._cond = threading.Condition()
+        self._stopped = threading.Event()
+        self._last_hand = -REFILL_QUIET_S
+        self._thread = threading.Thread(target=self._maintain, name="serve-standbys", daemon=True)
+
+    def start(self) -> None:
+        try:
+            (self.config.state / "standby.log").touch()  # there from the start (what the standbys said)
+        except OSError:
+            pass
+        self._thread.start()
+
+    def _spawn(self) -> Standby | None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {k: v for k, v in os.environ.items() if k != self.config.token_env}  # as a cold respond's
+        cmd = [*self.config.command, "_standby", "--serve", str(self.config.output_dir)]
+        try:
+            with open(self.config.state / "standby.log", "ab") as log:
+                proc = subprocess.Popen(cmd, stdin=child, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        except OSError as exc:
+            parent.close()
+            self.log(f"a standby could not be started: {exc.strerror or exc}; runs start cold meanwhile")
+            return None
+        finally:
+            child.close()
+        return Standby(proc, parent)
+
+    def _maintain(self) -> None:
+        while not self._stopped.is_set():
+            with self._cond:
+                for sock in self._retired:
+                    sock.close()
+                self._retired.clear()
+                watched = {s.sock.fileno(): s for s in [*self.booting, *self.ready]}
+            try:
+                readable = select.select(list(watched), [], [], 0.25)[0] if watched else []
+            except (OSError, ValueError):
+                readable = []
+            if not watched:
+                self._stopped.wait(0.25)
+            with self._cond:
+                for fd in readable:
+                    self._message(watched[fd])
+                for s in [*self.booting, *self.ready]:
+                    if s.proc.poll() is not None:
+                        self._drop(s, f"exited {s.proc.returncode}; replaced")
+                    elif s in self.booting and time.monotonic() - s.started > BOOT_TIMEOUT_S:
+                        self._drop(s, f"not ready within {BOOT_TIMEOUT_S:g} s; killed and replaced")
+                self._refill()
+                self._cond.notify_all()
+
+    def _message(self, s: Standby) -> None:
+        if s not in self.booting and s not in self.ready:
+            return
+        try:
+            msg = s.sock.recv(256, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg = b""
+        if msg.startswith(b"ready ") and s in self.booting:
+            s.kernel_pid = int(msg.split()[1])
+            s.kernel_ticks = proc_start_ticks(s.kernel_pid)
+            s.ready_at = time.monotonic()
+            self.booting.remove(s)
+            self.ready.append(s)
+        elif not msg:  # it closed its socket: exiting (its log says why)
+            try:
+                code: int | None = s.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
+            self._drop(s, f"exited {code}; replaced" if code is not None else "closed its socket; replaced")
+
+    def _drop(self, s: Standby, why: str) -> None:
+        for group in (self.booting, self.ready):
+            if s in group:
+                group.remove(s)
+        self.log(f"standby pid {s.proc.pid} {why} (see {self.config.state / 'standby.log'})")
+        _end_standby(s, wait_s=0)
+        self._retired.append(s.sock)
+
+    def _refill(self) -> None:
+        if self._stopped.is_set() or time.monotonic() - self._last_hand < REFILL_QUIET_S:
+            return
+        while len(self.ready) + len(self.booting) < self.size and len(self.booting) < BOOT_AT_ONCE:
+            s = self._spawn()
+            if s is None:
+                return
+            self.booting.append(s)
+
+    def hand(self, args: list[str], lock_fd: int, log_fd: int, incident_id: str) -> subprocess.Popen[bytes] | None:
+        """Give one ready standby this respond (`args`, as after the program) with the run lock and the log;
+        its process, or None when none is ready within `BOOT_WAIT_S` (the caller starts a cold respond)."""
+        deadline = time.monotonic() + BOOT_WAIT_S
+        while True:
+            with self._cond:
+                while not self.ready:
+                    left = deadline - time.monotonic()
+                    if self._stopped.is_set() or not self.booting or left <= 0:
+                        return None
+                    self._cond.wait(min(left, 0.5))
+                s = self.ready.pop(0)
+                self._last_hand = time.monotonic()
+            try:
+                socket.send_fds(s.sock, [json.dumps({"argv": args}).encode()], [lock_fd, log_fd])
+            except OSError as exc:  # it died since it said ready: the next one, or cold
+                with self._cond:
+                    self._drop(s, f"could not take {incident_id} ({exc.strerror or exc})")
+                continue
+            with self._cond:
+                self._retired.append(s.sock)
+            self.log(f"{incident_id}: respond handed to standby pid {s.proc.pid} (kernel pid {s.kernel_pid}, "
+                     f"ready for {time.monotonic() - s.ready_at:.0f} s)")
+            return s.proc
+
+    def stop(self) -> None:
+        """End every standby without a job: its socket closed (it stops its kernel and exits), killed
+        with its kernel after `STOP_WAIT_S`."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        with self._cond:
+            left, self.ready, self.booting = [*self.ready, *self.booting], [], []
+            for sock in self._retired:
+                sock.close()
+            self._retired.clear()
+            self._cond.notify_all()
+        for s in left:
+            s.sock.close()
+        deadline = time.monotonic() + STOP_WAIT_S
+        for s in left:
+            _end_standby(s, wait_s=max(0.0, deadline - time.monotonic()))
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (/proc), e.g. a standby's kernel (which leads its own session)."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _end_standby(s: Standby, wait_s: float) -> None:
+    """Wait up to `wait_s` for a standby to end by itself, then SIGKILL it and its kernel (named by pid and
+    start time, never a recycled pid)."""
+    try:
+        s.proc.wait(timeout=wait_s) if wait_s > 0 else None
+    except subprocess.TimeoutExpired:
+        pass
+    kernels = {k: proc_start_ticks(k) for k in _children(s.proc.pid)} if s.proc.poll() is None else {}
+    if s.kernel_pid and s.kernel_ticks is not None:
+        kernels.setdefault(s.kernel_pid, s.kernel_ticks)
+    kill_proc_group(s.proc)
+    for pid, ticks in kernels.items():
+        if ticks is not None and proc_start_ticks(pid) == ticks:
+            try:
+                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

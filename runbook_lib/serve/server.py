@@ -122,6 +122,8 @@ class AlertServer(HttpServer):
         except BaseException:
             self.lock.release()
             raise
+        if hasattr(self.responder, "start"):
+            self.responder.start()  # --warm: the standbys start booting
         for i in range(max(1, self.config.workers)):
             t = threading.Thread(target=self._work, name=f"serve-worker-{i}", daemon=True)
             t.start()

@@ -1,0 +1,149 @@
+"""Issue 17: `runbook serve --warm N` hands incidents to pre-started responders (runbook_lib/run/standby.py).
+
+Real `runbook serve`, real standby processes and kernels, real respond runs against the embedded
+simulators. Proved: a run through a standby leaves the same record as a cold run of the same serve
+(same files, same run.json keys, same notebook cells and execution counts); every run gets its own
+kernel, never one used before; a standby whose kernel died is replaced and the incidents still run;
+the standbys never see serve's token; stop leaves no standby or kernel behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runbook_lib.records.incident import read_index
+from runbook_lib.sim._http import wait_until
+from serve_support import (alert, folders, free_port, kill_respond_processes, payload, post, standby_processes,
+                           start_serve, stop)
+
+pytestmark = pytest.mark.notebook
+
+READY = re.compile(r"standby pid (\d+): kernel pid (\d+) ready")
+HANDED = re.compile(r"(\S+): respond handed to standby pid (\d+) \(kernel pid (\d+)")
+TOKEN = "planted-serve-token-" + "7f3a9c"
+
+
+def _ready(outputs: Path) -> list[tuple[int, int]]:
+    log = outputs / ".serve" / "standby.log"
+    return [(int(a), int(b)) for a, b in READY.findall(log.read_text())] if log.exists() else []
+
+
+def _shape(folder: Path) -> dict[str, object]:
+    """What must be the same in a warm and a cold record: file names (timestamps masked), run.json keys,
+    and each notebook's cells (type, source, execution count; the parameters cell differs by incident)."""
+    files = sorted(re.sub(r"\d{8}T\d{6}Z", "<ts>", p.name) for p in folder.iterdir())
+    runs = {p.name: sorted(json.loads(p.read_text())) for p in folder.glob("*.run.json")}
+    cells = {}
+    for nb_path in folder.glob("*.ipynb"):
+        nb = json.loads(nb_path.read_text())
+        cells[nb_path.name] = [(c["cell_type"], c.get("execution_count"),
+                                "" if "parameters" in " ".join(c.get("metadata", {}).get("tags", []))
+                                or c.get("metadata", {}).get("tags") == ["runbook-banner"] else "".join(c["source"]),
+                                [o.get("output_type") for o in c.get("outputs", [])])
+                               for c in nb["cells"]]
+    index = sorted(read_index(folder) or {})
+    return {"files": files, "runs": runs, "cells": cells, "index": index}
+
+
+def test_warm_runs_match_a_cold_run_each_on_its_own_kernel_and_stop_leaves_nothing(stack, tmp_path):
+    stack.set_mode("server_error", status=503)
+    assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
+    outputs = tmp_path / "outputs"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "RUNBOOK_SERVE_TOKEN": TOKEN}
+    seen_kernels: set[int] = set()
+    try:
+        proc = start_serve(outputs, stack, port, "--warm", "2", "--workers", "3", env=env)
+        assert wait_until(lambda: len(_ready(outputs)) >= 2, 120), (outputs / ".serve" / "standby.log").read_text()
+        first = _ready(outputs)
+        seen_kernels |= {k for _, k in first}
+        # the standbys never see serve's token, nor any parameter on their command line
+        for p in standby_processes(str(outputs)):
+            assert "RUNBOOK_SERVE_TOKEN" not in p.environ() and TOKEN not in " ".join(p.cmdline())
+            assert stack.mistral_url not in " ".join(p.cmdline())
+
+        # a standby whose kernel dies is replaced (a new standby, a new kernel)
+        dead_standby, dead_kernel = first[0]
+        psutil.Process(dead_kernel).kill()
+        assert wait_until(lambda: len(_ready(outputs)) >= 3, 120), (outputs / ".serve" / "standby.log").read_text()
+        assert wait_until(lambda: not psutil.pid_exists(dead_standby)
+                          or psutil.Process(dead_standby).status() == psutil.STATUS_ZOMBIE, 20)
+        serve_log = (tmp_path / "serve.log").read_text()
+        assert f"standby pid {dead_standby} exited 3; replaced" in serve_log, serve_log
+        standbys_now = {s for s, _ in _ready(outputs)} - {dead_standby}
+        kernels_now = {k for _, k in _ready(outputs)} - {dead_kernel}
+        assert wait_until(lambda: len({p.pid for p in standby_processes(str(outputs))} & standbys_now) == 2, 30)
+
+        # three alerts of three services at once: two standbys take two, the third starts cold
+        bodies = [payload(alert(f"a{i}b{i}c{i}d{i}", service=f"svc{i}"), group_key=f'{{}}:{{service="svc{i}"}}')
+                  for i in range(3)]
+        answers: list[int] = []
+        threads = [threading.Thread(target=lambda b: answers.append(
+            post(url, b, {"Authorization": f"Bearer {TOKEN}"}).json().get("accepted", -1)), args=(b,)) for b in bodies]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert answers == [1, 1, 1], (answers, (tmp_path / "serve.log").read_text()[-1500:])
+        assert wait_until(lambda: len(folders(outputs)) == 3 and all(
+            (read_index(f) or {}).get("status") in ("diagnosed", "triaged", "failed", "mitigated")
+            for f in folders(outputs)), 240), [read_index(f) for f in folders(outputs)]
+        serve_log = (tmp_path / "serve.log").read_text()
+        handed = HANDED.findall(serve_log)
+        assert len(handed) == 2, serve_log
+        handed_kernels = {int(k) for _, _, k in handed}
+        assert handed_kernels == kernels_now  # the two ready kernels, one per run
+        assert dead_kernel not in handed_kernels
+        # each kernel was used by one run only and is gone with it
+        assert wait_until(lambda: not any(psutil.pid_exists(k) and psutil.Process(k).status() != psutil.STATUS_ZOMBIE
+                                          for k in handed_kernels), 20)
+        by_id = {(read_index(f) or {}).get("id"): f for f in folders(outputs)}
+        warm = [by_id[i] for i, _, _ in handed]
+        cold = [f for f in folders(outputs) if f not in warm]
+        assert len(warm) == 2 and len(cold) == 1, (by_id, handed)
+        for f in [*warm, *cold]:
+            index = read_index(f) or {}
+            assert index["status"] == "diagnosed" and index["error_class"] == "provider_error", index
+        cold_shape = _shape(cold[0])
+        assert cold_shape["cells"] and cold_shape["runs"]  # something to compare
+        for f in warm:
+            assert _shape(f) == cold_shape
+            assert (f / "respond.log").read_text().count("incident: ") == 1  # respond's own output, in its log
+        # a triage record is executed in its own folder (the kernel's cwd was moved there)
+        for f in [*warm, *cold]:
+            assert json.loads((f / "triage.run.json").read_text())["record_dir"] == str(f)
+
+        seen_kernels |= {k for _, k in _ready(outputs)}
+        standbys = {s for s, _ in _ready(outputs)}
+        assert stop(proc) == 0
+        # nothing left: no standby, no kernel any standby started
+        assert wait_until(lambda: not standby_processes(str(outputs)), 20), standby_processes(str(outputs))
+        left = [k for k in seen_kernels | standbys if psutil.pid_exists(k)
+                and psutil.Process(k).status() != psutil.STATUS_ZOMBIE]
+        assert not left, [psutil.Process(k).cmdline() for k in left]
+    finally:
+        kill_respond_processes(str(outputs))
+
+
+def test_kill_9_of_serve_ends_its_idle_standbys_and_their_kernels(tmp_path):
+    """No worse than without a pool: standbys with no job end when serve is SIGKILLed (their socket's EOF)."""
+    outputs = tmp_path / "outputs"
+    port = free_port()
+    try:
+        proc = start_serve(outputs, None, port, "--warm", "2")
+        assert wait_until(lambda: len(_ready(outputs)) >= 2, 120), (outputs / ".serve" / "standby.log").read_text()
+        pids = [pid for pair in _ready(outputs) for pid in pair]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert wait_until(lambda: not [p for p in pids if psutil.pid_exists(p)
+                                       and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], 30), pids
+    finally:
+        kill_respond_processes(str(outputs))
