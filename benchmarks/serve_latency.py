@@ -5,13 +5,14 @@ POST to the moment `triage.run.json` (written once the verdict is recorded) appe
 incident's folder, polled every 10 ms:
 - single: `--single` alerts, one at a time, each for a new service (a new incident each time);
 - burst: `--burst` alerts of distinct services posted at once (each a new incident), with
-  `--workers` runs at a time, as an operator would configure serve.
+  `--workers` runs at a time (each value given: a respond holds its slot through its diagnosis, so
+  with 2 workers the tenth triage waits for four whole responds), as an operator would configure serve.
 Each with every `--warm` value given (default 0, 2 and 10: no pool, the default pool, a pool as large
 as the burst), one serve each, side by side; every figure starts from a full pool (the bench waits
 for the standbys' ready lines). Beside them, in the same run, `runbook run triage` as a process (the
 cold floor of one run), so the figures can be read as ratios on any machine.
 
-Run: `.venv/bin/python benchmarks/serve_latency.py [--single 5 --burst 10 --workers 2 --warm 0 2 10]`.
+Run: `.venv/bin/python benchmarks/serve_latency.py [--single 5 --burst 10 --workers 2 10 --warm 0 2 10]`.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def _serve_run(stack: Any, tmp: Path, params: list[str], workers: int, warm: int
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    tmp.mkdir(parents=True, exist_ok=True)
     outputs = tmp / f"outputs-warm{warm}"
     log = open(tmp / f"serve-warm{warm}.log", "wb")
     serve = subprocess.Popen([str(BIN / "runbook"), "serve", "--listen", f"127.0.0.1:{port}", "--output-dir",
@@ -160,11 +162,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--single", type=int, default=5)
     ap.add_argument("--burst", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=[2, 10],
+                    help="serve --workers values for the burst (single alerts are measured with the first)")
     ap.add_argument("--warm", type=int, nargs="+", default=[0, 2, 10],
                     help="serve --warm values to measure side by side (0: every respond cold, as before)")
     args = ap.parse_args()
-    results: dict[int, tuple[list[float], list[float]]] = {}
+    results: dict[tuple[int, int], tuple[list[float], list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="serve-latency-") as tmp, \
             EmbeddedStack(api_key="sim-" + secrets.token_urlsafe(16), rate=10.0) as stack:
         stack.set_mode("server_error", status=503)
@@ -177,18 +180,20 @@ def main() -> None:
             subprocess.run([str(BIN / "runbook"), "run", "triage", "--output-dir", str(Path(tmp) / "cli"),
                             "--incident-id", f"floor-{i}", *params[:-3]], capture_output=True, check=False)
             floor.append(time.monotonic() - t)
-        for warm in args.warm:
-            results[warm] = _serve_run(stack, Path(tmp), params, args.workers, warm, args.single, args.burst)
+        for n, workers in enumerate(args.workers):
+            for warm in args.warm:
+                results[workers, warm] = _serve_run(stack, Path(tmp) / f"w{workers}", params, workers, warm,
+                                                    args.single if n == 0 else 0, args.burst)
     fl = statistics.median(floor)
     print(f"runbook run triage as a process (cold floor, median of {len(floor)}): {fl:.2f} s")
-    for warm, (single, burst) in results.items():
+    for (workers, warm), (single, burst) in results.items():
         pool = f"--warm {warm}" + (" (no pool: every respond cold)" if warm == 0 else "")
         if single:
             p50 = statistics.median(single)
             print(f"serve {pool}, one alert at a time ({len(single)} incidents): webhook -> verdict recorded "
                   f"p50 {p50:.2f} s (max {max(single):.2f} s; {p50 / fl:.2f}x the cold floor)")
         if burst:
-            print(f"serve {pool}, {args.burst} alerts at once, {args.workers} workers ({len(burst)} of {args.burst} "
+            print(f"serve {pool}, {args.burst} alerts at once, {workers} workers ({len(burst)} of {args.burst} "
                   f"verdicts): p50 {_pct(burst, 0.5):.2f} s, p99 {_pct(burst, 0.99):.2f} s "
                   f"({_pct(burst, 0.5) / fl:.2f}x / {_pct(burst, 0.99) / fl:.2f}x the cold floor)")
     print("target (issue 17): p50 <= 1.5 s, p99 bounded, 10 alerts at once")

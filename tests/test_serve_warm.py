@@ -30,6 +30,13 @@ HANDED = re.compile(r"(\S+): respond handed to standby pid (\d+) \(kernel pid (\
 TOKEN = "planted-serve-token-" + "7f3a9c"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _ready(outputs: Path) -> list[tuple[int, int]]:
     log = outputs / ".serve" / "standby.log"
     return [(int(a), int(b)) for a, b in READY.findall(log.read_text())] if log.exists() else []
@@ -74,8 +81,7 @@ def test_warm_runs_match_a_cold_run_each_on_its_own_kernel_and_stop_leaves_nothi
         dead_standby, dead_kernel = first[0]
         psutil.Process(dead_kernel).kill()
         assert wait_until(lambda: len(_ready(outputs)) >= 3, 120), (outputs / ".serve" / "standby.log").read_text()
-        assert wait_until(lambda: not psutil.pid_exists(dead_standby)
-                          or psutil.Process(dead_standby).status() == psutil.STATUS_ZOMBIE, 20)
+        assert wait_until(lambda: not _alive(dead_standby), 20)
         serve_log = (tmp_path / "serve.log").read_text()
         assert f"standby pid {dead_standby} exited 3; replaced" in serve_log, serve_log
         standbys_now = {s for s, _ in _ready(outputs)} - {dead_standby}
@@ -103,8 +109,7 @@ def test_warm_runs_match_a_cold_run_each_on_its_own_kernel_and_stop_leaves_nothi
         assert handed_kernels == kernels_now  # the two ready kernels, one per run
         assert dead_kernel not in handed_kernels
         # each kernel was used by one run only and is gone with it
-        assert wait_until(lambda: not any(psutil.pid_exists(k) and psutil.Process(k).status() != psutil.STATUS_ZOMBIE
-                                          for k in handed_kernels), 20)
+        assert wait_until(lambda: not any(_alive(k) for k in handed_kernels), 20)
         by_id = {(read_index(f) or {}).get("id"): f for f in folders(outputs)}
         warm = [by_id[i] for i, _, _ in handed]
         cold = [f for f in folders(outputs) if f not in warm]
@@ -126,9 +131,8 @@ def test_warm_runs_match_a_cold_run_each_on_its_own_kernel_and_stop_leaves_nothi
         assert stop(proc) == 0
         # nothing left: no standby, no kernel any standby started
         assert wait_until(lambda: not standby_processes(str(outputs)), 20), standby_processes(str(outputs))
-        left = [k for k in seen_kernels | standbys if psutil.pid_exists(k)
-                and psutil.Process(k).status() != psutil.STATUS_ZOMBIE]
-        assert not left, [psutil.Process(k).cmdline() for k in left]
+        left = [k for k in seen_kernels | standbys if _alive(k)]
+        assert not left, left
     finally:
         kill_respond_processes(str(outputs))
 
@@ -143,7 +147,34 @@ def test_kill_9_of_serve_ends_its_idle_standbys_and_their_kernels(tmp_path):
         pids = [pid for pair in _ready(outputs) for pid in pair]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        assert wait_until(lambda: not [p for p in pids if psutil.pid_exists(p)
-                                       and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], 30), pids
+        assert wait_until(lambda: not [p for p in pids if _alive(p)], 30), pids
     finally:
         kill_respond_processes(str(outputs))
+
+
+def test_a_prepared_kernel_that_died_before_its_run_is_replaced_by_a_cold_one(tmp_path):
+    """The race the standby's own watch cannot close (the kernel dies after the job arrived): the run's
+    bind finds it gone, discards it, and the triage runs on a cold kernel, recorded as usual."""
+    from runbook_lib.run.catalog import resolve_notebook
+    from runbook_lib.run.execute import run_notebook
+    from runbook_lib.run.kernel import notebook_kernel_name
+    from runbook_lib.run.prepared import PreparedKernel, claim, offer
+
+    prepared = PreparedKernel(notebook_kernel_name(resolve_notebook("triage"), None))
+    prepared.start()
+    try:
+        prepared.wait_ready()
+        dead = prepared.pid
+        psutil.Process(dead).kill()
+        assert wait_until(lambda: not prepared.alive(), 10)
+        offer(prepared)
+        result = run_notebook("triage", {"mistral_url": "http://127.0.0.1:9", "service_health_url": "http://127.0.0.1:9",
+                                         "prometheus_url": "", "timeout_s": 1.0},
+                              output_root=tmp_path, progress=False)
+        assert claim(prepared.kernel_name) is None  # taken by that run, never offered again
+        assert result.ok and result.verdict and "refused" in result.verdict["line"], result
+        assert not prepared.scratch.exists()  # discarded
+        nb = json.loads(Path(result.notebook_path).read_text())
+        assert [c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code"][0] == 1
+    finally:
+        prepared.discard()

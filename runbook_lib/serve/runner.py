@@ -130,6 +130,8 @@ class Responder:
             self.runs.record(incident_id, proc.pid, folder=str(folder), started_epoch=time.time(), started_at=_now())
         except OSError as exc:  # the run lock still guards it; only its pid is not noted for a later serve
             self.log(f"{incident_id}: could not note respond pid {proc.pid} in {self.runs.dir}: {exc.strerror or exc}")
+        if self.pool is not None:
+            self.pool.run_started()  # warm or cold: a burst is on, the next standbys wait for its end
         self.metrics.started.inc()
         self.metrics.running.inc()
         self.procs[incident_id] = proc
@@ -188,7 +190,7 @@ def kill_proc_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-REFILL_QUIET_S = 3.0  # no standby starts within this of a hand-over: a burst's runs keep both cores
+REFILL_QUIET_S = 3.0  # no standby starts within this of a respond's start: a burst's runs keep the cores
 BOOT_AT_ONCE = 2  # standbys booting at the same time (each ~1.3 CPU-seconds)
 BOOT_WAIT_S = 5.0  # a job with no standby ready waits this long for a booting one, then starts cold
 BOOT_TIMEOUT_S = 120.0  # a standby not ready by then is killed and replaced
@@ -209,8 +211,8 @@ class StandbyPool:
     """`serve --warm N`: N standbys kept ready (imports done, a fresh kernel each), each used for one incident.
 
     Refilled by one thread: a standby that exits or dies (its kernel died, it ran out of idle time) is
-    replaced; a new one starts only when no job was handed over for `REFILL_QUIET_S` (a burst's runs
-    are not slowed by the next standbys' start-up) and at most `BOOT_AT_ONCE` boot together. A job
+    replaced; a new one starts only when no respond started (warm or cold) for `REFILL_QUIET_S` (a
+    burst's runs are not slowed by the next standbys' start-up) and at most `BOOT_AT_ONCE` boot together. A job
     finding none ready waits up to `BOOT_WAIT_S` for a booting one, else starts a cold respond.
     """
 
@@ -221,7 +223,7 @@ class StandbyPool:
         self._retired: list[socket.socket] = []  # handed over: closed by the maintainer (it may be selecting on them)
         self._cond = threading.Condition()
         self._stopped = threading.Event()
-        self._last_hand = -REFILL_QUIET_S
+        self._last_start = -REFILL_QUIET_S
         self._thread = threading.Thread(target=self._maintain, name="serve-standbys", daemon=True)
 
     def start(self) -> None:
@@ -230,6 +232,11 @@ class StandbyPool:
         except OSError:
             pass
         self._thread.start()
+
+    def run_started(self) -> None:
+        """A respond started (through a standby or cold): no standby starts within `REFILL_QUIET_S` of it."""
+        with self._cond:
+            self._last_start = time.monotonic()
 
     def _spawn(self) -> Standby | None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -302,7 +309,7 @@ class StandbyPool:
         self._retired.append(s.sock)
 
     def _refill(self) -> None:
-        if self._stopped.is_set() or time.monotonic() - self._last_hand < REFILL_QUIET_S:
+        if self._stopped.is_set() or time.monotonic() - self._last_start < REFILL_QUIET_S:
             return
         while len(self.ready) + len(self.booting) < self.size and len(self.booting) < BOOT_AT_ONCE:
             s = self._spawn()
@@ -322,7 +329,7 @@ class StandbyPool:
                         return None
                     self._cond.wait(min(left, 0.5))
                 s = self.ready.pop(0)
-                self._last_hand = time.monotonic()
+                self._last_start = time.monotonic()
             try:
                 socket.send_fds(s.sock, [json.dumps({"argv": args}).encode()], [lock_fd, log_fd])
             except OSError as exc:  # it died since it said ready: the next one, or cold
