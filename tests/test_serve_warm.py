@@ -178,3 +178,41 @@ def test_a_prepared_kernel_that_died_before_its_run_is_replaced_by_a_cold_one(tm
         assert [c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code"][0] == 1
     finally:
         prepared.discard()
+
+
+def test_kill_9_of_serve_mid_warm_run_then_restart_adopts_the_standby_run(stack, tmp_path):
+    """The crash/adopt guarantee holds for a run handed to a standby: it holds the incident's run lock, outlives
+    a SIGKILLed serve, and the next serve adopts it (no second run) and records its outcome."""
+    stack.set_mode("server_error", status=503)
+    assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
+    outputs = tmp_path / "outputs"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    slow = ("-p", "monitor_max_s", "8.0")  # the recovery watch keeps the run going past the restart
+    try:
+        proc = start_serve(outputs, stack, port, "--warm", "1", *slow)
+        assert wait_until(lambda: len(_ready(outputs)) >= 1, 120), (outputs / ".serve" / "standby.log").read_text()
+        (standby, kernel), = _ready(outputs)
+        assert post(url, payload(alert("a0a0b1b1"))).json()["accepted"] == 1
+        assert wait_until(lambda: len(folders(outputs)) == 1
+                          and (read_index(folders(outputs)[0]) or {}).get("status") == "running", 60)
+        folder = folders(outputs)[0]
+        assert wait_until(lambda: "respond handed to standby pid" in (tmp_path / "serve.log").read_text(), 20)
+        assert f"standby pid {standby} (kernel pid {kernel}" in (tmp_path / "serve.log").read_text()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert _alive(standby), "the handed standby should outlive serve (own session, holding the run lock)"
+
+        proc = start_serve(outputs, stack, port, "--warm", "0", *slow)
+        assert wait_until(lambda: (read_index(folder) or {}).get("status") in ("diagnosed", "triaged", "failed"),
+                          120), read_index(folder)
+        assert stop(proc) == 0
+        index = read_index(folder) or {}
+        assert index["status"] == "diagnosed" and index["error_class"] == "provider_error", index
+        log = (tmp_path / "serve.log").read_text()
+        assert f"respond pid {standby} from a previous serve still runs" in log and "adopting it" in log, log
+        assert (folder / "respond.log").read_text().count("incident: ") == 1  # one respond, into this folder
+        assert folders(outputs) == [folder]
+        assert not _alive(standby) and not _alive(kernel)
+    finally:
+        kill_respond_processes(str(outputs))
