@@ -7,6 +7,8 @@ own bounds. It lives beside `_time` and `_async` (helpers private to the package
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,10 +19,18 @@ from types import FrameType
 def wait_for_stop_signal(max_s: float | None = None) -> None:
     """Block until SIGINT/SIGTERM (or `max_s` seconds), then restore the previous handlers.
 
-    Handlers can only be installed from the main thread; elsewhere this just waits `max_s`.
+    Handlers can only be installed from the main thread; elsewhere this just waits `max_s`. While
+    waiting, `kill -USR1` writes every thread's stack to stderr (a command that does not stop can say why).
     """
+    import faulthandler
+
+    if threading.current_thread() is threading.main_thread():
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     with stop_signals() as stop:
         stop.wait(max_s)
+
+
+STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
@@ -30,18 +40,47 @@ def stop_signals() -> Iterator[threading.Event]:
     For a command that must stop its children itself (`runbook lab`): a signal arriving at any
     moment, even while it is still starting them, ends in its own clean shutdown. Another thread
     may set the event too (a child that exited). The previous handlers come back on exit.
+
+    The event is set by a thread reading the signal wakeup fd, not by the Python handler: that
+    handler runs only when the main thread next executes bytecode, which a main thread blocked in
+    `Event.wait()` never does when the kernel delivers the signal to another thread (serve has
+    many), and an `Event.set()` inside it could deadlock on the lock the interrupted main thread holds.
     """
     stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    hit: list[int] = []
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    done = threading.Event()
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        hit.append(signum)  # no lock taken here; the pump sets the event
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
+    def pump() -> None:
+        while not done.is_set():
+            if hit:
+                stop.set()
+            try:
+                readable = select.select([read_fd], [], [], 0.25)[0]
+                data = os.read(read_fd, 64) if readable else b""
+            except OSError:
+                return
+            if any(b in STOPS for b in data):
+                stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOPS}
+    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    thread = threading.Thread(target=pump, name="stop-signals", daemon=True)
+    thread.start()
     try:
         yield stop
     finally:
+        signal.set_wakeup_fd(old_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        done.set()
+        thread.join(1)
+        os.close(read_fd)
+        os.close(write_fd)

@@ -81,9 +81,11 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # serve dumps every thread's stack into its log (faulthandler)
+        time.sleep(1.0)
         proc.kill()
         log = getattr(proc, "log_path", None)
-        tail = Path(log).read_text(errors="replace")[-3000:] if log and Path(log).exists() else "(no log)"
+        tail = Path(log).read_text(errors="replace")[-8000:] if log and Path(log).exists() else "(no log)"
         raise AssertionError(f"serve still running {time.monotonic() - t0:.0f} s after signal {sig}:\n{tail}")
 
 

@@ -60,6 +60,9 @@ def test_detect_start_peak_end_and_counts():
     assert found.duration_s == 50
     assert found.failed_requests == 3 + 10 + 6 + 0 + 4 and found.failed_in_window == 24
     assert found.by_code == {"429": 23} and found.affected_models == ["m"]
+    assert found.unanswered_s == 10                  # one step (3) answered nothing in time
+    hang, err = _steps([0, 4, 10, 10, 10, 3, 0])     # three steps in a row answered nothing, edges did
+    assert impact.detect(hang, err, step_s=10).unanswered_s == 30
     assert "counter increments per 10 s step" in found.method
 
 

@@ -159,6 +159,14 @@ def test_the_postmortem_raises_to_the_measurement_and_lowers_only_when_no_call_f
     # a hang: nothing answered in time and some calls timed out is an outage even if not all "failed"
     hang = {"found": True, "bad_requests": 12, "failed_requests": 8, "requests": 12, "duration_s": 16}
     assert severity.reassess("P2", hang)[0] == "P1"
+    # the episode's edges hold good calls (calls counted when they end: some time out after the fault ended,
+    # beside calls answered by then): still a hang when no call was answered in time for most of it
+    edged = {**hang, "requests": 22, "duration_s": 16.0, "step_s": 1.0, "unanswered_s": 13.0}
+    level, why = severity.from_impact(edged)
+    assert level == "P1" and "for 13 s of the episode" in why
+    assert severity.from_impact({**edged, "unanswered_s": 9.0})[0] == "P2"  # answers in the middle: degraded
+    assert severity.from_impact({**edged, "failed_requests": 0})[0] == "P2"  # slow but answered: never an outage
+    assert severity.from_impact({**edged, "duration_s": 2.0, "unanswered_s": 2.0})[0] == "P2"  # too short to tell
 
 
 def test_worse_orders_levels():

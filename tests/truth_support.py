@@ -32,17 +32,20 @@ class Truth:
     last_bad_end: float | None
     codes: set[str]
     calls: int = 0          # calls of this fault (in flight at some point during it)
+    ended: int = 0          # of these, the calls that ended during the fault (the answers users got in it)
+    ended_bad: int = 0
 
     def level(self) -> str | None:
         """The seed table's level for what users really got; None near a boundary (either is right).
 
-        All calls failing is a complete outage (P1), and so is a hang (no call answered in time, some
-        timed out); every call answered but slow is high latency (P2), never an outage; otherwise the
+        All calls failing is a complete outage (P1), and so is a hang (no call that ended during the fault
+        was answered in time, some timed out; calls in flight at its edges may have been); every call answered but slow is high latency (P2), never an outage; otherwise the
         share of bad calls: >= 50% P2, fewer P3 (within 8 points of 50%: either).
         """
         if not self.calls:
             return None
-        if self.failed_calls / self.calls >= 0.99 or (self.bad_calls == self.calls and self.failed_calls):
+        if self.failed_calls / self.calls >= 0.99 or (self.ended and self.ended_bad == self.ended
+                                                      and self.failed_calls):
             return "P1"
         share = self.bad_calls / self.calls
         if self.failed_calls == 0 and share >= 0.5:
@@ -65,10 +68,11 @@ def truth_for(mode: str, span: dict[str, Any], calls: list[Any], latency_bound_s
     start, end = span["start"], span["end"]
     mine = [c for c in calls if c.ts - c.latency_ms / 1000 <= end and c.ts >= start]
     bad = [c for c in mine if is_bad(c, latency_bound_s)]
+    ended = [c for c in mine if c.ts <= end]
     return Truth(mode, start, end, len(bad), sum(1 for c in mine if not c.code.startswith("2")),
                  min((c.ts - c.latency_ms / 1000 for c in bad), default=None),
                  max((c.ts for c in bad), default=None), {c.code for c in bad if not c.code.startswith("2")},
-                 len(mine))
+                 len(mine), len(ended), sum(1 for c in ended if is_bad(c, latency_bound_s)))
 
 
 def level_at(history: list[dict[str, Any]], when: str) -> str | None:

@@ -127,6 +127,7 @@ class Impact:
     slow_requests: int = 0            # calls over the latency bound in the incident (failed ones included)
     bad_requests: int = 0             # failed, timed out or slow: what users felt, each call once
     stalled_steps: int = 0            # steps with traffic expected but no call completing
+    unanswered_s: float = 0.0         # longest stretch of the episode in which no call was answered in time
     latency_bound_s: float | None = None
     selected_by: str = ""             # how this episode was chosen among those in the window
     episodes: int = 0                 # bad episodes seen in the whole window
@@ -169,6 +170,17 @@ def bad_steps(steps: Any, *, min_ratio: float, min_errors: int) -> tuple[Any, An
     # a stalled step between data points only: the first and last samples may be partial
     bad = ((steps["bad"] >= min_errors) & (steps["bad_ratio"] >= min_ratio)) | stalled
     return bad, stalled
+
+
+def longest_unanswered(inside: Any) -> int:
+    """The longest run of consecutive steps in which no call was answered in time (every call that
+    completed was bad, or none completed): a hang's core, told from its edges, where calls that timed
+    out share their step with calls answered once the fault had ended."""
+    best = run = 0
+    for good in (inside["requests"] - inside["bad"]).tolist():
+        run = run + 1 if good < 0.5 else 0
+        best = max(best, run)
+    return best
 
 
 def episodes_of(times: list[Any], step_s: float, max_gap: int) -> list[list[Any]]:
@@ -247,4 +259,5 @@ def detect(steps: Any, errors: Any, *, step_s: float, min_ratio: float = MIN_RAT
                   failed_in_window=int(round(steps["errors"].sum())), by_model=by_model, by_code=by_code,
                   slow_requests=int(round(inside["slow"].sum())), bad_requests=int(round(inside["bad"].sum())),
                   stalled_steps=int(stalled.loc[best[0]:best[-1]].sum()), selected_by=how,
+                  unanswered_s=longest_unanswered(inside) * step_s,
                   episodes=len(episodes), **base)

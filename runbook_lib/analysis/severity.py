@@ -167,11 +167,26 @@ def from_impact(impact: dict[str, Any]) -> tuple[str, str] | None:
     # the table: P1 = requests failing; slow but answered calls are "high latency", P2
     if failed / total >= 0.99:
         return "P1", f"complete outage: {span}"
-    if bad == total and failed > 0:  # a hang: what did not time out was answered only after it ended
+    if failed > 0 and bad == total:  # a hang: what did not time out was answered only after it ended
         return "P1", f"complete outage: no call was answered in time during the episode, {span}"
+    if failed > 0 and _hung(impact):
+        return "P1", (f"complete outage: no call was answered in time for {impact['unanswered_s']:.0f} s "
+                      f"of the episode, {span}")
     if bad / total >= DEGRADED_ERROR_FRACTION:
         return "P2", f"degraded: {bad / total:.0%} of calls bad, {span}"
     return "P3", f"minor impact: {bad / total:.0%} of calls bad, {span}"
+
+
+HUNG_SHARE = 0.6  # of the episode with no call answered in time, in one stretch: a complete outage
+
+
+def _hung(impact: dict[str, Any]) -> bool:
+    """Whether the episode is a hang although some of its calls were good: for most of it (one stretch of
+    at least HUNG_SHARE) no call was answered in time. Its edges hold good calls: calls are counted when
+    they end, so a call that times out after the fault ended shares its step with calls answered by then."""
+    duration, stretch = float(impact.get("duration_s") or 0.0), float(impact.get("unanswered_s") or 0.0)
+    step = float(impact.get("step_s") or 0.0)
+    return duration >= 3 * step > 0 and stretch >= HUNG_SHARE * duration
 
 
 MIN_CALLS_TO_REASSESS = 10  # fewer calls in the measured episode: the declared level stands

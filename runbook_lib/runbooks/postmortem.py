@@ -134,6 +134,7 @@ class PostmortemRun:
             ("slow calls in the incident", f"{i['slow_requests']:,}" + (f" (over {i['latency_bound_s']:g} s)"
                                                                         if i.get("latency_bound_s") else "")),
             ("steps with no call completing", i["stalled_steps"]),
+            ("longest stretch with no call answered in time", _human(i.get("unanswered_s") or 0)),
             ("failed calls in the whole window", f"{i['failed_in_window']:,}"),
             ("source", i["source"])], ("", "")) if i.get("found") else
             "**No incident window found** in the data: " + (i.get("selected_by") or "no step reached the thresholds")
