@@ -25,7 +25,10 @@ def wait_for_stop_signal(max_s: float | None = None) -> None:
     import faulthandler
 
     if threading.current_thread() is threading.main_thread():
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (OSError, ValueError, AttributeError):
+            pass  # stderr without a file descriptor (captured, e.g. under pytest): no stack dumps then
     with stop_signals() as stop:
         stop.wait(max_s)
 

@@ -56,6 +56,8 @@ def serve_cmd(outputs: Path, stack: Any, port: int, *extra: str) -> list[str]:
     params = ["-r", "prometheus_url", "", "-p", "timeout_s", "2.0", "-p", "monitor_max_s", "1.0"]
     if stack is not None:
         params += ["-r", "mistral_url", stack.mistral_url, "-r", "service_health_url", stack.service_health_url]
+    if "--warm" not in extra:  # standbys cost CPU on a 2-core machine; test_serve_warm tests them
+        params += ["--warm", "0"]
     return [str(BIN / "runbook"), "serve", "--listen", f"127.0.0.1:{port}", "--output-dir", str(outputs),
             *params, *extra]
 

@@ -88,6 +88,7 @@ def _config(tmp_path: Path, stack: Any = None, **kw: Any) -> ServeConfig:
     if stack is not None:
         parameters.update(mistral_url=stack.mistral_url, service_health_url=stack.service_health_url)
     return ServeConfig(port=0, output_dir=tmp_path / "outputs", workers=kw.pop("workers", 2),
+                       warm=kw.pop("warm", 0),  # standbys: test_serve_warm
                        parameters={**parameters, **kw.pop("parameters", {})}, **kw)
 
 
@@ -305,7 +306,7 @@ def _start_serve(tmp_path: Path, stack: Any, port: int) -> subprocess.Popen[byte
     cmd = [str(BIN / "runbook"), "serve", "--listen", f"127.0.0.1:{port}", "--output-dir", str(tmp_path / "outputs"),
            "-r", "mistral_url", stack.mistral_url, "-r", "service_health_url", stack.service_health_url,
            "-r", "prometheus_url", "", "-p", "timeout_s", "2.0",
-           "-p", "monitor_max_s", "1.0"]
+           "-p", "monitor_max_s", "1.0", "--warm", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "ab"))
     ok = wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 20)
     assert ok, (tmp_path / "serve.log").read_text()

@@ -38,7 +38,8 @@ def test_a_job_failing_on_a_full_disk_is_retried_and_finishes_when_space_returns
                           and not list((state / "runs").glob("*.json")), 30)  # its files freed before we fill
 
         filler = fill_disk(tiny_disk, 4096)  # one page: the resolved notification's spool file, then nothing
-        assert post(url, payload(alert("d15c0001", status="resolved"))).json()["accepted"] == 1
+        answer = post(url, payload(alert("d15c0001", status="resolved")))
+        assert answer.status_code == 200 and answer.json()["accepted"] == 1, (answer.text, log.read_text()[-2000:])
         # applying it needs a new incidents.json: ENOSPC; retried with backoff, counted, logged, not ready
         assert wait_until(lambda: metric(url, 'runbook_serve_job_failures_total{stage="handle"}') >= 2, 20)
         not_ready = _ready(url)

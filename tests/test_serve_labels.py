@@ -66,7 +66,7 @@ def test_two_services_two_incidents_with_their_parameters(stack, tmp_path):
     label_map = load_label_map(tmp_path / "labels.yml")
     health = stack.service_health_url.split("://", 1)[1].split("/", 1)[0]  # host:port of the simulated service
     outputs = tmp_path / "outputs"
-    config = ServeConfig(port=0, output_dir=outputs, workers=2, label_map=label_map,
+    config = ServeConfig(port=0, output_dir=outputs, workers=2, warm=0, label_map=label_map,
                          parameters={"prometheus_url": "", "timeout_s": 2.0, "mistral_url": stack.mistral_url,
                                      "namespace": "static-ns", "kube_context": "static-ctx"})
     checkout = {"cluster": "prod-eu", "namespace": "shop", "service": "checkout", "health": health}

@@ -76,7 +76,7 @@ def _free_port() -> int:
 def test_https_with_the_given_certificate_and_the_token(tmp_path, monkeypatch):
     pki = _pki(tmp_path)
     monkeypatch.setenv("TLS_TEST_TOKEN", TOKEN)
-    config = ServeConfig(port=0, output_dir=tmp_path / "outputs", token_env="TLS_TEST_TOKEN",
+    config = ServeConfig(port=0, output_dir=tmp_path / "outputs", warm=0, token_env="TLS_TEST_TOKEN",
                          tls_cert=pki["cert"], tls_key=pki["key"])
     with AlertServer(config, log=open(os.devnull, "w")) as srv:
         assert srv.url.startswith("https://127.0.0.1:")
@@ -108,7 +108,7 @@ def test_tls_options_are_checked_naming_them(tmp_path, files, option, text):
     (tmp_path / "other").mkdir()
     pki["other-key"] = _pki(tmp_path / "other")["key"]  # a valid key, not the certificate's
     cert, key = (pki[f] if f else None for f in files)
-    server = AlertServer(ServeConfig(port=0, output_dir=tmp_path / "outputs", tls_cert=cert, tls_key=key),
+    server = AlertServer(ServeConfig(port=0, output_dir=tmp_path / "outputs", warm=0, tls_cert=cert, tls_key=key),
                          log=open(os.devnull, "w"))
     with pytest.raises(ParameterError) as err:
         server.start()
@@ -192,7 +192,7 @@ def test_the_real_alertmanager_delivers_over_https_with_the_shipped_route(stack,
     monkeypatch.setenv("RUNBOOK_SERVE_TOKEN", TOKEN)
     stack.set_mode("auth_failure")
     assert stack.wait_for_service_status({"down", "degraded"}, timeout_s=10)
-    config = ServeConfig(port=0, output_dir=tmp_path / "outputs", tls_cert=pki["cert"], tls_key=pki["key"],
+    config = ServeConfig(port=0, output_dir=tmp_path / "outputs", warm=0, tls_cert=pki["cert"], tls_key=pki["key"],
                          parameters={"prometheus_url": "", "timeout_s": 2.0, "mistral_url": stack.mistral_url,
                                      "service_health_url": stack.service_health_url})
     with AlertServer(config, log=open(tmp_path / "serve.log", "w")) as srv:
