@@ -369,7 +369,7 @@ def test_post_to_local_webhook_is_logged_without_the_url(receiver, monkeypatch, 
     srv, handler = receiver
     url = f"http://127.0.0.1:{srv.server_address[1]}/hook"
     monkeypatch.setenv("SLACK_WEBHOOK_URL", url)
-    value = steps.communicate(_cfg(), level="P1", status="INVESTIGATING", impact="down", action="a",
+    value = steps.communicate(_cfg(apply_changes=True), level="P1", status="INVESTIGATING", impact="down", action="a",
                               by="diagnose_auth")
     assert value["slack"]["posted"] and handler.received[0]["text"].startswith(":red_circle: P1")
     slack, page = read_index(incident)["communications"]
@@ -382,12 +382,43 @@ def test_failed_post_is_logged_as_the_error_not_raised(receiver, monkeypatch, in
     srv, handler = receiver
     handler.status = 500
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{srv.server_address[1]}/hook")
-    steps.communicate(_cfg(), level="P1", status="INVESTIGATING", impact="down", action="a", by="diagnose_auth")
+    steps.communicate(_cfg(apply_changes=True), level="P1", status="INVESTIGATING", impact="down", action="a", by="diagnose_auth")
     slack = read_index(incident)["communications"][0]
     assert slack["posted"] is False and slack["error"] == "webhook answered HTTP 500: ok"
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/hook")
-    result = comms.post_to_slack(_msgs(), "SLACK_WEBHOOK_URL", 1)
+    result = comms.post_to_slack(_msgs(), "SLACK_WEBHOOK_URL", 1, approved=True)
     assert not result["posted"] and "unreachable" in result["error"] and "127.0.0.1" not in result["error"]
     monkeypatch.delenv("SLACK_WEBHOOK_URL")
     result = comms.post_to_slack(_msgs(), "SLACK_WEBHOOK_URL")
     assert "not set" in result["reason"] and result["error"] is None
+
+
+def test_without_approval_a_configured_webhook_gets_nothing_and_the_shown_curl_posts_the_same(receiver, monkeypatch,
+                                                                                             incident):
+    """Slack is told only with the runbook's approval; the dry run shows the exact request, which the
+    real curl sends (the URL, the credential, from its variable) byte for byte as slack_sdk would."""
+    import shutil
+    import subprocess
+
+    from runbook_lib.notify.slack import post_webhook
+
+    srv, handler = receiver
+    url = f"http://127.0.0.1:{srv.server_address[1]}/hook"
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", url)
+    value = steps.communicate(_cfg(), level="P1", status="INVESTIGATING", impact="down", action="a",
+                              by="diagnose_auth")
+    assert handler.received == []  # nothing posted
+    assert value["slack"]["posted"] is False and value["slack"]["dry_run"] is True and value["slack"]["error"] is None
+    assert "apply_changes=True" in value["slack"]["reason"]
+    slack = read_index(incident)["communications"][0]
+    assert slack["posted"] is False and slack["dry_run"] is True
+    assert record.LOCAL["notifications"]["approved"] is False
+    command = value["slack"]["command"]
+    assert url not in command and url not in json.dumps(value) and url not in (incident / "incident.json").read_text()
+    assert shutil.which("curl"), "curl is installed by make install's system packages"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    (sent,) = handler.received
+    assert post_webhook(value["internal"], "SLACK_WEBHOOK_URL", 2)["posted"]  # what approval would have sent
+    by_sdk = handler.received[1]
+    assert sent == by_sdk and sent["text"].startswith(":red_circle: P1") and sent["blocks"]

@@ -41,6 +41,8 @@ def _cfg(**overrides):
 
 
 def _tell(status, impact="Users cannot use AI features: key rejected (401) <for all>", **cfg):
+    """The diagnoses' "Tell people" step, approved unless `apply_changes=False` is given."""
+    cfg.setdefault("apply_changes", True)
     return steps.communicate(_cfg(**cfg), level="P1", status=status, by="diagnose_auth", impact=impact,
                              action="Rotating the key & restarting")
 
@@ -155,6 +157,18 @@ def test_rate_limited_post_is_retried_by_the_sdk_and_bounded(fakes, monkeypatch)
     fakes.throttle["slack"] = 100
     (d,) = base.dispatch(update, [], approved=False, timeout_s=5, providers=[SlackWebApi(max_retries=2)])
     assert d.ok is False and d.http_status == 429 and len(fakes.of("slack")) == 3
+
+
+def test_without_approval_neither_the_thread_nor_the_webhook_is_told(fakes, monkeypatch, incident):
+    configure(monkeypatch, fakes, "slack")
+    _tell("INVESTIGATING", apply_changes=False)
+    assert fakes.of("slack") == []
+    log = [e for e in read_index(incident)["communications"] if e["channel"] == "slack_api"]
+    assert [(e["action"], e["sent"], e["approved"]) for e in log] == [("post", False, False)]
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+    configure(monkeypatch, fakes, "webhook")
+    value = _tell("INVESTIGATING", apply_changes=False)
+    assert fakes.of("webhook") == [] and value["slack"]["dry_run"] and "SLACK_WEBHOOK_URL" in value["slack"]["command"]
 
 
 def test_the_postmortem_waits_for_approval_even_for_slack(fakes, monkeypatch, incident):

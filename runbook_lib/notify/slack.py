@@ -27,6 +27,8 @@ https://slack.com/api/); the webhook URL is in the variable the notebooks' `slac
 
 from __future__ import annotations
 
+import json
+
 import re
 from typing import Any
 
@@ -219,6 +221,13 @@ def post_webhook(text: str, url_env: str, timeout_s: float, context: str = "") -
         reason = f"webhook answered HTTP {response.status_code}: {str(response.body)[:100]}"
         return {"posted": False, "reason": reason, "error": reason}
     return {"posted": True, "reason": f"posted (HTTP {response.status_code})", "error": None}
+
+
+def webhook_curl(text: str, url_env: str, context: str = "") -> str:
+    """The exact webhook request `post_webhook` would send, as a command: the URL (the credential) from its variable."""
+    body = json.dumps({"text": mrkdwn(text), "blocks": blocks(text, context)}, ensure_ascii=False)
+    return (f'curl -sS --fail-with-body -X POST "${{{url_env}}}" \\\n  -H \'Content-Type: application/json\' \\\n'
+            f"  --data-binary @- <<'JSON'\n{body}\nJSON")
 
 
 def probe_webhook(url_env: str, timeout_s: float) -> tuple[bool, str]:

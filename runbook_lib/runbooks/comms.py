@@ -228,6 +228,7 @@ def draft(messages: Messages, *, folder: str | Path, by: str, status: str, level
                         "text": text, "file": path.relative_to(folder).as_posix(),
                         "posted": bool(post["posted"]) if channel == "slack" else False,
                         "error": post.get("error") if channel == "slack" else None,
+                        **({"dry_run": True} if channel == "slack" and post.get("dry_run") else {}),
                         "ic": messages.ic, "affected": features(affected)})
     log(folder, entries)
     return entries
@@ -269,19 +270,28 @@ def _write_new(folder: Path, stem: str, text: str) -> Path:
     raise RunbookError(f"too many drafts named {stem}*.md in {folder}")
 
 
-def post_to_slack(messages: Messages, webhook_env: str, timeout_s: float = 5.0) -> dict[str, Any]:
+def post_to_slack(messages: Messages, webhook_env: str, timeout_s: float = 5.0, *,
+                  approved: bool = False) -> dict[str, Any]:
     """POST the internal message (text and Block Kit) to the webhook in `$webhook_env` (`slack_sdk`'s
-    WebhookClient); never raises, never shows the URL.
+    WebhookClient) when `approved`; never raises, never shows the URL.
 
-    `error` is None when posted or when no webhook is configured (a draft only), else the reason.
-    When the Slack Web API is configured the message goes into the incident's thread instead
-    (`notify`): a webhook cannot reply in a thread, and one message twice helps nobody.
+    Unapproved, a configured webhook gets nothing: the result is a dry run with the exact request as
+    a curl command (the URL from its variable). Slack is a channel people read, like the pager and
+    the status page: nothing is told without the runbook's approval. `error` is None when posted, a
+    dry run or when no webhook is configured (a draft only), else the reason. When the Slack Web API
+    is configured the message goes into the incident's thread instead (`notify`): a webhook cannot
+    reply in a thread, and one message twice helps nobody.
     """
-    from ..notify.slack import SlackWebApi, post_webhook
+    from ..notify.base import secret
+    from ..notify.slack import SlackWebApi, post_webhook, webhook_curl
 
     if SlackWebApi().configured().ok:
-        return {"posted": False, "reason": "the Slack Web API is configured: posted in the incident's thread "
+        return {"posted": False, "reason": "the Slack Web API is configured: the incident's thread is told instead "
                 "(see notifications)", "error": None}
+    if not approved and secret(webhook_env).present:
+        return {"posted": False, "error": None, "dry_run": True, "command": webhook_curl(messages.internal, webhook_env),
+                "reason": f"dry run: ${webhook_env} is set but nothing was posted without approval "
+                          f"(apply_changes=True); to post this message yourself, run the command shown"}
     return post_webhook(messages.internal, webhook_env, timeout_s)
 
 
@@ -323,8 +333,10 @@ def record_markdown(messages: Messages, slack: dict[str, Any], entries: list[dic
 
     With no `entries` (no files written), `unsaved_reason` says why and how to get files.
     """
-    shown = (f"Internal (Slack): {slack['reason']}\n\n```\n{messages.internal}\n```\n\nExternal (status page):\n\n"
-             f"```\n{messages.external}\n```\n\n")
+    command = (f"The webhook request, to send it yourself:\n\n```bash\n{slack['command']}\n```\n\n"
+               if slack.get("command") else "")
+    shown = (f"Internal (Slack): {slack['reason']}\n\n```\n{messages.internal}\n```\n\n{command}"
+             f"External (status page):\n\n```\n{messages.external}\n```\n\n")
     if not entries:
         return shown + f"**Not saved as files**: {unsaved_reason or 'no folder to save them in'}."
     return (shown + "Saved: " + ", ".join(f"`{e['file']}`" for e in entries)
@@ -371,7 +383,7 @@ def resolved_messages(index: dict[str, Any], *, folder: str | Path, by: str = "p
     messages = render(level=level, status="RESOLVED", impact=measured, action=action,
                       affected=chosen, error_class=str(index.get("error_class") or "unknown"), window=window,
                       ic=ic, now=now)
-    slack = post_to_slack(messages, webhook_env, timeout_s) if webhook_env else {
+    slack = post_to_slack(messages, webhook_env, timeout_s, approved=approved) if webhook_env else {
         "posted": False, "reason": "draft only: no webhook given", "error": None}
     entries = draft(messages, folder=folder, by=by, status="RESOLVED", level=level, affected=chosen, post=slack,
                     now=now)

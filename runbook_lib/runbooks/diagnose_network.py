@@ -97,6 +97,7 @@ class NetworkRunbook:
         self.current_timeout_ms: int | None = None
         self.policy_verdict: str | None = None
         self.policy_cause = ""  # the policy finding reconciled with the measurement (reconcile_policy)
+        self.policy_is_cause: bool | None = None  # None: no policy would block the API (or not analysed)
         self.recommended_ms: int | None = None
         self.changes: list[dict[str, Any]] = []
         self.severity: str | None = None  # the incident's level once communicate() has resolved it
@@ -198,6 +199,7 @@ class NetworkRunbook:
         main = next((a for a in reversed(out) if a["ok"]), None)
         self.policy_verdict = main["verdict"] if main and available else None
         self.policy_cause, is_cause = self.reconcile_policy(self.policy_verdict)
+        self.policy_is_cause = is_cause
         value = {"available": available, "analyses": out, "verdict": self.policy_verdict,
                  "policy_cause": self.policy_cause, "policy_is_cause": is_cause,
                  "kubectl": out[0]["kubectl"] if out else ""}
@@ -315,7 +317,7 @@ class NetworkRunbook:
                 f", egress policy {self._policy_words()}"
                 f", {self.cfg['timeout_env_var']}={self.recommended_ms} {state}, {self.severity or self.level()}")
         value = {"line": line, "failed_phase": failed, "cause": self.cause, "policy_verdict": self.policy_verdict,
-                 "policy_cause": self.policy_cause,
+                 "policy_cause": self.policy_cause, "policy_is_cause": self.policy_is_cause,
                  "recommended_timeout_ms": self.recommended_ms, "level": self.severity or self.level(),
                  "changes_applied": len(applied), "incident_id": self.cfg["incident_id"]}
         record.record(record.VERDICT, value, markdown=f"### Verdict\n\n`{line}`")

@@ -34,6 +34,12 @@ ACTIONS = {
                 ("P2", "Set client timeouts from the measured time to first byte, not a guess"),
                 ("P3", "A synthetic probe from inside the cluster, alerting on DNS/TCP/TLS failures")],
 }
+# A network incident's actions follow the phase that failed: a hung or slow API is not fixed by egress rules.
+SLOW_API_ACTIONS = [
+    ("P1", "Set client timeouts from the measured time to first byte, with a fallback (MISTRAL_FALLBACK) for when "
+           "the API hangs"),
+    ("P2", "Report the hang to Mistral support with the recorded timings; check https://status.mistral.ai"),
+    ("P3", "A synthetic probe alerting on the API's time to first byte, not only on errors")]
 GENERIC_ACTIONS = [("P2", "Add a runbook step or alert for what this incident showed")]
 
 
@@ -78,11 +84,17 @@ def root_cause(data: IncidentData) -> str:
             "first_byte": "The API accepted connections but did not answer in time (first byte)",
         }.get(str(cause), "Every network phase to the API passed when measured: the calls were slow, "
                            "not blocked")
-        policy = v.get("policy_cause") or ""
-        return sentence + (f"; {policy}" if policy else "") + "."
+        return sentence + (f"; {v['policy_cause']}" if _policy_is_cause(v) else "") + "."
     return {"our_service": "Our service failed while the Mistral API answered normally.",
             "resolved": "No cause was measured: the API and our service were healthy at triage."}.get(
         cls, "_(to fill: no diagnosis runbook recorded a verdict)_")
+
+
+def _policy_is_cause(v: dict[str, Any]) -> bool:
+    """The egress policy finding, reconciled with the measurement, names the cause (older records: by its words)."""
+    if "policy_is_cause" in v:
+        return v["policy_is_cause"] is True
+    return bool(v.get("policy_cause")) and "not the cause" not in v["policy_cause"] and "does not explain" not in v["policy_cause"]
 
 
 def _milestones(data: IncidentData, impact: dict[str, Any], timings: dict[str, Any]) -> list[tuple[str, str]]:
@@ -245,6 +257,13 @@ def _advice(data: IncidentData) -> list[str]:
 def action_items(data: IncidentData, timings: dict[str, Any]) -> list[tuple[str, str]]:
     """Seeded from the class, the changes left in place, the gaps in evidence, and slow detection."""
     items = list(ACTIONS.get(error_class(data), GENERIC_ACTIONS))
+    nb, v = _diagnosis_verdict(data)
+    if nb == "diagnose_network":
+        if v.get("cause") in ("first_byte", None, "ok"):
+            items = list(SLOW_API_ACTIONS)
+        if v.get("policy_cause") and not _policy_is_cause(v):  # true and worth fixing, but not this incident's cause
+            items.append(("P2", f"Egress NetworkPolicy (not this incident's cause): {v['policy_cause']}; "
+                                "correct it before it is enforced"))
     items += [("P2", f"From the diagnosis: {a}") for a in _advice(data)]
     for c in data.changes():
         items.append(("P2", f"Decide whether to keep or undo the mitigation '{c.get('action')}' on {c.get('target')} "

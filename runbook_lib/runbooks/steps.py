@@ -168,10 +168,10 @@ def incident_severity(cfg: dict[str, Any], proposed: str, why: str, *, by: str) 
 def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, action: str,
                 affected: list[str] | None = None, workaround: str = "", error_class: str | None = None,
                 by: str | None = None) -> dict[str, Any]:
-    """Draft the Slack and status-page messages for this incident, save and log them, post if configured.
+    """Draft the Slack and status-page messages for this incident, save and log them; tell people if approved.
 
-    Then the configured services are told (`comms.notify`: the Slack thread, PagerDuty, the status
-    page; the last two only with `apply_changes`, else a dry run showing the exact request).
+    The configured services (the Slack webhook, `comms.notify`: the Slack thread, PagerDuty, the
+    status page) are told only with `apply_changes`, else a dry run showing the exact request.
 
     The text follows the error class, `status` and `level` (the incident's one severity), so the
     status page never says "slower responses" during an outage. `by` is the runbook (default: the
@@ -190,7 +190,7 @@ def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, ac
     msgs = comms.render(level=level, status=status, impact=impact, action=action, error_class=error_class,
                         commander=cfg.get("incident_commander", ""), operator=cfg.get("operator", ""),
                         affected=chosen, workaround=workaround)
-    post = comms.post_to_slack(msgs, cfg["slack_webhook_env"], cfg["timeout_s"])
+    post = comms.post_to_slack(msgs, cfg["slack_webhook_env"], cfg["timeout_s"], approved=cfg["apply_changes"])
     entries = ([] if folder is None else
                comms.draft(msgs, folder=folder, by=by, status=status, level=level, affected=chosen, post=post))
     logged = folder is not None and comms.has_index(folder)
@@ -199,7 +199,8 @@ def communicate(cfg: dict[str, Any], *, level: str, status: str, impact: str, ac
                  error_class=error_class, by=by, approved=cfg["apply_changes"], timeout_s=cfg["timeout_s"],
                  facts={"impact": impact, "action": action, "affected": chosen, "workaround": workaround,
                         "ic": msgs.ic, "next_update_utc": msgs.next_update_utc, "severity_why": sev.get("why")},
-                 severity_note=str(sev.get("why") or "") if sev.get("previous") not in (None, level) else "")
+                 severity_note=str(sev.get("why") or "") if sev.get("previous") not in (None, level) else "",
+                 auto=False)  # the Slack thread too waits for the approval
     value = {**msgs.to_dict(), "files": [e["file"] for e in entries], "saved": where,
              "at": iso_z(timespec="milliseconds"), "slack": post, "level": level, "status": status,
              "error_class": error_class, "affected": chosen, "by": by, "logged": logged}
