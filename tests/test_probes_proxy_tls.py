@@ -93,8 +93,15 @@ class Net:
         await _splice((reader, writer), upstream)
 
     def close(self) -> None:
-        for s in self._servers:
-            s.close()
+        async def shutdown() -> None:  # the pipes end inside the running loop, not when it is collected
+            for s in self._servers:
+                s.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._loop.run(shutdown())
         self._loop.stop()
 
 

@@ -262,8 +262,8 @@ def action_items(data: IncidentData, timings: dict[str, Any]) -> list[tuple[str,
         if v.get("cause") in ("first_byte", None, "ok"):
             items = list(SLOW_API_ACTIONS)
         if v.get("policy_cause") and not _policy_is_cause(v):  # true and worth fixing, but not this incident's cause
-            items.append(("P2", f"Egress NetworkPolicy (not this incident's cause): {v['policy_cause']}; "
-                                "correct it before it is enforced"))
+            items.append(("P2", f"Review the egress NetworkPolicy (found by the diagnosis, not this incident's cause): "
+                                f"{v['policy_cause']}"))
     items += [("P2", f"From the diagnosis: {a}") for a in _advice(data)]
     for c in data.changes():
         items.append(("P2", f"Decide whether to keep or undo the mitigation '{c.get('action')}' on {c.get('target')} "
