@@ -136,3 +136,31 @@ def test_flaky_goes_to_the_runbook_of_its_dominant_error(cluster_stack, tmp_path
     assert index["error_class"] in expected
     assert [n["name"] for n in index["notebooks"]] == ["triage", expected[index["error_class"]]]
     assert index["notebooks"] and all(n["status"] == "succeeded" for n in index["notebooks"])
+
+
+def test_the_triage_verdict_is_in_incident_json_while_the_diagnosis_still_runs(cluster_stack, tmp_path):
+    """What `runbook list`/`show` and serve read: the class, verdict and severity are written once the
+    triage's notebook is final, not when the whole respond ends (a diagnosis may watch for minutes)."""
+    import threading
+    import time
+
+    st = cluster_stack
+    st.set_mode("server_error", status=503)
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(respond(
+        _params(st, **{**FAST, "monitor_max_s": 4.0}), output_root=tmp_path, progress=False)))
+    worker.start()
+    early = None
+    while worker.is_alive() and early is None:
+        for path in tmp_path.glob("*/incident.json"):
+            index = json.loads(path.read_text() or "{}")
+            if index.get("verdict"):
+                early = (index, (path.parent / "diagnose_server_error.run.json").exists())
+        time.sleep(0.02)
+    worker.join(120)
+    assert early is not None, "the respond ended before its verdict was seen in incident.json"
+    index, diagnosis_finished = early
+    assert not diagnosis_finished and index["status"] == "running"
+    assert index["error_class"] == done["error_class"] == "provider_error"
+    assert index["verdict"] == done["verdict"] and index["severity"] == done["severity_history"][0]["to"]
+    assert index["severity_history"][0]["by"] == "triage"

@@ -216,3 +216,64 @@ def test_kill_9_of_serve_mid_warm_run_then_restart_adopts_the_standby_run(stack,
         assert not _alive(standby) and not _alive(kernel)
     finally:
         kill_respond_processes(str(outputs))
+
+
+def test_a_preloaded_kernel_has_the_runbook_imported_binds_no_name_and_runs_the_triage_as_a_cold_one(tmp_path):
+    """preload imports the triage's modules in the waiting kernel (CPU spent before the incident), binding
+    no name: the run's namespace and execution counts are a cold kernel's, its record the same in form."""
+    from runbook_lib.run.catalog import resolve_notebook
+    from runbook_lib.run.execute import run_notebook
+    from runbook_lib.run.kernel import notebook_kernel_name
+    from runbook_lib.run.prepared import PRELOAD, PreparedKernel, offer
+
+    prepared = PreparedKernel(notebook_kernel_name(resolve_notebook("triage"), None))
+    prepared.start()
+    try:
+        prepared.wait_ready()
+        assert prepared.preload("triage")
+        probe = tmp_path / "probe.json"
+        # a silent look inside (binds nothing either): what is imported, which names the user sees
+        from jupyter_core.utils import run_sync
+
+        code = (f"__import__('pathlib').Path({str(probe)!r}).write_text(__import__('json').dumps("
+                "{'modules': sorted(__import__('sys').modules), 'names': sorted(k for k in globals() "
+                "if not k.startswith('_'))}))")
+        assert run_sync(prepared._execute)(code, 10)
+        seen = json.loads(probe.read_text())
+        assert set(PRELOAD["triage"]) <= set(seen["modules"])
+        assert "runbook_lib" not in seen["names"] and "httpx" not in seen["names"], seen["names"]
+        offer(prepared)
+        result = run_notebook("triage", {"mistral_url": "http://127.0.0.1:9", "service_health_url": "http://127.0.0.1:9",
+                                         "prometheus_url": "", "timeout_s": 1.0},
+                              output_root=tmp_path / "out", progress=False)
+        assert prepared.used and result.ok and "refused" in result.verdict["line"], result
+        nb = json.loads(Path(result.notebook_path).read_text())
+        counts = [c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code"]
+        assert counts == list(range(1, len(counts) + 1))  # the silent executions left no count
+    finally:
+        prepared.discard()
+
+
+def test_the_prompt_client_waits_for_a_live_kernel_and_refuses_a_dead_one(tmp_path):
+    """kernel.prompt_client_class: ready once the kernel answered (no 0.2 s IOPub flush), and a kernel that
+    died is an error naming it, as jupyter_client's own wait says, not a hang."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    from runbook_lib.run.kernel import RunKernel
+
+    kernel = RunKernel(AsyncKernelManager, "python3", tmp_path)
+    kernel.start()
+    try:
+        kc = kernel.km.client()
+        assert type(kc).__name__ == "PromptKernelClient"
+        kc.start_channels()
+        run_sync(kc.wait_for_ready)(30)
+        msg_id = kc.execute("1 + 1", silent=True)  # nothing stale on the shell channel: the next reply is ours
+        assert run_sync(kc.get_shell_msg)(timeout=10)["parent_header"]["msg_id"] == msg_id
+        psutil.Process(kernel.km.provisioner.process.pid).kill()
+        assert wait_until(lambda: kernel.km.provisioner.process.poll() is not None, 10)
+        with pytest.raises(RuntimeError, match="died"):
+            run_sync(kc.wait_for_ready)(10)
+    finally:
+        kernel.stop()

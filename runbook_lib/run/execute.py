@@ -235,7 +235,8 @@ def kernel_with_env(manager_class: type, env: dict[str, str]) -> type:
 def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_root: str | Path = "outputs",
                  cell_timeout_s: int = DEFAULT_CELL_TIMEOUT_S, progress: bool = True, html: bool = True,
                  kernel_name: str | None = None, record_dir: Path | None = None,
-                 run_timeout_s: float | None = None) -> RunResult:
+                 run_timeout_s: float | None = None,
+                 on_verdict: Callable[[RunResult], None] | None = None) -> RunResult:
     """Execute notebook `name` with `parameters` into a new record folder and describe the outcome.
 
     `record_dir` lets a caller that must place files beside the record first (the demo's
@@ -243,6 +244,8 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
     (default: `default_run_timeout(parameters)`, 900 s): at the deadline the kernel is killed and
     the run is recorded as timed_out, with the partial notebook kept. A request that cannot run
     (see `check_run_request`) returns a failed result recorded in `<notebook>.run.json` only.
+    `on_verdict(result)` is called once the executed notebook is final and its verdict read, before
+    the HTML and `run.json` are written (the caller records the verdict where people look first).
     """
     parameters = dict(parameters or {})
     if "incident_id" not in parameters:  # into an incident's folder: its id, else a fresh one
@@ -305,6 +308,8 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
                        provenance=provenance.of_run(source, parameters))
     if out_nb.exists():
         result.verdict = _finalise_notebook(out_nb, result)
+        if on_verdict is not None:  # e.g. respond: the verdict into incident.json before the HTML is rendered
+            on_verdict(result)
         if html:
             result.html_path = str(_write_html(out_nb, warm))
     (record_dir / f"{name}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")

@@ -27,12 +27,61 @@ def notebook_kernel_name(source: Path, given: str | None) -> str:
     return str((meta.get("kernelspec") or {}).get("name") or "python3")
 
 
+def prompt_client_class() -> type:
+    """An AsyncKernelClient whose `wait_for_ready` returns when the kernel has answered, not 0.2 s later.
+
+    jupyter_client 8's `wait_for_ready` asks for kernel_info until the reply and one IOPub message
+    have come (the channels are connected), then waits until IOPub has been silent for 0.2 s, a
+    flush. nbclient calls it before every run: 0.2 s of nothing in every verdict. The flush protects
+    a reader that takes any IOPub message as its own; nbclient does not (it reads only the messages
+    whose parent is the request it sent), so here what is already queued is drained without waiting.
+    """
+    import asyncio
+    import time
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    class PromptKernelClient(AsyncKernelClient):  # type: ignore[misc]
+        async def wait_for_ready(self, timeout: float | None = None) -> None:
+            deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+            while True:
+                self.kernel_info()
+                try:
+                    msg = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    msg = None
+                if msg is not None and msg["msg_type"] == "kernel_info_reply":
+                    try:
+                        await self.iopub_channel.get_msg(timeout=0.2)  # IOPub connected: its status came
+                    except Empty:
+                        pass
+                    else:
+                        self._handle_kernel_info_reply(msg)
+                        break
+                if not await self.is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+                await asyncio.sleep(0)
+            while True:  # what is queued now, without waiting for more
+                try:
+                    await self.iopub_channel.get_msg(timeout=0)
+                except Empty:
+                    break
+
+    return PromptKernelClient
+
+
 def tracking_clients(manager_class: type) -> type:
-    """`manager_class` remembering the clients made from it, so their channels can be closed."""
+    """`manager_class` remembering the clients made from it, so their channels can be closed; its
+    clients are `prompt_client_class()`'s."""
+    prompt = prompt_client_class()
 
     class ClientTrackingKernelManager(manager_class):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.client_factory = prompt
             self.run_clients: list[Any] = []
 
         def client(self, **kwargs: Any) -> Any:
@@ -69,10 +118,18 @@ class RunKernel:
         # Not km.shutdown_kernel(now=True): it sends SIGINT first, and an idle kernel then prints
         # "KeyboardInterrupt caught in kernel" on the run's stderr. The provisioner's kill is
         # jupyter_client's public way to stop the process outright (SIGKILL), reaped by wait().
+        import asyncio
+
         try:
             provisioner = self.km.provisioner
             if provisioner is not None and await provisioner.poll() is None:
                 await provisioner.kill()
+                # the provisioner's wait() polls every 0.1 s, and a killed process is rarely gone at its
+                # first look: 0.1 s on every run's record. Gone within milliseconds, seen here first.
+                for _ in range(200):
+                    if await provisioner.poll() is not None:
+                        break
+                    await asyncio.sleep(0.005)
                 await provisioner.wait()
         finally:
             await self.km.cleanup_resources()

@@ -111,6 +111,7 @@ def main(argv: list[str], respond: Callable[[list[str]], int]) -> int:
         _lean.nbformat()
         prepared.html = execute.HtmlWarmup()  # nbconvert and its templates, used by the triage's HTML
         prepared.wait_ready()
+        prepared.preload(args.notebook)  # the runbook's own imports (prepared.PRELOAD)
         prepared.html.exporter()  # built before ready: no CPU left for the job's time
         _say(f"kernel pid {prepared.pid} ready in {time.monotonic() - t0:.1f} s")
         sock.send(f"ready {prepared.pid}".encode())
