@@ -48,7 +48,7 @@ def test_partial_record_during_a_long_cell_and_same_final_record(tmp_path):
     from runbook_lib.run.engine import ENGINE_NAME
 
     pm = _lean.papermill()
-    results = {}
+    results, raws = {}, {}
     for engine in (ENGINE_NAME, None):
         marker = tmp_path / (engine or "papermill") / "go"
         marker.parent.mkdir()
@@ -60,9 +60,11 @@ def test_partial_record_during_a_long_cell_and_same_final_record(tmp_path):
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
-                    nb = json.loads(out.read_text())
+                    raw = out.read_text()
+                    nb = json.loads(raw)
                     if nb["cells"][3]["metadata"]["papermill"]["status"] == "running":
                         seen["during"] = _shape(nb)
+                        seen["raw"] = raw
                         break
                 except (OSError, ValueError, KeyError, IndexError):
                     pass
@@ -75,9 +77,16 @@ def test_partial_record_during_a_long_cell_and_same_final_record(tmp_path):
                             engine_name=engine, execution_timeout=60, cwd=str(marker.parent))
         watcher.join(70)
         results[engine] = (seen.get("during"), _shape(json.loads(out.read_text())))
+        raws[engine] = (seen.get("raw"), out.read_text())
     during, final = results[ENGINE_NAME]
     assert during is not None, "the record on disk never showed the long cell running"
     assert during[1][2] == "completed" and during[1][3] == ["early\n"]  # the earlier cell, with its output
     assert during[3][2] == "running" and during[4][2] == "pending"
     assert final == results[None][1], "the final record differs from papermill's own engine's"
     assert final[3][2] == "completed" and final[3][3] == ["late\n"]
+    # the compact saves (engine.write_compact) are valid notebooks at every moment, partial and final
+    nbformat = _lean.nbformat()
+    for raw in raws[ENGINE_NAME]:
+        assert raw is not None
+        nbformat.validate(nbformat.reads(raw, as_version=4))
+    assert list(tmp_path.glob(".*.tmp")) == []  # no temporary file left beside the record

@@ -277,3 +277,36 @@ def test_the_prompt_client_waits_for_a_live_kernel_and_refuses_a_dead_one(tmp_pa
             run_sync(kc.wait_for_ready)(10)
     finally:
         kernel.stop()
+
+
+PRELOAD_CHECK = r"""
+import importlib, json, sys
+from runbook_lib.run.prepared import PRELOAD
+import IPython  # what a kernel has before any cell
+for m in PRELOAD["triage"]:
+    importlib.import_module(m)
+mistral_url, health_url = sys.argv[1], sys.argv[2]
+nb = json.load(open("notebooks/triage.ipynb"))
+code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+ns = {}
+exec(code[0], ns)
+ns.update(mistral_url=mistral_url, service_health_url=health_url, prometheus_url="", timeout_s=2.0)
+before = set(sys.modules)
+for c in code[1:]:
+    exec(c, ns)
+print(json.dumps(sorted(m for m in set(sys.modules) - before
+                        if m.split(".")[0] in ("runbook_lib", "httpx", "httpcore", "anyio"))))
+"""
+
+
+def test_the_preload_covers_what_a_5xx_triage_imports(stack):
+    """prepared.PRELOAD is the triage's imports: after it, a triage on a 5xx incident imports none of ours or
+    httpx's (in a fresh interpreter, so nothing imported by other tests hides a gap)."""
+    import subprocess
+    import sys
+
+    stack.set_mode("server_error", status=503)
+    done = subprocess.run([sys.executable, "-c", PRELOAD_CHECK, stack.mistral_url, stack.service_health_url],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -22,7 +22,11 @@ READY_TIMEOUT_S = 60.0  # a prepared kernel must answer within this (it has boot
 # ten incidents on two cores, each import is CPU the other verdicts wait for. Modules only: no name is
 # bound, nothing runs but their import; a notebook that forgets an import fails warm as it does cold.
 PRELOAD = {"triage": ("httpx", "runbook_lib.runbooks.triage", "runbook_lib.sources.probes", "runbook_lib.record",
-                      "runbook_lib.display", "runbook_lib.analysis.decision", "runbook_lib.analysis.severity")}
+                      "runbook_lib.display", "runbook_lib.analysis.decision", "runbook_lib.analysis.severity",
+                      "runbook_lib.paths",
+                      # httpx's async transport imports these at its first request
+                      "httpcore", "httpcore._backends.auto", "httpcore._backends.anyio",
+                      "anyio._backends._asyncio", "anyio.streams.tls", "anyio.streams.stapled", "anyio.to_thread")}
 _offered: list[PreparedKernel] = []
 
 
