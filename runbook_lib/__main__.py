@@ -2,10 +2,17 @@
 
 import sys
 
-from .cli import main
+from ._entry import run
 
-if sys.argv[1:2] == ["_standby"]:  # `serve --warm`'s pre-started responder (run/standby.py), given `main` for its job
-    from .run.standby import main as standby
 
-    raise SystemExit(standby(sys.argv[2:], respond=main))
-raise SystemExit(main())
+def _main() -> int:
+    from .cli import main
+
+    if sys.argv[1:2] == ["_standby"]:  # `serve --warm`'s pre-started responder (run/standby.py), given `main` for its job
+        from .run.standby import main as standby
+
+        return standby(sys.argv[2:], respond=main)
+    return main()
+
+
+run(_main)  # imports inside: the fast exit's atexit callback is registered before any library's
