@@ -2,7 +2,7 @@
 
 import sys
 
-from ._entry import run
+from .entry import run
 
 
 def _main() -> int:

@@ -1,4 +1,4 @@
-"""How `runbook` ends (runbook_lib/_entry.py): run/respond skip the interpreter's teardown, with the
+"""How `runbook` ends (runbook_lib/entry.py): run/respond skip the interpreter's teardown, with the
 same exit code, the whole output and every atexit callback run; other commands end normally."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ BIN = Path(sys.executable).parent
 
 PROBE = r"""
 import atexit, sys
-from runbook_lib._entry import run
+from runbook_lib.entry import run
 sys.argv = ["runbook", sys.argv[1]]
 def main():
     atexit.register(lambda: print("a library's atexit callback ran", flush=True))

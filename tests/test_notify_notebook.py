@@ -1,6 +1,7 @@
 """The diagnosis notebooks' "Tell people" cell, headless in a real kernel, with Slack and PagerDuty configured:
-the Slack thread is posted (Block Kit, token never in the record), PagerDuty is a dry run (no approval)
-whose exact event is in the record with the key redacted.
+without approval both are dry runs whose exact requests are in the record with the credentials redacted
+(nothing reaches either service); the Slack thread is posted (Block Kit, token never in the record) only
+by an approved run.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ def test_diagnosis_tells_the_slack_thread_and_shows_the_page_it_would_send(clust
     deliveries = {d["service"]: d for d in rec["notifications"]["deliveries"]}
     assert set(deliveries) == {"slack_api", "pagerduty"} and rec["notifications"]["approved"] is False
     slack, page = deliveries["slack_api"], deliveries["pagerduty"]
-    assert slack["sent"] and slack["ok"] and slack["response"]["ts"]
+    assert not slack["sent"] and slack["headers"]["Authorization"].startswith("Bearer $SLACK_BOT_TOKEN (sha256:")
+    assert slack["body"]["blocks"][0]["text"]["text"].startswith(":red_circle: P1 INCIDENT")
     assert not page["sent"] and page["body"]["payload"]["severity"] == "critical"  # P1: nothing connects
     assert page["body"]["dedup_key"] == "INC-NB-1" and page["body"]["routing_key"].startswith("$PAGERDUTY_ROUTING_KEY")
-    (posted,) = fakes.of("slack")
-    assert posted["body"]["blocks"][0]["text"]["text"].startswith(":red_circle: P1 INCIDENT")
-    assert fakes.of("pagerduty") == []
+    assert fakes.of("slack") == [] and fakes.of("pagerduty") == []  # nobody was told without approval
     for path in Path(result.record_dir).rglob("*"):
         if path.is_file():
             text = path.read_text("utf-8", "replace")

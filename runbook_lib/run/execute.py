@@ -306,13 +306,19 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, *, output_
                        round(time.perf_counter() - t0, 3), str(incident_id), error=error,
                        parameters=parameters, run_timeout_s=bound,
                        provenance=provenance.of_run(source, parameters))
+    return _seal(result, Path(record_dir), out_nb, warm if html else None, html, on_verdict)
+
+
+def _seal(result: RunResult, record_dir: Path, out_nb: Path, warm: HtmlWarmup | None, html: bool,
+          on_verdict: Callable[[RunResult], None] | None) -> RunResult:
+    """The record after the kernel: the notebook finalised, the verdict handed on, HTML, run.json, index page."""
     if out_nb.exists():
         result.verdict = _finalise_notebook(out_nb, result)
         if on_verdict is not None:  # e.g. respond: the verdict into incident.json before the HTML is rendered
             on_verdict(result)
         if html:
             result.html_path = str(_write_html(out_nb, warm))
-    (record_dir / f"{name}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
+    (record_dir / f"{result.notebook}.run.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
     index_page.write(record_dir)  # the folder's entry point, rewritten after every run
     return result
 

@@ -60,23 +60,12 @@ def respond(parameters: dict[str, Any], *, output_root: str | Path = "outputs", 
     triage_params = {k: v for k, v in parameters.items() if k in declared_parameters("triage")}
     def left() -> float | None:  # of the whole respond's bound, for the next notebook
         return None if run_timeout_s is None else max(1.0, run_timeout_s - (time.monotonic() - t0))
-
-    def record_verdict(result: RunResult) -> None:
-        """The triage's verdict into incident.json as soon as it is known (before its HTML is rendered):
-        what `runbook list`/`show` and serve read, and what an on-call engineer waits for."""
-        verdict = result.verdict or {}
-        index.update(error_class=verdict.get("branch"), verdict=verdict.get("line"))
-        update_index(folder, error_class=index["error_class"], verdict=index["verdict"])
-        if verdict.get("severity"):  # the incident's one severity starts here; diagnoses may raise it (history)
-            why = (read_records(result.notebook_path).get("severity") or {}).get("reason") or verdict.get("line")
-            set_severity(folder, verdict["severity"], by="triage", why=str(why))
-
     triage = run_notebook("triage", triage_params, output_root=output_root, progress=progress,
                           cell_timeout_s=cell_timeout_s, record_dir=folder, run_timeout_s=left(),
-                          on_verdict=record_verdict)
+                          on_verdict=lambda result: _record_triage_verdict(folder, index, result))
     _add(index, triage)
     if not Path(triage.notebook_path).exists():  # no notebook, no verdict callback: recorded here
-        record_verdict(triage)
+        _record_triage_verdict(folder, index, triage)
     verdict = triage.verdict or {}
     next_notebook = verdict.get("notebook") if triage.ok else None
 
@@ -173,6 +162,18 @@ def _mitigated_at(index: dict[str, Any], records: dict[str, Any]) -> str | None:
     if index.get("changes_applied") and after.get("service_status") == "ok" and after.get("api_verdict") == "ok":
         return iso_z()
     return None
+
+
+def _record_triage_verdict(folder: Path, index: dict[str, Any], result: RunResult) -> None:
+    """The triage's verdict into incident.json as soon as it is known (before its HTML is rendered):
+    what `runbook list`/`show` and serve read, and what an on-call engineer waits for. The severity
+    first, so an index that shows the verdict shows its severity too."""
+    verdict = result.verdict or {}
+    index.update(error_class=verdict.get("branch"), verdict=verdict.get("line"))
+    if verdict.get("severity"):  # the incident's one severity starts here; diagnoses may raise it (history)
+        why = (read_records(result.notebook_path).get("severity") or {}).get("reason") or verdict.get("line")
+        set_severity(folder, verdict["severity"], by="triage", why=str(why))
+    update_index(folder, error_class=index["error_class"], verdict=index["verdict"])
 
 
 def _add(index: dict[str, Any], result: RunResult) -> None:
