@@ -533,7 +533,7 @@ def _add_integration_commands(sub: Any) -> None:
     """Issue 18's optional integrations: grafana/commands.py (`dashboard`, `annotate`) and
     secretstores/commands.py (`rotate-key`); each imports its client library only when run."""
     from .grafana.commands import add_commands as add_grafana_commands
-    from .replay.commands import add_commands as add_replay_commands  # issue 20: `replay`
+    from .sim.replay.commands import add_commands as add_replay_commands  # issue 20: `replay` (embedded-stack tooling)
     from .secretstores.commands import add_commands as add_secretstore_commands
 
     for add in (add_grafana_commands, add_secretstore_commands, add_replay_commands):

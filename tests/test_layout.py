@@ -43,9 +43,6 @@ PENDING_SPLITS: set[str] = set()
 # Names below are relative to the package ("sim._http" is runbook_lib.sim._http).
 SIM = "sim"
 SIM_FRONT_DOORS = {"demo"}  # may import sim freely, and importing them is importing sim
-# Packages of demo/test tooling, front doors as a whole (every module in them): `replay` (issue 20)
-# rebuilds archived incidents on the simulators.
-SIM_TOOLING = {"replay"}
 FUNCTIONS_ONLY = {"cli"}  # may import sim or a front door, inside functions only (subcommands)
 # A private module in a subpackage (kube/_client.py, sim/_http.py) is private to that subpackage:
 # its siblings may import it, nothing outside may. At the top level "private to the package" would
@@ -205,12 +202,10 @@ def sim_import_violations(t: Tree) -> list[str]:
     """(a): who imports the simulators (or a front door to them) without being allowed to."""
     out = []
     for imp in [*t.imports, *t.notebook_imports]:
-        tooling = [p for p in SIM_TOOLING if t.within(imp.target, p)]
-        if imp.attribute or not (t.within(imp.target, SIM) or t.rel(imp.target) in SIM_FRONT_DOORS or tooling):
+        if imp.attribute or not (t.within(imp.target, SIM) or t.rel(imp.target) in SIM_FRONT_DOORS):
             continue
         who = t.rel(imp.importer)
-        if t.within(imp.importer, SIM) or who in SIM_FRONT_DOORS or (who in FUNCTIONS_ONLY and imp.lazy) or \
-                any(t.within(imp.importer, p) for p in SIM_TOOLING):
+        if t.within(imp.importer, SIM) or who in SIM_FRONT_DOORS or (who in FUNCTIONS_ONLY and imp.lazy):
             continue
         how = " at import time (allowed only inside its subcommand functions)" if who in FUNCTIONS_ONLY else ""
         out.append(f"{imp.where()}: {imp.importer} imports {imp.target}{how}")
@@ -446,19 +441,6 @@ def test_checks_catch_a_bad_tree(tmp_path: Path) -> None:
     assert oversized(t, {"bad/records/archive.py"}) == ["bad/records/big.py: 601 lines (limit 600)"]
     assert stale_pending(t, {"bad/records/archive.py", "bad/serve/alerts.py", "bad/errors.py", "bad/gone.py"}) == [
         "bad/errors.py: within 600 lines and no private names shared", "bad/gone.py: no such module"]
-
-
-def test_sim_tooling_may_use_the_simulators_and_is_a_front_door(tmp_path: Path) -> None:
-    """SIM_TOOLING (`replay`): its modules import sim freely; importing them is importing sim."""
-    files = {"__init__.py": "", "sim/__init__.py": "", "sim/server.py": "x = 1\n", "replay/__init__.py": "",
-             "replay/engine.py": "from ..sim.server import x\n", "replay/commands.py": "from . import engine\n",
-             "cli.py": "def cmd():\n    from .replay.commands import engine\n    return engine\n",
-             "records/__init__.py": "", "records/index.py": "from ..replay import engine\n"}
-    for rel, text in files.items():
-        (tmp_path / "bad" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "bad" / rel).write_text(text)
-    assert sim_import_violations(scan(tmp_path, "bad")) == [
-        "bad/records/index.py:1: bad.records.index imports bad.replay.engine"]
 
 
 # ---- (e) no function over MAX_FUNCTION_LINES outside sim/ ---------------------------------------------------------

@@ -163,7 +163,7 @@ def test_an_altered_verdict_class_is_reported_and_exits_1(originals, replayed, t
 
 
 def test_a_folder_a_replay_cannot_use_is_refused_naming_what_is_missing(originals, tmp_path):
-    from runbook_lib.replay.source import read
+    from runbook_lib.sim.replay.source import read
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -184,7 +184,7 @@ def test_a_folder_a_replay_cannot_use_is_refused_naming_what_is_missing(original
     with pytest.raises(ParameterError, match="no 'mistral_api' record.*cannot rebuild the incident"):
         read(no_probes)
     # probes of a class no simulator mode plays (a DNS failure): refused by name, not replayed as another
-    from runbook_lib.replay.fault import plan
+    from runbook_lib.sim.replay.fault import plan
 
     original = read(originals["auth_failure"])
     original.triage["mistral_api"]["verdict"] = "dns_failure"
@@ -197,8 +197,8 @@ def test_a_folder_a_replay_cannot_use_is_refused_naming_what_is_missing(original
 
 
 def test_a_parameter_outside_the_stack_is_refused_or_dropped(originals, api_key):
-    from runbook_lib.replay.engine import build_parameters, check_on_stack
-    from runbook_lib.replay.source import read
+    from runbook_lib.sim.replay.engine import build_parameters, check_on_stack
+    from runbook_lib.sim.replay.source import read
     from runbook_lib.sim.stack import EmbeddedStack
 
     original = read(originals["auth_failure"])
@@ -226,8 +226,8 @@ def test_the_bundles_pod_logs_are_checked_against_the_probes(replayed):
 
 
 def test_a_bundle_alone_is_replayable_and_compares_the_same(replayed, tmp_path):
-    from runbook_lib.replay.fault import plan
-    from runbook_lib.replay.source import read
+    from runbook_lib.sim.replay.fault import plan
+    from runbook_lib.sim.replay.source import read
 
     copy, [replay], _, _ = replayed["rate_limited"]
     [archive] = copy.glob("evidence-*.tar.gz")
@@ -252,7 +252,7 @@ def test_strict_refuses_a_bundle_lacking_a_source_naming_what_cannot_be_checked(
 
 def test_the_originals_alert_notifications_are_carried_over_shifted():
     """An incident `runbook serve` opened: its notifications move with the series, so TTD is measured from them."""
-    from runbook_lib.replay.engine import _shifted_alerts
+    from runbook_lib.sim.replay.engine import _shifted_alerts
 
     alerts = [{"name": "MistralErrorRateHigh", "status": "firing", "starts_at": "2026-12-05T14:00:00Z",
                "ends_at": "0001-01-01T00:00:00Z", "received_at": "2026-12-05T14:00:02Z", "fingerprint": "ab"},

@@ -1,6 +1,6 @@
 """A replay plays the original's recorded API answers back (issue 20): statuses, bodies, rate-limit
 headers, latencies, burst by burst in their original order (sim/mistral.py `set_script`, built by
-replay/fault.py from the notebooks' probe records).
+sim/replay/fault.py from the notebooks' probe records).
 
 Ground truth: what the original's probes recorded, and the simulator's own request log.
 """

@@ -355,7 +355,7 @@ class MistralSimulator(SimServer):
         old.set()
 
     def set_script(self, segments: list[dict[str, Any]], gap_s: float = 0.5) -> None:
-        """Play recorded answers instead of a fault (`runbook replay`, replay/fault.py): mode "recorded".
+        """Play recorded answers instead of a fault (`runbook replay`, sim/replay/fault.py): mode "recorded".
 
         `segments`: the original's bursts of probe answers in order, [{"answers": [{"status": int | None,
         "body": dict | None, "headers": {..}, "latency_s": float}, ...]}, ...]. The runbooks' probes

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..sim.prometheus import LocalPrometheus, find_binary
-from ..errors import SourceUnavailable
+from ..prometheus import LocalPrometheus, find_binary
+from ...errors import SourceUnavailable
 
 # export name -> the raw series it holds (its labels are the export's columns).
 SERIES = {"requests_total_by_model_code": "mistral_requests_total",

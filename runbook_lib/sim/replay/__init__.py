@@ -1,7 +1,7 @@
 """`runbook replay` (issue 20): rebuild an archived incident on the embedded stack and re-run `respond`.
 
-Demo/test tooling like `demo.py`: it starts the simulators (`sim/`), so product code never imports
-it (tests/test_layout.py lists it beside `demo`). `source` reads the original incident, `fault`
+Embedded-stack tooling: it starts the simulators, so it lives in `sim/` (product code never imports
+it; the CLI only inside the function that registers its subcommand). `source` reads the original incident, `fault`
 turns its recorded probes into the simulator's mode, `engine` runs the replay, `compare` sets the
 facts that matter side by side, `commands` is the CLI.
 """

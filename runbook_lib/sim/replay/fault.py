@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import ParameterError
-from ..sim.mistral import SERVER_ERROR_STATUSES
+from ...errors import ParameterError
+from ..mistral import SERVER_ERROR_STATUSES
 from .source import ARG, Original
 
 # The log classes (kube/logs.py classify_error) a probe class corresponds to, for the cross-check.

@@ -14,7 +14,7 @@ from typing import Any
 
 def add_commands(sub: Any) -> None:
     """Register `replay` on the CLI's subparsers."""
-    from ..paths import default_output_root
+    from ...paths import default_output_root
 
     rep = sub.add_parser("replay", help="rebuild an archived incident on the embedded stack and re-run respond "
                                         "into a new folder marked replay_of (--compare: diff the facts)")
@@ -44,9 +44,9 @@ def add_commands(sub: Any) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Replay (or, with --against, reuse a replay), print where it went, and compare when asked."""
-    from ..errors import ParameterError
-    from ..record import read_records
-    from ..records.incident import read_index
+    from ...errors import ParameterError
+    from ...record import read_records
+    from ...records.incident import read_index
     from . import compare as cmp
     from .source import read
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError
-from ..records import incident_data
-from ..sources import loglines
+from ...errors import ParameterError
+from ...records import incident_data
+from ...sources import loglines
 
 ARG = "INCIDENT"
 # The bundle's raw-counter exports the replay's Prometheus is loaded from (replay/prom.py).

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import params
-from .._time import iso_z
-from ..demo import full_stack
-from ..errors import ParameterError
-from ..records.incident import update_index
-from ..run.catalog import available_notebooks, declared_parameters
-from ..run.execute import new_record_dir
-from ..run.respond import respond
+from ... import params
+from ..._time import iso_z
+from ...demo import full_stack
+from ...errors import ParameterError
+from ...records.incident import update_index
+from ...run.catalog import available_notebooks, declared_parameters
+from ...run.execute import new_record_dir
+from ...run.respond import respond
 from . import fault as faults
 from .cluster import seed as seed_cluster
 from .source import METRIC_EXPORTS, Original
@@ -156,7 +156,7 @@ def _evidence_and_postmortem(original: Original, folder: Path, root: Path, rid: 
     Why the original's window: the postmortem's impact window and counts come from the exports, so
     collecting exactly the same (shifted) span makes them comparable sample for sample.
     """
-    from ..run.execute import run_notebook
+    from ...run.execute import run_notebook
 
     done: dict[str, Any] = {}
     window = (original.index.get("evidence") or {}).get("window") or {}

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._time import iso_z
-from ..record import read_records
-from ..records.incident import read_index
+from ..._time import iso_z
+from ...record import read_records
+from ...records.incident import read_index
 
 TOLERANCE = ("tolerance: each fact is compared exactly (text, case included; a verdict's class is its line up to "
              "the first ':'), except the postmortem's numbers, each within the tolerance shown beside it; a fact "

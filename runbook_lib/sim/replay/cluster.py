@@ -110,7 +110,7 @@ def _shift_line(line: str, shift_s: float) -> str:
     ts = _epoch(value.get("ts")) if isinstance(value, dict) else None
     if ts is None:
         return line
-    from .._time import iso_z
+    from ..._time import iso_z
 
     value["ts"] = iso_z(ts + shift_s)
     return json.dumps(value)
