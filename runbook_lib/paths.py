@@ -67,3 +67,17 @@ def is_url(root: object) -> bool:
     """An object-storage URL (`s3://...`, `gs://...`); `file://` and plain paths are local."""
     m = _URL.match(root) if isinstance(root, str) else None
     return bool(m) and m.group(1) != "file"
+
+
+def write_replacing(path: Path, text: str) -> Path:
+    """`text` into `path` through a temporary file beside it and a rename: a reader (another process,
+    the archive, JupyterLab) sees the old file or the new one, never half of one; nothing is left behind."""
+    import threading
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

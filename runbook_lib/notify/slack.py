@@ -28,7 +28,6 @@ https://slack.com/api/); the webhook URL is in the variable the notebooks' `slac
 from __future__ import annotations
 
 import json
-
 import re
 from typing import Any
 

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..paths import write_replacing
+
 INDEX = "incident.json"
 _LOCK = threading.Lock()
 
@@ -35,11 +37,7 @@ def read_index(folder: str | Path) -> dict[str, Any] | None:
 
 def write_index(folder: str | Path, index: dict[str, Any]) -> Path:
     """Atomic: a reader never sees half an index."""
-    folder = Path(folder)
-    tmp = folder / f".{INDEX}.{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp.write_text(json.dumps(index, indent=2, default=str) + "\n", "utf-8")
-    os.replace(tmp, folder / INDEX)
-    return folder / INDEX
+    return write_replacing(Path(folder) / INDEX, json.dumps(index, indent=2, default=str) + "\n")
 
 
 def update_index(folder: str | Path, /, **sections: Any) -> dict[str, Any]:

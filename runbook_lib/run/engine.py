@@ -21,11 +21,12 @@ raw `papermill` runs keep papermill's own engine.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+from ..paths import write_replacing
 
 ENGINE_NAME = "runbook"
 
@@ -67,12 +68,7 @@ def write_compact(nb: Any, path: Path) -> None:
         if cell.get("outputs") and any("transient" in o for o in cell["outputs"]):
             cell = {**cell, "outputs": [{k: v for k, v in o.items() if k != "transient"} for o in cell["outputs"]]}
         cells.append(cell)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({**nb, "cells": cells}, ensure_ascii=False), "utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_replacing(path, json.dumps({**nb, "cells": cells}, ensure_ascii=False))
 
 
 class RunbookEngine(NBClientEngine):

@@ -31,7 +31,7 @@ from typing import Any
 from .. import KERNEL_NAME, params, redact
 from .._time import iso_z, parse as parse_time
 from ..errors import ParameterError, RunbookError
-from ..paths import OUTPUTS_ENV
+from ..paths import OUTPUTS_ENV, write_replacing
 from ..record import applied_changes, read_records
 from ..records import index_page, provenance
 from ..records.incident import edit_index, read_index, set_severity
@@ -286,16 +286,11 @@ def _write_html(nb: dict[str, Any], target: Path, result: RunResult) -> Path:
         error=result.error)
     node.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
     body, _ = HTMLExporter().from_notebook_node(node)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(body, "utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_replacing(target, body)
 
 
 def _write_json(target: Path, value: dict[str, Any]) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", "utf-8")
-    os.replace(tmp, target)
+    write_replacing(target, json.dumps(value, indent=2, default=str) + "\n")
 
 
 def _note_in_index(folder: Path, result: RunResult, records: dict[str, Any]) -> None:

@@ -287,11 +287,15 @@ class NetworkRunbook:
             self.cfg, self.level(), f"the {failed} phase fails: the API cannot be reached" if failed in CONNECT_PHASES
             else "the API can be reached (connect phases pass): slow or timing out, not unreachable",
             by="diagnose_network")
-        p1 = self.severity == "P1"
+        # the impact says what was measured: "cannot be reached" only when a connect phase failed, even
+        # when an earlier runbook's P1 holds (the API then connects but does not answer in time)
+        impact = ("Users cannot use AI features: the AI provider cannot be reached" if failed in CONNECT_PHASES else
+                  "Users cannot use AI features: the AI provider accepts connections but does not answer in time"
+                  if self.severity == "P1" else
+                  "Degraded AI responses: requests to the AI provider are slow or time out")
         return steps.communicate(
             self.cfg, by="diagnose_network", level=self.severity, status="MITIGATING" if applied else "INVESTIGATING",
-            impact=("Users cannot use AI features: the AI provider cannot be reached" if p1 else
-                    "Degraded AI responses: requests to the AI provider are slow or time out"),
+            impact=impact,
             action=(f"Raised the AI client timeout to {self.recommended_ms} ms" if applied else
                     f"Diagnosing the network path ({self.cause or 'all phases ok'}); "
                     "timeout change prepared as a dry run"))

@@ -38,7 +38,8 @@ ACTIONS = {
 SLOW_API_ACTIONS = [
     ("P1", "Set client timeouts from the measured time to first byte, with a fallback (MISTRAL_FALLBACK) for when "
            "the API hangs"),
-    ("P2", "Report the hang to Mistral support with the recorded timings; check https://status.mistral.ai"),
+    ("P2", "Report the slow or unanswered calls to Mistral support with the recorded timings; check "
+           "https://status.mistral.ai"),
     ("P3", "A synthetic probe alerting on the API's time to first byte, not only on errors")]
 GENERIC_ACTIONS = [("P2", "Add a runbook step or alert for what this incident showed")]
 
